@@ -1,0 +1,136 @@
+//! Block-aligned buffers for writes ([`IoBuf`]) and reads ([`ReadBuf`]).
+//!
+//! DMA buffers come from glommio's pool; the simulated disk uses [`AlignedHeap`] so that
+//! archived rkyv data read from it is as aligned as data read from the real disk.
+
+use std::alloc::Layout;
+use std::ops::Deref;
+use std::rc::Rc;
+
+use glommio::io::{DmaBuffer, ReadResult};
+
+use crate::limits::BLOCK_BYTES;
+
+/// A zeroed heap allocation aligned to [`BLOCK_BYTES`].
+pub struct AlignedHeap {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl AlignedHeap {
+    pub fn zeroed(len: usize) -> Self {
+        let layout = Self::layout(len);
+        // SAFETY: the layout has a non-zero size (at least one block).
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(ptr) = std::ptr::NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        AlignedHeap { ptr, len }
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        let mut heap = Self::zeroed(bytes.len());
+        heap.as_mut_slice().copy_from_slice(bytes);
+        heap
+    }
+
+    fn layout(len: usize) -> Layout {
+        // A zero-length buffer still allocates one block so the pointer is always valid.
+        Layout::from_size_align(len.max(BLOCK_BYTES), BLOCK_BYTES).expect("block layout")
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len initialised (zeroed) bytes for the life of self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self guarantees exclusivity.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedHeap {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this exact layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
+    }
+}
+
+/// A buffer to be written.
+pub enum IoBuf {
+    Dma(DmaBuffer),
+    Heap(AlignedHeap),
+}
+
+impl IoBuf {
+    pub(crate) fn dma(len: usize) -> Self {
+        let mut buf = glommio::allocate_dma_buffer(len);
+        buf.as_bytes_mut().fill(0);
+        IoBuf::Dma(buf)
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            IoBuf::Dma(b) => b.len(),
+            IoBuf::Heap(b) => b.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            IoBuf::Dma(b) => b.as_bytes(),
+            IoBuf::Heap(b) => b.as_slice(),
+        }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            IoBuf::Dma(b) => b.as_bytes_mut(),
+            IoBuf::Heap(b) => b.as_mut_slice(),
+        }
+    }
+}
+
+/// Bytes read from a file, aligned to the block at their start. Cheap to clone and slice.
+#[derive(Clone)]
+pub enum ReadBuf {
+    Dma(ReadResult),
+    Heap { buf: Rc<AlignedHeap>, start: usize, len: usize },
+}
+
+impl ReadBuf {
+    pub fn empty() -> Self {
+        ReadBuf::Heap { buf: Rc::new(AlignedHeap::zeroed(0)), start: 0, len: 0 }
+    }
+
+    pub fn from_heap(heap: AlignedHeap) -> Self {
+        let len = heap.len;
+        ReadBuf::Heap { buf: Rc::new(heap), start: 0, len }
+    }
+
+    /// A view of `len` bytes at `offset`, sharing the allocation. `None` when out of range.
+    pub fn slice(&self, offset: usize, len: usize) -> Option<ReadBuf> {
+        let end = offset.checked_add(len)?;
+        if end > self.len() {
+            return None;
+        }
+        match self {
+            ReadBuf::Dma(r) => ReadResult::slice(r, offset, len).map(ReadBuf::Dma),
+            ReadBuf::Heap { buf, start, .. } => Some(ReadBuf::Heap { buf: buf.clone(), start: start + offset, len }),
+        }
+    }
+}
+
+impl Deref for ReadBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadBuf::Dma(r) => r,
+            ReadBuf::Heap { buf, start, len } => &buf.as_slice()[*start..*start + *len],
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Every limit and default of the engine, named once, units last.
+//!
+//! Relations between limits are compile-time asserts, so a change that breaks
+//! one (a batch larger than a segment, a frame smaller than a batch) fails the build.
+
+/// The DMA block: every write and read of a log file is aligned to it.
+pub const BLOCK_BYTES: usize = 4096;
+
+/// Bytes of the fixed batch header that precedes every batch payload.
+pub const BATCH_HEADER_BYTES: usize = 64;
+/// Default largest payload a single produced batch may carry (Kafka's and Redpanda's 1 MiB).
+pub const BATCH_BYTES_MAX_DEFAULT: usize = 1 << 20;
+/// Hard ceiling for a configured batch size: a batch must fit in one segment write.
+pub const BATCH_BYTES_MAX_CEILING: usize = 64 << 20;
+/// Records in one batch at most (keeps record counts inside u32 and bounds validation work).
+pub const BATCH_RECORDS_MAX: usize = 1 << 20;
+
+/// Default segment size before rolling to a new segment file.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 256 << 20;
+/// Smallest configurable segment (tests use small segments to exercise rolling).
+pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
+/// Largest segment: index entries store 32-bit file positions.
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 32;
+/// A sparse index entry is added after at least this many log bytes.
+pub const INDEX_INTERVAL_BYTES: u64 = 32 << 10;
+
+/// Bytes the appender coalesces into one write (a group of queued batches).
+pub const APPEND_WRITE_BYTES_MAX: usize = 4 << 20;
+/// Append requests queued per partition before producers are suspended (backpressure).
+pub const APPEND_QUEUE_DEPTH: usize = 1024;
+/// How often a partition under `interval` durability without an explicit interval syncs.
+pub const SYNC_INTERVAL_MS_DEFAULT: u64 = 10;
+/// How often the durable watermark file is refreshed while data keeps arriving.
+pub const WATERMARK_PERSIST_INTERVAL_MS: u64 = 1000;
+
+/// One read-ahead DMA read.
+pub const READ_AHEAD_CHUNK_BYTES: usize = 1 << 20;
+/// Read-ahead reads kept in flight by a sequential reader.
+pub const READ_AHEAD_DEPTH: usize = 4;
+/// Memory one sequential reader may hold in read-ahead buffers.
+pub const READ_AHEAD_BUDGET_BYTES: usize = READ_AHEAD_CHUNK_BYTES * READ_AHEAD_DEPTH;
+
+/// Largest native-protocol frame accepted (Kafka's socket.request.max.bytes).
+pub const FRAME_BYTES_MAX_DEFAULT: usize = 100 << 20;
+/// Requests one connection may have in flight before the server stops reading it.
+pub const CONNECTION_INFLIGHT_MAX: usize = 64;
+/// Open connections per server before new ones are refused.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// A connection that sends nothing for this long is closed.
+pub const CONNECTION_IDLE_MS_DEFAULT: u64 = 10 * 60 * 1000;
+/// Longest long-poll a fetch may ask for.
+pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
+/// Largest byte budget of one fetch reply.
+pub const FETCH_BYTES_MAX: u32 = 64 << 20;
+
+/// Cross-shard queue slots per pair of shards; a full queue suspends the sender.
+pub const SHARD_QUEUE_DEPTH: usize = 256;
+/// Requests from one peer shard served at once before its queue backs up.
+pub const SHARD_INFLIGHT_MAX: usize = 512;
+
+/// Longest topic name (Kafka's limit).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Most partitions per topic.
+pub const PARTITIONS_MAX: u32 = 4096;
+/// How often retention is enforced.
+pub const RETENTION_CHECK_INTERVAL_MS: u64 = 5_000;
+/// How often a shard looks for a shutdown request (cold path).
+pub const SHUTDOWN_POLL_MS: u64 = 10;
+
+const _: () = assert!(BATCH_HEADER_BYTES < BLOCK_BYTES);
+const _: () = assert!(BATCH_BYTES_MAX_DEFAULT <= BATCH_BYTES_MAX_CEILING);
+// A topic's batch limit must fit one segment: checked by `TopicConfig::validate`.
+const _: () = assert!((BATCH_BYTES_MAX_CEILING as u64) < SEGMENT_BYTES_MAX);
+const _: () = assert!(SEGMENT_BYTES_MIN % BLOCK_BYTES as u64 == 0);
+const _: () = assert!(READ_AHEAD_CHUNK_BYTES % BLOCK_BYTES == 0);
+const _: () = assert!(APPEND_WRITE_BYTES_MAX >= BATCH_BYTES_MAX_DEFAULT + BLOCK_BYTES);
+const _: () = assert!(FRAME_BYTES_MAX_DEFAULT > BATCH_BYTES_MAX_CEILING);
+const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64 + 1);
+
+/// Rounds `n` up to the next multiple of [`BLOCK_BYTES`].
+pub const fn align_up(n: u64) -> u64 {
+    (n + BLOCK_BYTES as u64 - 1) & !(BLOCK_BYTES as u64 - 1)
+}
+
+/// Rounds `n` down to a multiple of [`BLOCK_BYTES`].
+pub const fn align_down(n: u64) -> u64 {
+    n & !(BLOCK_BYTES as u64 - 1)
+}

@@ -1,0 +1,27 @@
+//! The log: topics, partitions, segments, indexes, recovery, retention and reads.
+//!
+//! Owns every byte of the data directory except what other modules ask it to keep.
+//! Promises: an append is acknowledged only once its topic's durability holds; recovery
+//! never truncates acknowledged data; every batch read from disk is CRC-checked before a
+//! record is touched. Disk access goes through [`crate::io`] only.
+
+mod error;
+mod log_manager;
+mod offset;
+mod partition;
+mod reader;
+mod segment;
+mod segment_index;
+mod topic;
+
+pub use error::LogError;
+pub use log_manager::{owner_shard, LogManager, Placement, StartPosition};
+pub use offset::{Offset, PartitionOffsets};
+pub use partition::{AppendAck, Partition, PartitionStatus};
+pub use reader::PartitionReader;
+pub use segment::{
+    index_file_name, log_file_name, parse_log_file_name, scan_segment, ChunkReader, PartitionIdentity, ScanOutcome,
+    SegmentHeader, SEGMENT_DATA_START,
+};
+pub use segment_index::{IndexEntry, SegmentIndex, SegmentSummary};
+pub use topic::{validate_topic_name, Durability, TopicConfig};

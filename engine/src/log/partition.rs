@@ -1,0 +1,869 @@
+//! A partition: the segments of one topic partition, its appender and its durability.
+//!
+//! Owned by exactly one shard; nothing here is `Send` and nothing takes a lock.
+//!
+//! Appends queue in a bounded queue (a full queue suspends producers). One appender task
+//! drains the queue in groups, assigns offsets, and writes each group with one DMA write.
+//! Under `sync` a flusher task runs beside it: it fdatasyncs whatever has been written
+//! since the last sync and then acknowledges every append that sync covered, so
+//! concurrent producers share one sync (group commit) while the next group is already
+//! being written. Under `interval` a timer does the syncing and appends are acknowledged
+//! after their write; under `none` syncs happen only when a segment rolls and on close.
+//!
+//! A failed write or sync makes the partition read-only until it is reopened: nothing is
+//! retried and nothing more is acknowledged (after a failed fsync the kernel may have
+//! dropped the dirty pages, so a retry that succeeds proves nothing).
+//!
+//! Recovery on open trusts the log, never the index: the last segment is verified batch
+//! by batch; a bad batch above the durable watermark is a torn write and is truncated; a
+//! bad batch below it is corruption, and the partition opens read-only naming file and
+//! offset.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use event_listener::Event;
+use futures::channel::oneshot;
+use glommio::Task;
+
+use super::error::LogError;
+use super::offset::{Offset, PartitionOffsets};
+use super::segment::{
+    index_file_name, log_file_name, parse_log_file_name, read_batch, scan_segment, ChunkReader, PartitionIdentity,
+    Segment, SegmentHeader, SEGMENT_DATA_START,
+};
+use super::segment_index::SegmentIndex;
+use super::topic::{Durability, TopicConfig};
+use crate::io::{IoError, OpenMode, Storage};
+use crate::limits::{
+    APPEND_QUEUE_DEPTH, APPEND_WRITE_BYTES_MAX, BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES,
+    WATERMARK_PERSIST_INTERVAL_MS,
+};
+use crate::record::{Batch, BatchHeader, BatchPayload, FLAG_TYPED};
+use crate::runtime::BoundedQueue;
+use crate::wire::{decode_meta_file, encode_meta_file, Decoder, Encoder};
+
+const WATERMARK_FILE: &str = "durable.wm";
+const WATERMARK_MAGIC: [u8; 4] = *b"SLWM";
+const WATERMARK_VERSION: u16 = 1;
+
+/// The reply to a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    pub base_offset: Offset,
+    pub record_count: u32,
+}
+
+type AppendReply = oneshot::Sender<Result<AppendAck, LogError>>;
+
+struct AppendRequest {
+    payload: BatchPayload,
+    reply: AppendReply,
+}
+
+impl AppendRequest {
+    fn disk_len(&self) -> usize {
+        crate::limits::align_up((BATCH_HEADER_BYTES + self.payload.bytes().len()) as u64) as usize
+    }
+}
+
+/// An append written but waiting for its sync.
+struct PendingAck {
+    ack: AppendAck,
+    end_offset: Offset,
+    segment_base: u64,
+    end_pos: u64,
+    reply: AppendReply,
+}
+
+/// What a partition reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub partition: u32,
+    pub log_start: Offset,
+    pub durable_end: Offset,
+    pub written_end: Offset,
+    pub visible_end: Offset,
+    pub segments: usize,
+    pub bytes: u64,
+    pub read_only: Option<String>,
+}
+
+struct State {
+    offsets: PartitionOffsets,
+    segments: VecDeque<Segment>,
+    /// Why the partition is read-only, if it is.
+    failure: Option<String>,
+    pending_acks: VecDeque<PendingAck>,
+    watermark_persisted: Offset,
+}
+
+struct Inner {
+    topic: Rc<TopicConfig>,
+    partition: u32,
+    identity: PartitionIdentity,
+    dir: PathBuf,
+    storage: Storage,
+    state: RefCell<State>,
+    queue: BoundedQueue<AppendRequest>,
+    /// Notified when `visible_end` advances (long-polling readers wait on it).
+    new_data: Event,
+    /// Notified when `written_end` advances or the partition closes (the flusher waits on it).
+    sync_wanted: Event,
+    closing: Cell<bool>,
+    tasks: RefCell<Vec<Task<()>>>,
+    /// Serialises watermark file updates (roll, timer and close may race for it).
+    watermark_writer: glommio::sync::Semaphore,
+}
+
+/// Handle to a partition; clones share it (within its shard).
+#[derive(Clone)]
+pub struct Partition {
+    inner: Rc<Inner>,
+}
+
+impl Partition {
+    /// Opens (recovering) or creates the partition in `dir`.
+    pub async fn open(
+        storage: &Storage,
+        dir: &Path,
+        topic: Rc<TopicConfig>,
+        partition: u32,
+    ) -> Result<Partition, LogError> {
+        storage.create_dir_all(dir).await?;
+        let identity = PartitionIdentity { topic_id: topic.topic_id, partition };
+        let recovered = recover(storage, dir, &topic, identity).await?;
+        let inner = Rc::new(Inner {
+            topic,
+            partition,
+            identity,
+            dir: dir.to_path_buf(),
+            storage: storage.clone(),
+            state: RefCell::new(State {
+                offsets: recovered.offsets,
+                segments: recovered.segments,
+                failure: recovered.failure,
+                pending_acks: VecDeque::new(),
+                watermark_persisted: Offset(0),
+            }),
+            queue: BoundedQueue::new(APPEND_QUEUE_DEPTH),
+            new_data: Event::new(),
+            sync_wanted: Event::new(),
+            closing: Cell::new(false),
+            tasks: RefCell::new(Vec::new()),
+            watermark_writer: glommio::sync::Semaphore::new(1),
+        });
+        if inner.state.borrow().failure.is_none() {
+            inner.persist_watermark().await?;
+        }
+        let mut tasks = vec![glommio::spawn_local(append_loop(inner.clone()))];
+        match inner.topic.durability {
+            Durability::Sync => tasks.push(glommio::spawn_local(flush_loop(inner.clone(), None))),
+            Durability::Interval { ms } => tasks.push(glommio::spawn_local(flush_loop(inner.clone(), Some(ms)))),
+            Durability::None => {}
+        }
+        tasks.push(glommio::spawn_local(watermark_loop(inner.clone())));
+        *inner.tasks.borrow_mut() = tasks;
+        Ok(Partition { inner })
+    }
+
+    pub fn topic(&self) -> &TopicConfig {
+        &self.inner.topic
+    }
+
+    pub fn id(&self) -> u32 {
+        self.inner.partition
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn offsets(&self) -> PartitionOffsets {
+        self.inner.state.borrow().offsets
+    }
+
+    pub fn status(&self) -> PartitionStatus {
+        let st = self.inner.state.borrow();
+        PartitionStatus {
+            partition: self.inner.partition,
+            log_start: st.offsets.log_start(),
+            durable_end: st.offsets.durable_end(),
+            written_end: st.offsets.written_end(),
+            visible_end: st.offsets.visible_end(),
+            segments: st.segments.len(),
+            bytes: st.segments.iter().map(Segment::data_bytes).sum(),
+            read_only: st.failure.clone(),
+        }
+    }
+
+    /// Appends one batch; resolves once the topic's durability holds for it.
+    pub async fn append(&self, payload: BatchPayload) -> Result<AppendAck, LogError> {
+        let max = self.inner.topic.batch_bytes_max as usize;
+        if payload.bytes().len() > max {
+            return Err(crate::record::PayloadError::TooLarge { len: payload.bytes().len(), max }.into());
+        }
+        if let Some(reason) = &self.inner.state.borrow().failure {
+            return Err(self.inner.read_only(reason));
+        }
+        let (reply, rx) = oneshot::channel();
+        if self.inner.queue.push(AppendRequest { payload, reply }).await.is_err() {
+            return Err(self.inner.closed());
+        }
+        rx.await.unwrap_or_else(|_| Err(self.inner.closed()))
+    }
+
+    /// Waits until an offset at or past `offset` is visible, or the timeout passes.
+    /// Returns whether data is there.
+    pub async fn wait_for(&self, offset: Offset, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.inner.state.borrow().offsets.visible_end() > offset || self.inner.closing.get() {
+                return self.inner.state.borrow().offsets.visible_end() > offset;
+            }
+            let listener = self.inner.new_data.listen();
+            if self.inner.state.borrow().offsets.visible_end() > offset {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let _ = glommio::timer::timeout(deadline - now, async {
+                listener.await;
+                Ok(())
+            })
+            .await;
+        }
+    }
+
+    /// Reads whole batches starting with the one that holds `from`, up to about
+    /// `bytes_max` (at least one batch when any is visible). Every batch is CRC-checked.
+    pub async fn read(&self, from: Offset, bytes_max: usize) -> Result<Vec<Batch>, LogError> {
+        {
+            let st = self.inner.state.borrow();
+            let (start, end) = (st.offsets.log_start(), st.offsets.visible_end());
+            if from < start || from > end {
+                return Err(LogError::OffsetOutOfRange { requested: from.0, start: start.0, end: end.0 });
+            }
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = from;
+        while let Some(view) = self.segment_view(next) {
+            let before = next;
+            let mut reader = ChunkReader::new(&view.file, view.visible_len);
+            let mut pos = view.start_pos;
+            while pos < view.visible_len {
+                let batch = match read_batch(&mut reader, pos, &view.path, view.identity).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.inner.fail(e.to_string());
+                        return Err(e);
+                    }
+                };
+                pos += batch.header.disk_len();
+                if batch.end_offset() <= next.0 {
+                    continue;
+                }
+                next = Offset(batch.end_offset());
+                bytes += batch.payload().len() + BATCH_HEADER_BYTES;
+                out.push(batch);
+                if bytes >= bytes_max {
+                    return Ok(out);
+                }
+            }
+            if next == before {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose record has a timestamp at or after `ts`; the visible end
+    /// when there is none.
+    pub async fn offset_for_time(&self, ts: i64) -> Result<Offset, LogError> {
+        let start = {
+            let st = self.inner.state.borrow();
+            let entry = st.segments.iter().find_map(|s| s.index.entry_for_time(ts));
+            match entry {
+                Some(e) => Offset(e.offset.max(st.offsets.log_start().0)),
+                None => return Ok(st.offsets.visible_end()),
+            }
+        };
+        let mut next = start;
+        loop {
+            let batches = self.read(next, crate::limits::READ_AHEAD_CHUNK_BYTES).await?;
+            let Some(last) = batches.last() else {
+                return Ok(next);
+            };
+            next = Offset(last.end_offset());
+            for b in batches.iter().filter(|b| b.header.max_timestamp_ms >= ts) {
+                if let Some(i) = b.records().iter().position(|r| r.timestamp_ms.to_native() >= ts) {
+                    return Ok(Offset(b.base_offset() + i as u64));
+                }
+            }
+        }
+    }
+
+    /// Deletes whole sealed segments past the retention limits; never the active one.
+    /// Returns the number of segments deleted.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let topic = &self.inner.topic;
+        if topic.retention_bytes.is_none() && topic.retention_ms.is_none() {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        loop {
+            let victim = {
+                let mut st = self.inner.state.borrow_mut();
+                if st.segments.len() < 2 {
+                    break;
+                }
+                let total: u64 = st.segments.iter().map(Segment::data_bytes).sum();
+                let first = &st.segments[0];
+                debug_assert!(first.sealed);
+                let by_size = topic.retention_bytes.is_some_and(|max| total - first.data_bytes() >= max);
+                let by_age = topic
+                    .retention_ms
+                    .is_some_and(|ms| first.index.max_timestamp_ms() < now_ms.saturating_sub(ms as i64));
+                if !(by_size || by_age) {
+                    break;
+                }
+                let seg = st.segments.pop_front().expect("two segments");
+                let new_start = Offset(st.segments[0].base_offset);
+                st.offsets.advance_log_start(new_start);
+                seg
+            };
+            self.inner.storage.remove_file(&victim.log_path).await?;
+            if self.inner.storage.exists(&victim.index_path) {
+                self.inner.storage.remove_file(&victim.index_path).await?;
+            }
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.inner.storage.sync_dir(&self.inner.dir).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Stops taking appends, finishes the queued ones, syncs and persists the watermark.
+    pub async fn close(&self) -> Result<(), LogError> {
+        let inner = &self.inner;
+        inner.queue.close();
+        inner.closing.set(true);
+        inner.sync_wanted.notify(usize::MAX);
+        let tasks = std::mem::take(&mut *inner.tasks.borrow_mut());
+        for t in tasks {
+            t.await;
+        }
+        inner.new_data.notify(usize::MAX);
+        if inner.state.borrow().failure.is_some() {
+            return Ok(());
+        }
+        inner.sync_active().await?;
+        inner.persist_watermark().await
+    }
+
+    /// Segment files and positions, for readers that stream the log (see `reader`).
+    pub(crate) fn segment_view(&self, from: Offset) -> Option<SegmentView> {
+        let st = self.inner.state.borrow();
+        if from < st.offsets.log_start() || from >= st.offsets.visible_end() {
+            return None;
+        }
+        let i = st.segments.partition_point(|s| s.base_offset <= from.0).saturating_sub(1);
+        let seg = &st.segments[i];
+        Some(SegmentView {
+            file: seg.file.clone(),
+            path: seg.log_path.clone(),
+            start_pos: seg.index.position_for_offset(from.0).unwrap_or(SEGMENT_DATA_START),
+            visible_len: seg.visible_len,
+            identity: self.inner.identity,
+        })
+    }
+
+    pub(crate) fn mark_corrupt(&self, reason: String) {
+        self.inner.fail(reason);
+    }
+}
+
+/// A segment as a streaming reader sees it at one moment.
+pub(crate) struct SegmentView {
+    pub file: Rc<crate::io::File>,
+    pub path: PathBuf,
+    pub start_pos: u64,
+    pub visible_len: u64,
+    pub identity: PartitionIdentity,
+}
+
+impl Inner {
+    fn read_only(&self, reason: &str) -> LogError {
+        LogError::ReadOnly { topic: self.topic.name.clone(), partition: self.partition, reason: reason.to_string() }
+    }
+
+    fn closed(&self) -> LogError {
+        LogError::Closed { topic: self.topic.name.clone(), partition: self.partition }
+    }
+
+    /// Makes the partition read-only and fails every append not yet acknowledged.
+    fn fail(&self, reason: String) {
+        tracing::error!(topic = %self.topic.name, partition = self.partition, %reason, "partition is now read-only");
+        let pending = {
+            let mut st = self.state.borrow_mut();
+            if st.failure.is_none() {
+                st.failure = Some(reason.clone());
+            }
+            std::mem::take(&mut st.pending_acks)
+        };
+        for p in pending {
+            let _ = p.reply.send(Err(self.read_only(&reason)));
+        }
+        self.sync_wanted.notify(usize::MAX);
+    }
+
+    /// Everything up to `target` is on disk: advance the durable and visible ends and
+    /// acknowledge the appends that waited for it.
+    fn on_durable(&self, target: Offset) {
+        let mut acked = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            if target > st.offsets.durable_end() {
+                st.offsets.advance_durable(target);
+            }
+            while st.pending_acks.front().is_some_and(|p| p.end_offset <= target) {
+                let Some(p) = st.pending_acks.pop_front() else {
+                    break;
+                };
+                if let Some(seg) = st.segments.iter_mut().rev().find(|s| s.base_offset == p.segment_base) {
+                    seg.visible_len = seg.visible_len.max(p.end_pos);
+                }
+                if p.end_offset > st.offsets.visible_end() {
+                    st.offsets.advance_visible(p.end_offset);
+                }
+                acked.push(p);
+            }
+        }
+        for p in acked {
+            let _ = p.reply.send(Ok(p.ack));
+        }
+        self.new_data.notify(usize::MAX);
+    }
+
+    /// fdatasyncs the active segment and marks what it covered durable.
+    async fn sync_active(&self) -> Result<(), LogError> {
+        let (target, file) = {
+            let st = self.state.borrow();
+            let Some(active) = st.segments.back() else {
+                return Ok(());
+            };
+            (st.offsets.written_end(), active.file.clone())
+        };
+        if let Err(e) = file.fdatasync().await {
+            self.fail(format!("fdatasync failed: {e}"));
+            return Err(e.into());
+        }
+        self.on_durable(target);
+        Ok(())
+    }
+
+    async fn persist_watermark(&self) -> Result<(), LogError> {
+        let _permit = self.watermark_writer.acquire_permit(1).await.map_err(|e| {
+            LogError::Io(IoError::new(crate::io::IoOp::Write, &self.dir, std::io::Error::other(e.to_string())))
+        })?;
+        let durable = self.state.borrow().offsets.durable_end();
+        let mut e = Encoder::new();
+        e.u64(durable.0);
+        let bytes = encode_meta_file(WATERMARK_MAGIC, WATERMARK_VERSION, &e.finish());
+        self.storage.write_file_atomic(&self.dir.join(WATERMARK_FILE), &bytes).await?;
+        self.state.borrow_mut().watermark_persisted = durable;
+        Ok(())
+    }
+
+    /// Seals the active segment (synced, index written) and starts a new one.
+    async fn roll(&self) -> Result<(), LogError> {
+        self.sync_active().await?;
+        let (summary, index_bytes, index_path, base) = {
+            let mut st = self.state.borrow_mut();
+            let written = st.offsets.written_end();
+            let active = st.segments.back_mut().expect("a partition always has a segment");
+            active.sealed = true;
+            active.visible_len = active.len;
+            let summary = active.summary();
+            (summary, active.index.encode_file(&summary), active.index_path.clone(), written.0)
+        };
+        debug_assert_eq!(summary.end_offset, base);
+        // The index is derived data: written without a sync, rebuilt if it comes back torn.
+        write_plain(&self.storage, &index_path, &index_bytes).await?;
+        let segment = Segment::create(&self.storage, &self.dir, base, self.identity).await?;
+        self.state.borrow_mut().segments.push_back(segment);
+        self.persist_watermark().await
+    }
+
+    /// Writes one group of appends (splitting it where the segment must roll).
+    async fn write_group(&self, group: &mut Vec<AppendRequest>) {
+        while !group.is_empty() {
+            if let Some(reason) = self.state.borrow().failure.clone() {
+                for r in group.drain(..) {
+                    let _ = r.reply.send(Err(self.read_only(&reason)));
+                }
+                return;
+            }
+            let needs_roll = {
+                let st = self.state.borrow();
+                let active = st.segments.back().expect("active segment");
+                active.len > SEGMENT_DATA_START && active.len + group[0].disk_len() as u64 > self.topic.segment_bytes
+            };
+            if needs_roll {
+                if let Err(e) = self.roll().await {
+                    self.fail(format!("segment roll failed: {e}"));
+                    continue;
+                }
+            }
+            // Take the prefix of the group that fits the active segment.
+            let (pos, base_offset, durable_hint) = {
+                let st = self.state.borrow();
+                let active = st.segments.back().expect("active segment");
+                (active.len, st.offsets.written_end(), st.offsets.durable_end())
+            };
+            let mut total = 0usize;
+            let mut take = 0usize;
+            for r in group.iter() {
+                let len = r.disk_len();
+                if take > 0 && pos + (total + len) as u64 > self.topic.segment_bytes {
+                    break;
+                }
+                total += len;
+                take += 1;
+            }
+            let batch: Vec<AppendRequest> = group.drain(..take).collect();
+            let mut buf = self.storage.alloc_buffer(total);
+            let mut headers = Vec::with_capacity(batch.len());
+            let mut at = 0usize;
+            let mut next = base_offset;
+            for r in &batch {
+                let s = r.payload.summary();
+                let bytes = r.payload.bytes();
+                let header = BatchHeader {
+                    flags: if r.payload.is_typed() { FLAG_TYPED } else { 0 },
+                    payload_crc32c: s.crc32c,
+                    base_offset: next.0,
+                    durable_hint: durable_hint.0,
+                    first_timestamp_ms: s.first_timestamp_ms,
+                    max_timestamp_ms: s.max_timestamp_ms,
+                    record_count: s.record_count,
+                    payload_len: bytes.len() as u32,
+                    topic_id: self.identity.topic_id,
+                    partition: self.identity.partition as u16,
+                    schema_version: 0,
+                };
+                let out = buf.as_mut_slice();
+                header.encode(&mut out[at..at + BATCH_HEADER_BYTES]);
+                out[at + BATCH_HEADER_BYTES..at + BATCH_HEADER_BYTES + bytes.len()].copy_from_slice(bytes);
+                debug_assert!(at % BLOCK_BYTES == 0);
+                headers.push((header, pos + at as u64));
+                at += r.disk_len();
+                next = next.plus(s.record_count as u64);
+            }
+            debug_assert_eq!(at, total);
+            let file = self.state.borrow().segments.back().expect("active segment").file.clone();
+            if let Err(e) = file.write_at(buf, pos).await {
+                let reason = format!("write failed: {e}");
+                self.fail(reason.clone());
+                for r in batch {
+                    let _ = r.reply.send(Err(self.read_only(&reason)));
+                }
+                continue;
+            }
+            self.on_written(batch, headers, total as u64);
+        }
+    }
+
+    fn on_written(&self, batch: Vec<AppendRequest>, headers: Vec<(BatchHeader, u64)>, total: u64) {
+        let sync = self.topic.durability == Durability::Sync;
+        let mut immediate = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            let active = st.segments.back_mut().expect("active segment");
+            for (h, pos) in &headers {
+                active.index.on_batch(h.base_offset, *pos, h.max_timestamp_ms);
+            }
+            active.len += total;
+            let Some((last, _)) = headers.last() else {
+                return;
+            };
+            active.end_offset = last.end_offset();
+            let segment_base = active.base_offset;
+            st.offsets.advance_written(Offset(last.end_offset()));
+            for (r, (h, pos)) in batch.into_iter().zip(headers.iter()) {
+                let ack = AppendAck { base_offset: Offset(h.base_offset), record_count: h.record_count };
+                if sync {
+                    st.pending_acks.push_back(PendingAck {
+                        ack,
+                        end_offset: Offset(h.end_offset()),
+                        segment_base,
+                        end_pos: pos + h.disk_len(),
+                        reply: r.reply,
+                    });
+                } else {
+                    immediate.push((ack, r.reply));
+                }
+            }
+            if !sync {
+                let active = st.segments.back_mut().expect("active segment");
+                active.visible_len = active.len;
+                let written = st.offsets.written_end();
+                st.offsets.advance_visible(written);
+            }
+        }
+        if sync {
+            self.sync_wanted.notify(usize::MAX);
+        } else {
+            for (ack, reply) in immediate {
+                let _ = reply.send(Ok(ack));
+            }
+            self.new_data.notify(usize::MAX);
+        }
+    }
+}
+
+async fn append_loop(inner: Rc<Inner>) {
+    let mut group = Vec::new();
+    while inner.queue.pop_group(&mut group, APPEND_WRITE_BYTES_MAX, AppendRequest::disk_len).await {
+        inner.write_group(&mut group).await;
+    }
+}
+
+/// Group commit (`interval_ms == None`: sync as soon as something is written) or periodic sync.
+async fn flush_loop(inner: Rc<Inner>, interval_ms: Option<u64>) {
+    loop {
+        match interval_ms {
+            None => loop {
+                let listener = inner.sync_wanted.listen();
+                let st = inner.state.borrow();
+                if st.failure.is_some() {
+                    return;
+                }
+                if st.offsets.written_end() > st.offsets.durable_end() {
+                    break;
+                }
+                if inner.closing.get() && inner.queue.is_empty() {
+                    return;
+                }
+                drop(st);
+                listener.await;
+            },
+            Some(ms) => {
+                glommio::timer::sleep(Duration::from_millis(ms)).await;
+                let st = inner.state.borrow();
+                if st.failure.is_some() || inner.closing.get() {
+                    return;
+                }
+                if st.offsets.written_end() == st.offsets.durable_end() {
+                    continue;
+                }
+            }
+        }
+        if inner.sync_active().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Refreshes the durable watermark file while data keeps arriving.
+async fn watermark_loop(inner: Rc<Inner>) {
+    while !inner.closing.get() {
+        glommio::timer::sleep(Duration::from_millis(WATERMARK_PERSIST_INTERVAL_MS.min(100))).await;
+        let due = {
+            let st = inner.state.borrow();
+            st.failure.is_none() && st.offsets.durable_end() > st.watermark_persisted
+        };
+        if due && !inner.closing.get() {
+            if let Err(e) = inner.persist_watermark().await {
+                inner.fail(format!("persisting the durable watermark failed: {e}"));
+                return;
+            }
+            glommio::timer::sleep(Duration::from_millis(WATERMARK_PERSIST_INTERVAL_MS)).await;
+        }
+    }
+}
+
+struct Recovered {
+    offsets: PartitionOffsets,
+    segments: VecDeque<Segment>,
+    failure: Option<String>,
+}
+
+async fn read_watermark(storage: &Storage, dir: &Path) -> u64 {
+    let path = dir.join(WATERMARK_FILE);
+    if !storage.exists(&path) {
+        return 0;
+    }
+    match storage.read_file(&path).await {
+        Ok(buf) => match decode_meta_file(WATERMARK_MAGIC, WATERMARK_VERSION, &buf) {
+            Ok(body) => Decoder::new(body).u64().unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable durable watermark");
+                0
+            }
+        },
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable durable watermark");
+            0
+        }
+    }
+}
+
+/// Opens every segment of a partition directory, verifying the last one batch by batch.
+async fn recover(
+    storage: &Storage,
+    dir: &Path,
+    topic: &TopicConfig,
+    identity: PartitionIdentity,
+) -> Result<Recovered, LogError> {
+    let mut bases: Vec<u64> =
+        storage.list_dir(dir)?.iter().filter(|e| !e.is_dir).filter_map(|e| parse_log_file_name(&e.name)).collect();
+    bases.sort_unstable();
+    let watermark = read_watermark(storage, dir).await;
+    let payload_max = BATCH_BYTES_MAX_CEILING as u64;
+
+    // A last segment whose header never made it to disk is a torn roll: drop it.
+    while let Some(&last) = bases.last() {
+        let path = dir.join(log_file_name(last));
+        let file = storage.open(&path, OpenMode::Read).await?;
+        let header = file.read_at(0, BLOCK_BYTES).await?;
+        file.close().await?;
+        match SegmentHeader::decode(&header) {
+            Some(h) if h.base_offset == last && h.identity == identity => break,
+            _ if bases.len() > 1 && last >= watermark => {
+                tracing::warn!(path = %path.display(), "removing segment torn during creation");
+                storage.remove_file(&path).await?;
+                bases.pop();
+            }
+            _ if last >= watermark && bases.len() == 1 => {
+                storage.remove_file(&path).await?;
+                bases.pop();
+            }
+            _ => {
+                return Err(LogError::Corrupt {
+                    path,
+                    pos: 0,
+                    offset: last,
+                    detail: "bad segment header below the durable watermark".into(),
+                })
+            }
+        }
+    }
+    if bases.is_empty() {
+        let seg = Segment::create(storage, dir, 0, identity).await?;
+        let mut segments = VecDeque::new();
+        segments.push_back(seg);
+        return Ok(Recovered {
+            offsets: PartitionOffsets::new(Offset(0), Offset(0), Offset(0)),
+            segments,
+            failure: None,
+        });
+    }
+
+    let mut segments = VecDeque::new();
+    let mut failure = None;
+    let mut expected_base = None;
+    let last_i = bases.len() - 1;
+    for (i, &base) in bases.iter().enumerate() {
+        let log_path = dir.join(log_file_name(base));
+        let index_path = dir.join(index_file_name(base));
+        let is_last = i == last_i;
+        let file = storage.open(&log_path, if is_last { OpenMode::ReadWrite } else { OpenMode::Read }).await?;
+        let file_len = file.len().await?;
+        if let Some(exp) = expected_base {
+            if exp != base && failure.is_none() {
+                failure =
+                    Some(format!("{}: segment starts at offset {base}, previous ended at {exp}", log_path.display()));
+            }
+        }
+        // Sealed segments: trust a matching index, else rebuild it by a full scan.
+        let mut index = None;
+        if !is_last && storage.exists(&index_path) {
+            if let Ok(buf) = storage.read_file(&index_path).await {
+                if let Ok((ix, summary)) = SegmentIndex::decode_file(&buf) {
+                    if summary.base_offset == base && summary.len == file_len {
+                        index = Some((ix, summary.end_offset));
+                    }
+                }
+            }
+        }
+        let (index, end_offset, len) = match index {
+            Some((ix, end)) => (ix, end, file_len),
+            None => {
+                let scan = scan_segment(&file, file_len, base, identity, payload_max).await?;
+                let durable = if is_last { watermark.max(scan.durable_hint_max).max(base) } else { u64::MAX };
+                match &scan.stop {
+                    Some(stop) if stop.expected_offset < durable => {
+                        if failure.is_none() {
+                            failure = Some(format!(
+                                "corruption in {} at byte {} (offset {}): {}",
+                                log_path.display(),
+                                stop.pos,
+                                stop.expected_offset,
+                                stop.detail
+                            ));
+                        }
+                    }
+                    _ if is_last && scan.end_offset < watermark => {
+                        failure = Some(format!(
+                            "{} ends at offset {} but offsets up to {watermark} were durable",
+                            log_path.display(),
+                            scan.end_offset
+                        ));
+                    }
+                    _ if is_last && file_len > scan.valid_len => {
+                        tracing::warn!(path = %log_path.display(), from = scan.valid_len, to = file_len,
+                            "truncating torn tail above the durable watermark");
+                        file.truncate(scan.valid_len).await?;
+                        file.fdatasync().await?;
+                    }
+                    _ => {}
+                }
+                if !is_last && failure.is_none() {
+                    // Rewrite the missing or stale index; derived data, no sync needed.
+                    let summary = super::segment_index::SegmentSummary {
+                        base_offset: base,
+                        end_offset: scan.end_offset,
+                        len: scan.valid_len,
+                        max_timestamp_ms: scan.index.max_timestamp_ms(),
+                    };
+                    let _ = write_plain(storage, &index_path, &scan.index.encode_file(&summary)).await;
+                }
+                (scan.index, scan.end_offset, scan.valid_len)
+            }
+        };
+        expected_base = Some(end_offset);
+        segments.push_back(Segment {
+            base_offset: base,
+            log_path,
+            index_path,
+            file: Rc::new(file),
+            len,
+            visible_len: len,
+            end_offset,
+            index,
+            sealed: !is_last,
+        });
+    }
+    let start = Offset(bases[0]);
+    let end = Offset(expected_base.unwrap_or(0));
+    let _ = topic;
+    Ok(Recovered { offsets: PartitionOffsets::new(start, end, end), segments, failure })
+}
+
+async fn write_plain(storage: &Storage, path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let file = storage.open(path, OpenMode::Create).await?;
+    file.truncate(0).await?;
+    let mut buf = storage.alloc_buffer(crate::limits::align_up(bytes.len() as u64) as usize);
+    buf.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+    file.write_at(buf, 0).await?;
+    file.close().await
+}

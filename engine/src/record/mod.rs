@@ -1,0 +1,14 @@
+//! Records and batches: what a log stores and how it is checked.
+//!
+//! Owns: the record type (archived with rkyv 0.8 and read in place), the fixed 64-byte
+//! [`BatchHeader`] with its CRC32C chain, building batch payloads, and validating payloads
+//! at the trust boundary (ingest). After validation and a CRC check on every read from
+//! disk, records are accessed without further checks.
+
+mod batch;
+mod batch_header;
+mod record;
+
+pub use batch::{access_payload, validate_payload, Batch, BatchBuilder, BatchPayload, PayloadError, PayloadSummary};
+pub use batch_header::{BatchHeader, HeaderError, BATCH_MAGIC, BATCH_VERSION, FLAG_TYPED};
+pub use record::{ArchivedRecord, ArchivedRecordHeader, RawRecord, Record, RecordHeader};

@@ -1,0 +1,275 @@
+//! The log on real files: append, read, indexes, seek by time, rolling, retention, recovery.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use sluice::io::Storage;
+use sluice::log::{
+    Durability, LogError, LogManager, Offset, Partition, PartitionReader, Placement, StartPosition, TopicConfig,
+};
+use sluice_tests::{batch, run_local, value_of};
+
+fn topic(name: &str, durability: Durability, segment_bytes: u64) -> TopicConfig {
+    let mut c = TopicConfig::new(name, 1);
+    c.durability = durability;
+    c.segment_bytes = segment_bytes;
+    c.topic_id = 7;
+    c.batch_bytes_max = 32 << 10;
+    c
+}
+
+async fn open(dir: &Path, cfg: &TopicConfig) -> Partition {
+    Partition::open(&Storage::real(), dir, Rc::new(cfg.clone()), 0).await.expect("open partition")
+}
+
+/// Reads the whole visible log and checks record i has offset i and value_of(i).
+async fn check_all(p: &Partition, expect: u64, value_len: usize) {
+    let mut r = PartitionReader::new(p.clone(), Offset(0));
+    let mut n = 0u64;
+    while let Some(b) = r.next_batch().await.expect("read") {
+        for (i, rec) in b.records().iter().enumerate() {
+            let off = b.base_offset() + i as u64;
+            assert_eq!(off, n, "offsets are dense");
+            assert_eq!(rec.value.as_slice(), value_of(off, value_len).as_slice(), "value of offset {off}");
+            n += 1;
+        }
+    }
+    assert_eq!(n, expect, "record count");
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+#[test]
+fn append_read_roll_reopen_with_every_durability() {
+    for durability in [Durability::Sync, Durability::Interval { ms: 5 }, Durability::None] {
+        let dir = tmp();
+        let path = dir.path().join("p0");
+        let cfg = topic("t", durability, 256 << 10);
+        run_local(move || async move {
+            let p = open(&path, &cfg).await;
+            for b in 0..100u64 {
+                let ack = p.append(batch(b * 20, 20, 100, 1_000)).await.expect("append");
+                assert_eq!(ack.base_offset, Offset(b * 20));
+            }
+            let status = p.status();
+            assert!(status.segments > 1, "small segments roll: {status:?}");
+            check_all(&p, 2000, 100).await;
+            // A read from the middle starts with the batch holding the offset.
+            let got = p.read(Offset(1005), 1).await.expect("read");
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].base_offset(), 1000);
+            p.close().await.expect("close");
+            let p = open(&path, &cfg).await;
+            assert_eq!(p.offsets().written_end(), Offset(2000));
+            assert_eq!(p.offsets().durable_end(), Offset(2000));
+            check_all(&p, 2000, 100).await;
+            let ack = p.append(batch(2000, 5, 100, 1_000)).await.expect("append after reopen");
+            assert_eq!(ack.base_offset, Offset(2000));
+            p.close().await.expect("close");
+        });
+    }
+}
+
+#[test]
+fn concurrent_sync_appends_share_syncs_and_all_get_acked() {
+    let dir = tmp();
+    let path = dir.path().join("p0");
+    let cfg = topic("t", Durability::Sync, 1 << 20);
+    run_local(move || async move {
+        let p = open(&path, &cfg).await;
+        let tasks: Vec<_> = (0..64u64)
+            .map(|i| {
+                let p = p.clone();
+                glommio::spawn_local(async move { p.append(batch(0, 10, 50, i as i64)).await.expect("append") })
+            })
+            .collect();
+        let mut bases = Vec::new();
+        for t in tasks {
+            bases.push(t.await.base_offset.0);
+        }
+        bases.sort();
+        assert_eq!(bases, (0..64).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(p.offsets().durable_end(), Offset(640));
+        p.close().await.expect("close");
+    });
+}
+
+#[test]
+fn seek_by_offset_and_time_across_segments() {
+    let dir = tmp();
+    let path = dir.path().join("p0");
+    let cfg = topic("t", Durability::None, 128 << 10);
+    run_local(move || async move {
+        let p = open(&path, &cfg).await;
+        // Timestamps 10_000 + 10 * offset, strictly increasing.
+        for b in 0..200u64 {
+            let mut bb = sluice::record::BatchBuilder::new();
+            for i in b * 10..b * 10 + 10 {
+                bb.push(sluice::record::RawRecord::new(10_000 + 10 * i as i64, None, &value_of(i, 200)));
+            }
+            p.append(bb.finish().unwrap()).await.unwrap();
+        }
+        assert!(p.status().segments >= 4);
+        for (ts, want) in
+            [(0, 0), (10_000, 0), (10_001, 1), (10_010, 1), (25_555, 1556), (29_990, 1999), (40_000, 2000)]
+        {
+            let got = LogManager::resolve(&p, StartPosition::Time(ts)).await.unwrap();
+            assert_eq!(got, Offset(want), "time {ts}");
+        }
+        for o in [0u64, 9, 10, 777, 1999] {
+            let got = p.read(Offset(o), 1).await.unwrap();
+            assert!(got[0].base_offset() <= o && o < got[0].end_offset());
+        }
+        assert!(matches!(p.read(Offset(2001), 1).await, Err(LogError::OffsetOutOfRange { .. })));
+        p.close().await.unwrap();
+    });
+}
+
+#[test]
+fn missing_or_stale_index_is_rebuilt_from_the_log() {
+    let dir = tmp();
+    let path = dir.path().join("p0");
+    let cfg = topic("t", Durability::None, 128 << 10);
+    let path2 = path.clone();
+    let cfg2 = cfg.clone();
+    run_local(move || async move {
+        let p = open(&path, &cfg).await;
+        for b in 0..100u64 {
+            p.append(batch(b * 10, 10, 200, 5_000)).await.unwrap();
+        }
+        p.close().await.unwrap();
+    });
+    let mut indexes: Vec<PathBuf> = std::fs::read_dir(&path2)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "index"))
+        .collect();
+    indexes.sort();
+    assert!(indexes.len() >= 2);
+    std::fs::remove_file(&indexes[0]).unwrap();
+    // A stale index: valid file, but it describes a shorter segment.
+    let mut bytes = std::fs::read(&indexes[1]).unwrap();
+    bytes[20..28].copy_from_slice(&[0; 8]);
+    std::fs::write(&indexes[1], bytes).unwrap();
+    run_local(move || async move {
+        let p = open(&path2, &cfg2).await;
+        assert!(p.status().read_only.is_none());
+        check_all(&p, 1000, 200).await;
+        assert_eq!(LogManager::resolve(&p, StartPosition::Time(5_500)).await.unwrap(), Offset(500));
+        p.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_by_size_and_age_deletes_whole_old_segments_only() {
+    let dir = tmp();
+    let path = dir.path().join("p0");
+    let mut cfg = topic("t", Durability::None, 128 << 10);
+    cfg.retention_bytes = Some(300 << 10);
+    run_local(move || async move {
+        let p = open(&path, &cfg).await;
+        for b in 0..200u64 {
+            p.append(batch(b * 10, 10, 400, 1_000)).await.unwrap();
+        }
+        let before = p.status();
+        let deleted = p.enforce_retention(sluice::clock::now_ms()).await.unwrap();
+        let after = p.status();
+        assert!(deleted > 0);
+        assert!(after.bytes >= 300 << 10, "keeps at least the retained bytes: {after:?}");
+        assert!(after.bytes < before.bytes);
+        assert!(after.log_start > Offset(0));
+        assert_eq!(after.written_end, Offset(2000));
+        // Reading below the log start is out of range; from the start works.
+        assert!(matches!(p.read(Offset(0), 1).await, Err(LogError::OffsetOutOfRange { .. })));
+        assert_eq!(p.read(after.log_start, 1).await.unwrap()[0].base_offset(), after.log_start.0);
+        p.close().await.unwrap();
+        // Age: every record is from 1970, so all but the active segment go.
+        let mut cfg = cfg.clone();
+        cfg.retention_bytes = None;
+        cfg.retention_ms = Some(60_000);
+        let p = open(&path, &cfg).await;
+        p.enforce_retention(sluice::clock::now_ms()).await.unwrap();
+        let s = p.status();
+        assert_eq!(s.segments, 1, "never the active segment: {s:?}");
+        assert_eq!(s.written_end, Offset(2000));
+        p.close().await.unwrap();
+    });
+}
+
+#[test]
+fn torn_tail_is_truncated_and_mid_log_corruption_opens_read_only() {
+    let dir = tmp();
+    let path = dir.path().join("p0");
+    let cfg = topic("t", Durability::Sync, 16 << 20);
+    let (p2, c2) = (path.clone(), cfg.clone());
+    run_local(move || async move {
+        let p = open(&path, &cfg).await;
+        for b in 0..50u64 {
+            p.append(batch(b * 10, 10, 300, 0)).await.unwrap();
+        }
+        p.close().await.unwrap();
+    });
+    let log = path_of_segment(&p2, 0);
+    // A torn write past the end: half a batch of garbage, as a crash mid-write leaves it.
+    let len = std::fs::metadata(&log).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut f, &[0x5a; 4096 + 100]).unwrap();
+    drop(f);
+    let (p3, c3) = (p2.clone(), c2.clone());
+    run_local(move || async move {
+        let p = open(&p3, &c3).await;
+        assert!(p.status().read_only.is_none());
+        check_all(&p, 500, 300).await;
+        p.close().await.unwrap();
+    });
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), len, "torn tail truncated");
+    // Now flip a byte inside the third batch: below the durable watermark.
+    let mut bytes = std::fs::read(&log).unwrap();
+    let third = 4096 + 2 * 4096 + 500;
+    bytes[third] ^= 0x01;
+    std::fs::write(&log, bytes).unwrap();
+    let (p4, c4) = (p2.clone(), c2.clone());
+    run_local(move || async move {
+        let p = open(&p4, &c4).await;
+        let reason = p.status().read_only.expect("opened read-only");
+        assert!(reason.contains("00000000000000000000.log"), "names the file: {reason}");
+        assert!(reason.contains("offset 20"), "names the offset: {reason}");
+        assert!(matches!(p.append(batch(0, 1, 10, 0)).await, Err(LogError::ReadOnly { .. })));
+        // What comes before the corruption is still readable.
+        assert_eq!(p.read(Offset(0), 1).await.unwrap()[0].base_offset(), 0);
+        p.close().await.unwrap();
+    });
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), len, "corruption is never truncated");
+}
+
+fn path_of_segment(dir: &Path, base: u64) -> PathBuf {
+    dir.join(sluice::log::log_file_name(base))
+}
+
+#[test]
+fn log_manager_creates_lists_reopens_and_deletes_topics() {
+    let dir = tmp();
+    let data = dir.path().to_path_buf();
+    run_local(move || async move {
+        let mut lm = LogManager::open(Storage::real(), &data, Placement::single()).await.unwrap();
+        let mut c = TopicConfig::new("orders", 3);
+        c.durability = Durability::None;
+        let c = lm.create_topic(c).await.unwrap();
+        assert!(c.topic_id != 0);
+        assert!(matches!(lm.create_topic(TopicConfig::new("orders", 1)).await, Err(LogError::TopicExists(_))));
+        assert!(matches!(lm.create_topic(TopicConfig::new("bad/name", 1)).await, Err(LogError::InvalidConfig(_))));
+        for p in 0..3 {
+            lm.partition("orders", p).unwrap().append(batch(0, 3, 10, 0)).await.unwrap();
+        }
+        lm.close().await.unwrap();
+        let mut lm = LogManager::open(Storage::real(), &data, Placement::single()).await.unwrap();
+        assert_eq!(lm.topic("orders").unwrap(), &c);
+        assert_eq!(lm.partition("orders", 2).unwrap().offsets().written_end(), Offset(3));
+        lm.delete_topic("orders").await.unwrap();
+        assert!(lm.topic("orders").is_none());
+        assert!(!data.join("topics/orders").exists());
+        lm.close().await.unwrap();
+    });
+}
