@@ -369,9 +369,10 @@ impl SimFile {
         if let Some(errno) = SimDisk::check_fault(&mut s.write_fault) {
             return Err(errno_err(IoOp::Write, &self.path, errno));
         }
+        let used = SimDisk::used_bytes(&s);
         let mut f = self.file.borrow_mut();
         let growth = (pos + data.len() as u64).saturating_sub(f.current.len() as u64);
-        if SimDisk::used_bytes(&s) + growth > s.config.capacity_bytes {
+        if used + growth > s.config.capacity_bytes {
             return Err(errno_err(IoOp::Write, &self.path, libc::ENOSPC));
         }
         let op = PendingOp::Write { pos, data: data.to_vec() };

@@ -157,7 +157,11 @@ impl Partition {
             watermark_writer: glommio::sync::Semaphore::new(1),
         });
         if inner.state.borrow().failure.is_none() {
-            inner.persist_watermark().await?;
+            // Recovery without a fresh watermark is still correct (it is conservative), so
+            // failing to write one, on a full disk say, does not keep the data from being read.
+            if let Err(e) = inner.persist_watermark().await {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not refresh the durable watermark");
+            }
         }
         let mut tasks = vec![glommio::spawn_local(append_loop(inner.clone()))];
         match inner.topic.durability {
@@ -248,6 +252,10 @@ impl Partition {
             let (start, end) = (st.offsets.log_start(), st.offsets.visible_end());
             if from < start || from > end {
                 return Err(LogError::OffsetOutOfRange { requested: from.0, start: start.0, end: end.0 });
+            }
+            // A reader that reached the end of a failed partition learns why it ends there.
+            if let (true, Some(reason)) = (from == end, &st.failure) {
+                return Err(self.inner.read_only(reason));
             }
         }
         let mut out = Vec::new();
@@ -365,7 +373,10 @@ impl Partition {
             return Ok(());
         }
         inner.sync_active().await?;
-        inner.persist_watermark().await
+        if let Err(e) = inner.persist_watermark().await {
+            tracing::warn!(dir = %inner.dir.display(), error = %e, "could not refresh the durable watermark on close");
+        }
+        Ok(())
     }
 
     /// Segment files and positions, for readers that stream the log (see `reader`).
