@@ -8,4 +8,5 @@ pub mod limits;
 pub mod log;
 pub mod record;
 pub mod runtime;
+pub mod server;
 pub mod wire;

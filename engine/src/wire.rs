@@ -89,6 +89,16 @@ impl<'a> Decoder<'a> {
         Decoder { buf, pos: 0 }
     }
 
+    /// A decoder that starts reading at `pos` (alignment is still relative to `buf`'s start).
+    pub fn new_at(buf: &'a [u8], pos: usize) -> Self {
+        Decoder { buf, pos: pos.min(buf.len()) }
+    }
+
+    /// The next `n` bytes, without a length prefix.
+    pub fn raw_bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        self.take(n, "raw bytes")
+    }
+
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
         if self.buf.len() - self.pos < n {
             return Err(WireError::Truncated(what));

@@ -253,7 +253,7 @@ fn log_manager_creates_lists_reopens_and_deletes_topics() {
     let dir = tmp();
     let data = dir.path().to_path_buf();
     run_local(move || async move {
-        let mut lm = LogManager::open(Storage::real(), &data, Placement::single()).await.unwrap();
+        let lm = LogManager::open(Storage::real(), &data, Placement::single()).await.unwrap();
         let mut c = TopicConfig::new("orders", 3);
         c.durability = Durability::None;
         let c = lm.create_topic(c).await.unwrap();
@@ -264,8 +264,8 @@ fn log_manager_creates_lists_reopens_and_deletes_topics() {
             lm.partition("orders", p).unwrap().append(batch(0, 3, 10, 0)).await.unwrap();
         }
         lm.close().await.unwrap();
-        let mut lm = LogManager::open(Storage::real(), &data, Placement::single()).await.unwrap();
-        assert_eq!(lm.topic("orders").unwrap(), &c);
+        let lm = LogManager::open(Storage::real(), &data, Placement::single()).await.unwrap();
+        assert_eq!(*lm.topic("orders").unwrap(), c);
         assert_eq!(lm.partition("orders", 2).unwrap().offsets().written_end(), Offset(3));
         lm.delete_topic("orders").await.unwrap();
         assert!(lm.topic("orders").is_none());

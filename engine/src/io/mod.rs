@@ -13,12 +13,14 @@
 //! (asserted); an error carries the operation and the path.
 
 mod buffer;
+mod dir_lock;
 mod dma;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
 
 pub use buffer::{AlignedHeap, IoBuf, ReadBuf};
+pub use dir_lock::DirLock;
 pub use sim::{SimConfig, SimDisk};
 
 use crate::limits::{align_up, BLOCK_BYTES};

@@ -7,6 +7,7 @@
 //! is deleted by renaming its directory into `<data>/trash/` (atomic), then removing it;
 //! leftovers in the trash are removed on open.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -82,12 +83,14 @@ impl std::str::FromStr for StartPosition {
     }
 }
 
+/// Borrows of the catalog and the partition map are never held across an `.await`, so
+/// a shard's tasks can share one `LogManager` freely.
 pub struct LogManager {
     storage: Storage,
     data_dir: PathBuf,
     placement: Placement,
-    topics: BTreeMap<String, Rc<TopicConfig>>,
-    partitions: HashMap<(String, u32), Partition>,
+    topics: RefCell<BTreeMap<String, Rc<TopicConfig>>>,
+    partitions: RefCell<HashMap<(String, u32), Partition>>,
 }
 
 impl LogManager {
@@ -101,12 +104,12 @@ impl LogManager {
                 storage.remove_dir_all(&trash.join(&e.name)).await?;
             }
         }
-        let mut lm = LogManager {
+        let lm = LogManager {
             storage,
             data_dir: data_dir.to_path_buf(),
             placement,
-            topics: BTreeMap::new(),
-            partitions: HashMap::new(),
+            topics: RefCell::new(BTreeMap::new()),
+            partitions: RefCell::new(HashMap::new()),
         };
         for entry in lm.storage.list_dir(&topics_dir)? {
             if !entry.is_dir {
@@ -139,12 +142,13 @@ impl LogManager {
         self.data_dir.join("topics").join(name)
     }
 
-    pub fn topics(&self) -> impl Iterator<Item = &TopicConfig> {
-        self.topics.values().map(|t| &**t)
+    /// Every topic, by name.
+    pub fn topics(&self) -> Vec<Rc<TopicConfig>> {
+        self.topics.borrow().values().cloned().collect()
     }
 
-    pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
-        self.topics.get(name).map(|t| &**t)
+    pub fn topic(&self, name: &str) -> Option<Rc<TopicConfig>> {
+        self.topics.borrow().get(name).cloned()
     }
 
     pub fn owns(&self, topic: &TopicConfig, partition: u32) -> bool {
@@ -155,10 +159,10 @@ impl LogManager {
     /// Called on one shard (the coordinator); every shard then calls [`Self::add_topic_local`].
     pub async fn create_topic_meta(&self, mut config: TopicConfig) -> Result<TopicConfig, LogError> {
         config.validate().map_err(LogError::InvalidConfig)?;
-        if self.topics.contains_key(&config.name) {
+        if self.topics.borrow().contains_key(&config.name) {
             return Err(LogError::TopicExists(config.name));
         }
-        while config.topic_id == 0 || self.topics.values().any(|t| t.topic_id == config.topic_id) {
+        while config.topic_id == 0 || self.topics.borrow().values().any(|t| t.topic_id == config.topic_id) {
             config.topic_id = rand::random();
         }
         let dir = self.topic_dir(&config.name);
@@ -176,35 +180,48 @@ impl LogManager {
     }
 
     /// Adds a topic to this shard's catalog and opens the partitions it owns.
-    pub async fn add_topic_local(&mut self, config: TopicConfig) -> Result<(), LogError> {
+    pub async fn add_topic_local(&self, config: TopicConfig) -> Result<(), LogError> {
         let config = Rc::new(config);
         let dir = self.topic_dir(&config.name);
+        let mut opened = Vec::new();
         for p in 0..config.partitions {
             if self.owns(&config, p) {
-                let partition = Partition::open(&self.storage, &dir.join(p.to_string()), config.clone(), p).await?;
-                self.partitions.insert((config.name.clone(), p), partition);
+                match Partition::open(&self.storage, &dir.join(p.to_string()), config.clone(), p).await {
+                    Ok(partition) => opened.push(partition),
+                    Err(e) => {
+                        for partition in opened {
+                            let _ = partition.close().await;
+                        }
+                        return Err(e);
+                    }
+                }
             }
         }
-        self.topics.insert(config.name.clone(), config);
+        let mut partitions = self.partitions.borrow_mut();
+        for partition in opened {
+            partitions.insert((config.name.clone(), partition.id()), partition);
+        }
+        self.topics.borrow_mut().insert(config.name.clone(), config);
         Ok(())
     }
 
     /// Creates a topic on a single-shard log (embedding): metadata, then partitions.
-    pub async fn create_topic(&mut self, config: TopicConfig) -> Result<TopicConfig, LogError> {
+    pub async fn create_topic(&self, config: TopicConfig) -> Result<TopicConfig, LogError> {
         let config = self.create_topic_meta(config).await?;
         self.add_topic_local(config.clone()).await?;
         Ok(config)
     }
 
     /// Closes this shard's partitions of a topic and forgets it.
-    pub async fn remove_topic_local(&mut self, name: &str) -> Result<(), LogError> {
-        let Some(config) = self.topics.remove(name) else {
+    pub async fn remove_topic_local(&self, name: &str) -> Result<(), LogError> {
+        let Some(config) = self.topics.borrow_mut().remove(name) else {
             return Err(LogError::UnknownTopic(name.to_string()));
         };
-        for p in 0..config.partitions {
-            if let Some(partition) = self.partitions.remove(&(name.to_string(), p)) {
-                partition.close().await?;
-            }
+        let closing: Vec<Partition> = (0..config.partitions)
+            .filter_map(|p| self.partitions.borrow_mut().remove(&(name.to_string(), p)))
+            .collect();
+        for partition in closing {
+            partition.close().await?;
         }
         Ok(())
     }
@@ -225,26 +242,29 @@ impl LogManager {
     }
 
     /// Deletes a topic on a single-shard log (embedding).
-    pub async fn delete_topic(&mut self, name: &str) -> Result<(), LogError> {
+    pub async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
         self.remove_topic_local(name).await?;
         self.delete_topic_files(name).await
     }
 
     /// A partition this shard owns.
-    pub fn partition(&self, topic: &str, partition: u32) -> Result<&Partition, LogError> {
-        let Some(config) = self.topics.get(topic) else {
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Partition, LogError> {
+        let Some(config) = self.topic(topic) else {
             return Err(LogError::UnknownTopic(topic.to_string()));
         };
         if partition >= config.partitions {
             return Err(LogError::UnknownPartition { topic: topic.to_string(), partition });
         }
         self.partitions
+            .borrow()
             .get(&(topic.to_string(), partition))
+            .cloned()
             .ok_or(LogError::UnknownPartition { topic: topic.to_string(), partition })
     }
 
-    pub fn partitions(&self) -> impl Iterator<Item = &Partition> {
-        self.partitions.values()
+    /// The partitions this shard owns.
+    pub fn partitions(&self) -> Vec<Partition> {
+        self.partitions.borrow().values().cloned().collect()
     }
 
     /// Resolves a start position to an offset in `partition`.
@@ -261,16 +281,17 @@ impl LogManager {
     /// Applies retention to every partition this shard owns.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let mut deleted = 0;
-        for p in self.partitions.values() {
+        for p in self.partitions() {
             deleted += p.enforce_retention(now_ms).await?;
         }
         Ok(deleted)
     }
 
     /// Closes every partition: finishes queued appends and syncs.
-    pub async fn close(&mut self) -> Result<(), LogError> {
+    pub async fn close(&self) -> Result<(), LogError> {
         let mut first_err = None;
-        for (_, p) in self.partitions.drain() {
+        let all: Vec<Partition> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        for p in all {
             if let Err(e) = p.close().await {
                 first_err.get_or_insert(e);
             }

@@ -6,6 +6,7 @@
 //! record is touched. Disk access goes through [`crate::io`] only.
 
 mod error;
+pub mod inspect;
 mod log_manager;
 mod offset;
 mod partition;
@@ -20,8 +21,8 @@ pub use offset::{Offset, PartitionOffsets};
 pub use partition::{AppendAck, Partition, PartitionStatus};
 pub use reader::PartitionReader;
 pub use segment::{
-    index_file_name, log_file_name, parse_log_file_name, scan_segment, ChunkReader, PartitionIdentity, ScanOutcome,
-    SegmentHeader, SEGMENT_DATA_START,
+    check_batch, index_file_name, log_file_name, parse_log_file_name, scan_segment, ChunkReader, PartitionIdentity,
+    ScanOutcome, SegmentHeader, SEGMENT_DATA_START,
 };
 pub use segment_index::{IndexEntry, SegmentIndex, SegmentSummary};
-pub use topic::{validate_topic_name, Durability, TopicConfig};
+pub use topic::{decode_durability, encode_durability, validate_topic_name, Durability, TopicConfig};

@@ -1,0 +1,116 @@
+//! `sluice topic ...`.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use sluice::log::Durability;
+use sluice::server::native::protocol::CreateTopic;
+
+use super::{connect, Addr, CliResult};
+
+#[derive(Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// sync | interval:MS | none
+        #[arg(long, default_value = "sync")]
+        durability: Durability,
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+        #[arg(long)]
+        retention_ms: Option<u64>,
+        #[arg(long)]
+        segment_bytes: Option<u64>,
+        #[arg(long)]
+        batch_bytes_max: Option<u32>,
+        #[command(flatten)]
+        addr: Addr,
+    },
+    /// List topics.
+    List {
+        #[command(flatten)]
+        addr: Addr,
+    },
+    /// Show a topic's settings and partitions.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        addr: Addr,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        addr: Addr,
+    },
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("-".to_string(), |v| v.to_string())
+}
+
+pub fn run(cmd: TopicCommand) -> CliResult {
+    match cmd {
+        TopicCommand::Create {
+            name,
+            partitions,
+            durability,
+            retention_bytes,
+            retention_ms,
+            segment_bytes,
+            batch_bytes_max,
+            addr,
+        } => {
+            let spec = CreateTopic {
+                name,
+                partitions,
+                durability,
+                retention_bytes,
+                retention_ms,
+                segment_bytes,
+                batch_bytes_max,
+            };
+            let c = connect(&addr)?.create_topic(&spec).map_err(|e| e.to_string())?;
+            println!("created topic {} (partitions={}, durability={})", c.name, c.partitions, c.durability);
+        }
+        TopicCommand::List { addr } => {
+            for t in connect(&addr)?.list_topics().map_err(|e| e.to_string())? {
+                println!("{}\tpartitions={}\tdurability={}", t.name, t.partitions, t.durability);
+            }
+        }
+        TopicCommand::Describe { name, addr } => {
+            let (c, parts) = connect(&addr)?.describe_topic(&name).map_err(|e| e.to_string())?;
+            println!(
+                "topic {} id={} partitions={} durability={} retention_bytes={} retention_ms={} segment_bytes={} batch_bytes_max={}",
+                c.name,
+                c.topic_id,
+                c.partitions,
+                c.durability,
+                opt(c.retention_bytes),
+                opt(c.retention_ms),
+                c.segment_bytes,
+                c.batch_bytes_max
+            );
+            for p in parts {
+                println!(
+                    "  partition {}: log_start={} durable_end={} written_end={} segments={} bytes={}{}",
+                    p.partition,
+                    p.log_start,
+                    p.durable_end,
+                    p.written_end,
+                    p.segments,
+                    p.bytes,
+                    p.read_only.map(|r| format!(" READ-ONLY: {r}")).unwrap_or_default()
+                );
+            }
+        }
+        TopicCommand::Delete { name, addr } => {
+            connect(&addr)?.delete_topic(&name).map_err(|e| e.to_string())?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
