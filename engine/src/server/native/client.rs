@@ -30,6 +30,7 @@ impl From<WireError> for ClientError {
 }
 
 /// A reply: its header and its body, 16-aligned, positioned after the header.
+#[derive(Debug)]
 pub struct Reply {
     pub header: ResponseHeader,
     body: AlignedVec,
@@ -51,6 +52,7 @@ pub struct Produced {
 }
 
 /// Fetched batches, checked: CRC of header and payload, and the archive's structure.
+#[derive(Debug)]
 pub struct Fetched {
     pub start: Offset,
     pub log_start: Offset,
