@@ -71,8 +71,8 @@ const _: () = assert!(BATCH_HEADER_BYTES < BLOCK_BYTES);
 const _: () = assert!(BATCH_BYTES_MAX_DEFAULT <= BATCH_BYTES_MAX_CEILING);
 // A topic's batch limit must fit one segment: checked by `TopicConfig::validate`.
 const _: () = assert!((BATCH_BYTES_MAX_CEILING as u64) < SEGMENT_BYTES_MAX);
-const _: () = assert!(SEGMENT_BYTES_MIN % BLOCK_BYTES as u64 == 0);
-const _: () = assert!(READ_AHEAD_CHUNK_BYTES % BLOCK_BYTES == 0);
+const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(BLOCK_BYTES as u64));
+const _: () = assert!(READ_AHEAD_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(APPEND_WRITE_BYTES_MAX >= BATCH_BYTES_MAX_DEFAULT + BLOCK_BYTES);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT > BATCH_BYTES_MAX_CEILING);
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64 + 1);

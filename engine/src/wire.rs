@@ -59,7 +59,7 @@ impl Encoder {
     }
     /// Zero bytes until the length is a multiple of `align`.
     pub fn pad_to(&mut self, align: usize) -> &mut Self {
-        while self.buf.len() % align != 0 {
+        while !self.buf.len().is_multiple_of(align) {
             self.buf.push(0);
         }
         self
@@ -138,7 +138,7 @@ impl<'a> Decoder<'a> {
     }
     /// Skips zero padding up to a multiple of `align` (relative to the input's start).
     pub fn pad_to(&mut self, align: usize) -> Result<(), WireError> {
-        while self.pos % align != 0 {
+        while !self.pos.is_multiple_of(align) {
             if self.u8()? != 0 {
                 return Err(WireError::Invalid("padding"));
             }

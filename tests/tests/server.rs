@@ -222,7 +222,7 @@ fn hostile_frames_get_errors_while_a_good_client_keeps_going() {
             rng ^= rng << 17;
             frame.push(rng as u8);
         }
-        if len >= 2 && rng % 3 == 0 {
+        if len >= 2 && rng.is_multiple_of(3) {
             frame[4] = (rng % 9) as u8; // a valid api key, random rest
             frame[5] = 0;
         }

@@ -116,6 +116,8 @@ pub fn create_dir_all(path: &Path) -> IoResult<()> {
 }
 
 pub async fn sync_dir(path: &Path) -> IoResult<()> {
+    // glommio opens directories relative to no descriptor: a relative path fails (EBADF).
+    let path = &std::path::absolute(path).map_err(|e| io_err(IoOp::SyncDir, path, e))?;
     let dir = glommio::io::Directory::open(path).await.map_err(|e| glommio_err(IoOp::SyncDir, path, e))?;
     dir.sync().await.map_err(|e| glommio_err(IoOp::SyncDir, path, e))?;
     dir.close().await.map_err(|e| glommio_err(IoOp::SyncDir, path, e))

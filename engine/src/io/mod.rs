@@ -126,7 +126,7 @@ impl Storage {
 
     /// A zeroed buffer of `len` bytes (a multiple of the block) suitable for this disk.
     pub fn alloc_buffer(&self, len: usize) -> IoBuf {
-        debug_assert!(len % BLOCK_BYTES == 0, "buffer length {len} not block aligned");
+        debug_assert!(len.is_multiple_of(BLOCK_BYTES), "buffer length {len} not block aligned");
         match self {
             Storage::Dma => IoBuf::dma(len),
             Storage::Sim(_) => IoBuf::Heap(AlignedHeap::zeroed(len)),
@@ -217,8 +217,8 @@ impl Storage {
 impl File {
     /// Writes the whole buffer at `pos`. Position and length are block aligned.
     pub async fn write_at(&self, buf: IoBuf, pos: u64) -> IoResult<()> {
-        debug_assert!(pos % BLOCK_BYTES as u64 == 0, "write position {pos} not aligned");
-        debug_assert!(buf.len() % BLOCK_BYTES == 0, "write length {} not aligned", buf.len());
+        debug_assert!(pos.is_multiple_of(BLOCK_BYTES as u64), "write position {pos} not aligned");
+        debug_assert!(buf.len().is_multiple_of(BLOCK_BYTES), "write length {} not aligned", buf.len());
         match self {
             File::Dma(f) => f.write_at(buf, pos).await,
             File::Sim(f) => f.write_at(buf.as_slice(), pos),
@@ -227,8 +227,8 @@ impl File {
 
     /// Reads up to `len` bytes at `pos` (aligned); fewer at the end of the file.
     pub async fn read_at(&self, pos: u64, len: usize) -> IoResult<ReadBuf> {
-        debug_assert!(pos % BLOCK_BYTES as u64 == 0, "read position {pos} not aligned");
-        debug_assert!(len % BLOCK_BYTES == 0, "read length {len} not aligned");
+        debug_assert!(pos.is_multiple_of(BLOCK_BYTES as u64), "read position {pos} not aligned");
+        debug_assert!(len.is_multiple_of(BLOCK_BYTES), "read length {len} not aligned");
         match self {
             File::Dma(f) => f.read_at(pos, len).await,
             File::Sim(f) => f.read_at(pos, len),

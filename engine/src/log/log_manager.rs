@@ -96,6 +96,11 @@ pub struct LogManager {
 impl LogManager {
     /// Opens the data directory (creating it if needed) and the partitions this shard owns.
     pub async fn open(storage: Storage, data_dir: &Path, placement: Placement) -> Result<LogManager, LogError> {
+        let absolute = match storage {
+            Storage::Dma => std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()),
+            Storage::Sim(_) => data_dir.to_path_buf(),
+        };
+        let data_dir = absolute.as_path();
         let topics_dir = data_dir.join("topics");
         storage.create_dir_all(&topics_dir).await?;
         let trash = data_dir.join("trash");

@@ -114,6 +114,8 @@ struct Inner {
     /// Notified when `written_end` advances or the partition closes (the flusher waits on it).
     sync_wanted: Event,
     closing: Cell<bool>,
+    /// Notified once, when the partition starts closing (periodic loops wait on it).
+    close_event: Event,
     tasks: RefCell<Vec<Task<()>>>,
     /// Serialises watermark file updates (roll, timer and close may race for it).
     watermark_writer: glommio::sync::Semaphore,
@@ -153,6 +155,7 @@ impl Partition {
             new_data: Event::new(),
             sync_wanted: Event::new(),
             closing: Cell::new(false),
+            close_event: Event::new(),
             tasks: RefCell::new(Vec::new()),
             watermark_writer: glommio::sync::Semaphore::new(1),
         });
@@ -363,6 +366,7 @@ impl Partition {
         let inner = &self.inner;
         inner.queue.close();
         inner.closing.set(true);
+        inner.close_event.notify(usize::MAX);
         inner.sync_wanted.notify(usize::MAX);
         let tasks = std::mem::take(&mut *inner.tasks.borrow_mut());
         for t in tasks {
@@ -413,6 +417,28 @@ pub(crate) struct SegmentView {
 impl Inner {
     fn read_only(&self, reason: &str) -> LogError {
         LogError::ReadOnly { topic: self.topic.name.clone(), partition: self.partition, reason: reason.to_string() }
+    }
+
+    /// Sleeps for `ms`, or less if the partition starts closing. Returns false if closing.
+    async fn sleep_unless_closing(&self, ms: u64) -> bool {
+        if self.closing.get() {
+            return false;
+        }
+        let closing = self.close_event.listen();
+        if self.closing.get() {
+            return false;
+        }
+        futures_lite::future::or(
+            async {
+                glommio::timer::sleep(Duration::from_millis(ms)).await;
+                true
+            },
+            async {
+                closing.await;
+                false
+            },
+        )
+        .await
     }
 
     fn closed(&self) -> LogError {
@@ -573,7 +599,7 @@ impl Inner {
                 let out = buf.as_mut_slice();
                 header.encode(&mut out[at..at + BATCH_HEADER_BYTES]);
                 out[at + BATCH_HEADER_BYTES..at + BATCH_HEADER_BYTES + bytes.len()].copy_from_slice(bytes);
-                debug_assert!(at % BLOCK_BYTES == 0);
+                debug_assert!(at.is_multiple_of(BLOCK_BYTES));
                 headers.push((header, pos + at as u64));
                 at += r.disk_len();
                 next = next.plus(s.record_count as u64);
@@ -654,21 +680,22 @@ async fn flush_loop(inner: Rc<Inner>, interval_ms: Option<u64>) {
         match interval_ms {
             None => loop {
                 let listener = inner.sync_wanted.listen();
-                let st = inner.state.borrow();
-                if st.failure.is_some() {
+                let (failed, unsynced) = {
+                    let st = inner.state.borrow();
+                    (st.failure.is_some(), st.offsets.written_end() > st.offsets.durable_end())
+                };
+                if failed || (!unsynced && inner.closing.get() && inner.queue.is_empty()) {
                     return;
                 }
-                if st.offsets.written_end() > st.offsets.durable_end() {
+                if unsynced {
                     break;
                 }
-                if inner.closing.get() && inner.queue.is_empty() {
-                    return;
-                }
-                drop(st);
                 listener.await;
             },
             Some(ms) => {
-                glommio::timer::sleep(Duration::from_millis(ms)).await;
+                if !inner.sleep_unless_closing(ms).await {
+                    return;
+                }
                 let st = inner.state.borrow();
                 if st.failure.is_some() || inner.closing.get() {
                     return;
@@ -686,8 +713,7 @@ async fn flush_loop(inner: Rc<Inner>, interval_ms: Option<u64>) {
 
 /// Refreshes the durable watermark file while data keeps arriving.
 async fn watermark_loop(inner: Rc<Inner>) {
-    while !inner.closing.get() {
-        glommio::timer::sleep(Duration::from_millis(WATERMARK_PERSIST_INTERVAL_MS.min(100))).await;
+    while inner.sleep_unless_closing(WATERMARK_PERSIST_INTERVAL_MS.min(100)).await {
         let due = {
             let st = inner.state.borrow();
             st.failure.is_none() && st.offsets.durable_end() > st.watermark_persisted
@@ -697,7 +723,7 @@ async fn watermark_loop(inner: Rc<Inner>) {
                 inner.fail(format!("persisting the durable watermark failed: {e}"));
                 return;
             }
-            glommio::timer::sleep(Duration::from_millis(WATERMARK_PERSIST_INTERVAL_MS)).await;
+            inner.sleep_unless_closing(WATERMARK_PERSIST_INTERVAL_MS).await;
         }
     }
 }
@@ -812,16 +838,14 @@ async fn recover(
                 let scan = scan_segment(&file, file_len, base, identity, payload_max).await?;
                 let durable = if is_last { watermark.max(scan.durable_hint_max).max(base) } else { u64::MAX };
                 match &scan.stop {
-                    Some(stop) if stop.expected_offset < durable => {
-                        if failure.is_none() {
-                            failure = Some(format!(
-                                "corruption in {} at byte {} (offset {}): {}",
-                                log_path.display(),
-                                stop.pos,
-                                stop.expected_offset,
-                                stop.detail
-                            ));
-                        }
+                    Some(stop) if stop.expected_offset < durable && failure.is_none() => {
+                        failure = Some(format!(
+                            "corruption in {} at byte {} (offset {}): {}",
+                            log_path.display(),
+                            stop.pos,
+                            stop.expected_offset,
+                            stop.detail
+                        ));
                     }
                     _ if is_last && scan.end_offset < watermark => {
                         failure = Some(format!(

@@ -10,20 +10,15 @@ use crate::limits::{
 use crate::wire::{Decoder, Encoder, WireError};
 
 /// When an append is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// After fdatasync; concurrent appends share one sync (group commit). The default.
+    #[default]
     Sync,
     /// After the write; an fdatasync runs every `ms` milliseconds.
     Interval { ms: u64 },
     /// After the write; synced only when a segment rolls or the partition closes.
     None,
-}
-
-impl Default for Durability {
-    fn default() -> Self {
-        Durability::Sync
-    }
 }
 
 impl fmt::Display for Durability {

@@ -34,11 +34,18 @@ pub struct BatchPayload {
 impl BatchPayload {
     /// Validates `buf[start..]` (which must be 16-aligned) as raw records.
     pub fn from_untrusted(buf: AlignedVec, start: usize, bytes_max: usize) -> Result<Self, PayloadError> {
-        if start % 16 != 0 || start > buf.len() {
+        if !start.is_multiple_of(16) || start > buf.len() {
             return Err(PayloadError::Misaligned);
         }
         let summary = validate_payload(&buf[start..], bytes_max)?;
         Ok(BatchPayload { buf, start, summary, typed: false })
+    }
+
+    /// Wraps bytes known to be a valid raw-record payload with their summary (for
+    /// in-process producers that built them, e.g. benchmarks replaying a prepared batch).
+    pub fn from_trusted(buf: AlignedVec, summary: PayloadSummary) -> Self {
+        debug_assert_eq!(validate_payload(&buf, usize::MAX).ok(), Some(summary));
+        BatchPayload { buf, start: 0, summary, typed: false }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -107,7 +114,7 @@ fn summarize(ts: impl Iterator<Item = i64>, bytes: &[u8]) -> Result<PayloadSumma
 /// `bytes` must be a payload that passed [`validate_payload`] for records of value type `V`
 /// (its CRC checked since), and be aligned to 16.
 pub unsafe fn access_payload<V: rkyv::Archive>(bytes: &[u8]) -> &ArchivedVec<ArchivedRecord<V>> {
-    debug_assert!(bytes.as_ptr() as usize % 16 == 0, "payload not aligned");
+    debug_assert!((bytes.as_ptr() as usize).is_multiple_of(16), "payload not aligned");
     // SAFETY: the caller guarantees the bytes are a valid archive of Vec<Record<V>>.
     unsafe { rkyv::access_unchecked::<ArchivedVec<ArchivedRecord<V>>>(bytes) }
 }

@@ -7,6 +7,7 @@
 
 mod batch;
 mod batch_header;
+#[allow(clippy::module_inception)] // record/record.rs holds the record type itself
 mod record;
 
 pub use batch::{access_payload, validate_payload, Batch, BatchBuilder, BatchPayload, PayloadError, PayloadSummary};

@@ -111,6 +111,12 @@ impl Client {
         Ok(Client { stream, next_correlation: 1, frame_bytes_max: FRAME_BYTES_MAX_DEFAULT })
     }
 
+    /// A second handle on the same connection: one thread sends while another receives.
+    /// Correlation ids are the caller's to keep apart.
+    pub fn try_clone(&self) -> Result<Client, ClientError> {
+        Ok(Client { stream: self.stream.try_clone()?, next_correlation: 1, frame_bytes_max: self.frame_bytes_max })
+    }
+
     pub fn set_read_timeout(&self, t: Option<Duration>) -> Result<(), ClientError> {
         Ok(self.stream.set_read_timeout(t)?)
     }

@@ -43,7 +43,7 @@ async fn execute(node: &Node, corr: u32, request: Request) -> Result<Vec<u8>, Ap
             let reply = node.fetch(&topic, partition, start, max_bytes, max_wait_ms).await?;
             e.u64(reply.start.0).u64(reply.log_start.0).u64(reply.visible_end.0).u32(reply.batch_count);
             // Batches start 16-aligned in the frame body (which starts after the length).
-            while (e.len() - 4) % 16 != 0 {
+            while !(e.len() - 4).is_multiple_of(16) {
                 e.u8(0);
             }
             e.raw(&reply.batches);

@@ -338,7 +338,7 @@ pub mod encode {
     pub fn produce(corr: u32, topic: &str, partition: u32, payload: &[u8]) -> Vec<u8> {
         let mut e = header(ApiKey::Produce, corr);
         e.str(topic).u32(partition);
-        while (e.len() - 4) % 16 != 0 {
+        while !(e.len() - 4).is_multiple_of(16) {
             e.u8(0);
         }
         e.raw(payload);
