@@ -388,3 +388,55 @@ fn config_file_sets_address_and_data_dir() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Regression: glommio's accept first tries accept(2) on the listening socket; if that
+/// socket were blocking, an idle shard would block in it and never serve its peers, so a
+/// request needing two shards hung until another connection arrived.
+#[test]
+fn a_single_connection_is_served_by_every_shard() {
+    for round in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(&dir.path().join("d"));
+        let mut c = Client::connect(server.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.create_topic(&spec("both", 4)).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        for p in 0..4 {
+            c.produce("both", p, &batch(0, 1, 10, 0)).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        let (_, parts) = c.describe_topic("both").unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(parts.len(), 4);
+        // The race is narrow; check its precondition directly: the listening socket
+        // every shard accepts on must be non-blocking.
+        assert!(listening_sockets_nonblocking(server.pid()), "round {round}: a listening socket is blocking");
+    }
+}
+
+/// True when every listening TCP socket of process `pid` has O_NONBLOCK (and there is one).
+fn listening_sockets_nonblocking(pid: u32) -> bool {
+    let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
+    let listening: Vec<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(3) == Some(&"0A")).then(|| f[9].to_string())
+        })
+        .collect();
+    let mut found = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let target = std::fs::read_link(entry.path()).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
+        let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) else { continue };
+        if !listening.iter().any(|l| l == inode) {
+            continue;
+        }
+        let info =
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy())).unwrap();
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).map(str::trim).unwrap_or("0");
+        let flags = u32::from_str_radix(flags, 8).unwrap();
+        if flags & libc::O_NONBLOCK as u32 == 0 {
+            return false;
+        }
+        found += 1;
+    }
+    found > 0
+}

@@ -88,6 +88,10 @@ pub fn run(config: ServerConfig, shutdown: ShutdownSignal, ready: impl FnOnce(Re
     let listener = TcpListener::bind(config.native_addr)
         .map_err(|source| ServerError::Bind { addr: config.native_addr, source })?;
     let native = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.native_addr, source })?;
+    // Non-blocking is essential: glommio's accept first tries a plain accept(2), which on a
+    // blocking socket would block the whole shard (and every peer waiting on it). The flag
+    // lives on the open file description, so every duplicate below shares it.
+    listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr: native, source })?;
     let mut fds = Vec::new();
     for _ in 0..config.shards {
         let dup = listener.try_clone().map_err(|source| ServerError::Bind { addr: native, source })?;

@@ -54,7 +54,8 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(reader: &mut R, limits: 
 /// Serves a connection until the client leaves, idles too long, misbehaves, or the shard stops.
 pub async fn serve_connection(node: Rc<Node>, stream: TcpStream, limits: ConnectionLimits) {
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    // Buffered: one receive usually brings a frame's length and body (and the next frames).
+    let (mut reader, mut writer) = futures_lite::io::split(stream.buffered());
     let (replies, pending) = glommio::channels::local_channel::new_bounded::<Vec<u8>>(CONNECTION_INFLIGHT_MAX);
     let writer_task = glommio::spawn_local(async move {
         while let Some(frame) = pending.recv().await {
