@@ -26,6 +26,8 @@ pub const INDEX_INTERVAL_BYTES: u64 = 32 << 10;
 
 /// Bytes the appender coalesces into one write (a group of queued batches).
 pub const APPEND_WRITE_BYTES_MAX: usize = 4 << 20;
+/// Group writes a partition keeps in flight (building the next overlaps writing these).
+pub const APPEND_WRITES_INFLIGHT_MAX: usize = 4;
 /// Append requests queued per partition before producers are suspended (backpressure).
 pub const APPEND_QUEUE_DEPTH: usize = 1024;
 /// How often a partition under `interval` durability without an explicit interval syncs.

@@ -117,7 +117,7 @@ fn segment_recovery() {
                 storage.create_dir_all(&dir()).await.expect("mkdir");
                 let path = dir().join(sluice::log::log_file_name(0));
                 let file = storage.open(&path, OpenMode::Create).await.expect("create");
-                let mut buf = storage.alloc_buffer(align_up(seg.len() as u64) as usize);
+                let mut buf = storage.alloc_zeroed(align_up(seg.len() as u64) as usize);
                 buf.as_mut_slice()[..seg.len()].copy_from_slice(&seg);
                 file.write_at(buf, 0).await.expect("write");
                 file.truncate(seg.len() as u64).await.expect("truncate");

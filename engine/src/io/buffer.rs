@@ -62,10 +62,9 @@ pub enum IoBuf {
 }
 
 impl IoBuf {
+    /// A DMA buffer with undefined content: the caller writes every byte it will write.
     pub(crate) fn dma(len: usize) -> Self {
-        let mut buf = glommio::allocate_dma_buffer(len);
-        buf.as_bytes_mut().fill(0);
-        IoBuf::Dma(buf)
+        IoBuf::Dma(glommio::allocate_dma_buffer(len))
     }
 
     pub fn len(&self) -> usize {

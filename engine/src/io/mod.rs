@@ -124,13 +124,21 @@ impl Storage {
         }
     }
 
-    /// A zeroed buffer of `len` bytes (a multiple of the block) suitable for this disk.
+    /// A buffer of `len` bytes (a multiple of the block) suitable for this disk. Its
+    /// content is undefined: the caller fills all of it (use [`Storage::alloc_zeroed`] else).
     pub fn alloc_buffer(&self, len: usize) -> IoBuf {
         debug_assert!(len.is_multiple_of(BLOCK_BYTES), "buffer length {len} not block aligned");
         match self {
             Storage::Dma => IoBuf::dma(len),
             Storage::Sim(_) => IoBuf::Heap(AlignedHeap::zeroed(len)),
         }
+    }
+
+    /// A zero-filled buffer of `len` bytes (a multiple of the block).
+    pub fn alloc_zeroed(&self, len: usize) -> IoBuf {
+        let mut buf = self.alloc_buffer(len);
+        buf.as_mut_slice().fill(0);
+        buf
     }
 
     pub async fn create_dir_all(&self, path: &Path) -> IoResult<()> {
@@ -192,7 +200,7 @@ impl Storage {
     pub async fn write_file_atomic(&self, path: &Path, content: &[u8]) -> IoResult<()> {
         let tmp = path.with_extension("tmp");
         let len = align_up(content.len().max(1) as u64) as usize;
-        let mut buf = self.alloc_buffer(len);
+        let mut buf = self.alloc_zeroed(len);
         buf.as_mut_slice()[..content.len()].copy_from_slice(content);
         let file = self.open(&tmp, OpenMode::Create).await?;
         file.truncate(0).await?;

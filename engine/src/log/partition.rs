@@ -39,8 +39,8 @@ use super::segment_index::SegmentIndex;
 use super::topic::{Durability, TopicConfig};
 use crate::io::{IoError, OpenMode, Storage};
 use crate::limits::{
-    APPEND_QUEUE_DEPTH, APPEND_WRITE_BYTES_MAX, BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES,
-    WATERMARK_PERSIST_INTERVAL_MS,
+    APPEND_QUEUE_DEPTH, APPEND_WRITES_INFLIGHT_MAX, APPEND_WRITE_BYTES_MAX, BATCH_BYTES_MAX_CEILING,
+    BATCH_HEADER_BYTES, BLOCK_BYTES, WATERMARK_PERSIST_INTERVAL_MS,
 };
 use crate::record::{Batch, BatchHeader, BatchPayload, FLAG_TYPED};
 use crate::runtime::BoundedQueue;
@@ -99,6 +99,8 @@ struct State {
     failure: Option<String>,
     pending_acks: VecDeque<PendingAck>,
     watermark_persisted: Offset,
+    /// The next offset to assign: past `written_end` while writes are in flight.
+    next_offset: Offset,
 }
 
 struct Inner {
@@ -145,6 +147,7 @@ impl Partition {
             dir: dir.to_path_buf(),
             storage: storage.clone(),
             state: RefCell::new(State {
+                next_offset: recovered.offsets.written_end(),
                 offsets: recovered.offsets,
                 segments: recovered.segments,
                 failure: recovered.failure,
@@ -539,101 +542,103 @@ impl Inner {
         self.persist_watermark().await
     }
 
-    /// Writes one group of appends (splitting it where the segment must roll).
-    async fn write_group(&self, group: &mut Vec<AppendRequest>) {
-        while !group.is_empty() {
-            if let Some(reason) = self.state.borrow().failure.clone() {
-                for r in group.drain(..) {
-                    let _ = r.reply.send(Err(self.read_only(&reason)));
-                }
-                return;
+    /// Turns the front of `group` (what fits the active segment) into one write: offsets
+    /// and file space are reserved now, the write runs as its own task. The caller rolls
+    /// the segment first when needed, and retires writes in order.
+    fn start_write(&self, group: &mut Vec<AppendRequest>) -> InflightWrite {
+        let (pos, base_offset, durable_hint, segment_base, file) = {
+            let st = self.state.borrow();
+            let active = st.segments.back().expect("a partition always has a segment");
+            (active.len, st.next_offset, st.offsets.durable_end(), active.base_offset, active.file.clone())
+        };
+        let mut total = 0usize;
+        let mut take = 0usize;
+        for r in group.iter() {
+            let len = r.disk_len();
+            if take > 0 && pos + (total + len) as u64 > self.topic.segment_bytes {
+                break;
             }
-            let needs_roll = {
-                let st = self.state.borrow();
-                let active = st.segments.back().expect("active segment");
-                active.len > SEGMENT_DATA_START && active.len + group[0].disk_len() as u64 > self.topic.segment_bytes
-            };
-            if needs_roll {
-                if let Err(e) = self.roll().await {
-                    self.fail(format!("segment roll failed: {e}"));
-                    continue;
-                }
-            }
-            // Take the prefix of the group that fits the active segment.
-            let (pos, base_offset, durable_hint) = {
-                let st = self.state.borrow();
-                let active = st.segments.back().expect("active segment");
-                (active.len, st.offsets.written_end(), st.offsets.durable_end())
-            };
-            let mut total = 0usize;
-            let mut take = 0usize;
-            for r in group.iter() {
-                let len = r.disk_len();
-                if take > 0 && pos + (total + len) as u64 > self.topic.segment_bytes {
-                    break;
-                }
-                total += len;
-                take += 1;
-            }
-            let batch: Vec<AppendRequest> = group.drain(..take).collect();
-            let mut buf = self.storage.alloc_buffer(total);
-            let mut headers = Vec::with_capacity(batch.len());
-            let mut at = 0usize;
-            let mut next = base_offset;
-            for r in &batch {
-                let s = r.payload.summary();
-                let bytes = r.payload.bytes();
-                let header = BatchHeader {
-                    flags: if r.payload.is_typed() { FLAG_TYPED } else { 0 },
-                    payload_crc32c: s.crc32c,
-                    base_offset: next.0,
-                    durable_hint: durable_hint.0,
-                    first_timestamp_ms: s.first_timestamp_ms,
-                    max_timestamp_ms: s.max_timestamp_ms,
-                    record_count: s.record_count,
-                    payload_len: bytes.len() as u32,
-                    topic_id: self.identity.topic_id,
-                    partition: self.identity.partition as u16,
-                    schema_version: 0,
-                };
-                let out = buf.as_mut_slice();
-                header.encode(&mut out[at..at + BATCH_HEADER_BYTES]);
-                out[at + BATCH_HEADER_BYTES..at + BATCH_HEADER_BYTES + bytes.len()].copy_from_slice(bytes);
-                debug_assert!(at.is_multiple_of(BLOCK_BYTES));
-                headers.push((header, pos + at as u64));
-                at += r.disk_len();
-                next = next.plus(s.record_count as u64);
-            }
-            debug_assert_eq!(at, total);
-            let file = self.state.borrow().segments.back().expect("active segment").file.clone();
-            if let Err(e) = file.write_at(buf, pos).await {
-                let reason = format!("write failed: {e}");
-                self.fail(reason.clone());
-                for r in batch {
-                    let _ = r.reply.send(Err(self.read_only(&reason)));
-                }
-                continue;
-            }
-            self.on_written(batch, headers, total as u64);
+            total += len;
+            take += 1;
         }
+        let requests: Vec<AppendRequest> = group.drain(..take).collect();
+        let mut buf = self.storage.alloc_buffer(total);
+        let mut headers = Vec::with_capacity(requests.len());
+        let mut at = 0usize;
+        let mut next = base_offset;
+        for r in &requests {
+            let s = r.payload.summary();
+            let bytes = r.payload.bytes();
+            let header = BatchHeader {
+                flags: if r.payload.is_typed() { FLAG_TYPED } else { 0 },
+                payload_crc32c: s.crc32c,
+                base_offset: next.0,
+                durable_hint: durable_hint.0,
+                first_timestamp_ms: s.first_timestamp_ms,
+                max_timestamp_ms: s.max_timestamp_ms,
+                record_count: s.record_count,
+                payload_len: bytes.len() as u32,
+                topic_id: self.identity.topic_id,
+                partition: self.identity.partition as u16,
+                schema_version: 0,
+            };
+            let out = buf.as_mut_slice();
+            header.encode(&mut out[at..at + BATCH_HEADER_BYTES]);
+            let payload_end = at + BATCH_HEADER_BYTES + bytes.len();
+            out[at + BATCH_HEADER_BYTES..payload_end].copy_from_slice(bytes);
+            // The buffer is not pre-zeroed: only the padding to the block needs zeros.
+            out[payload_end..at + r.disk_len()].fill(0);
+            debug_assert!(at.is_multiple_of(BLOCK_BYTES));
+            headers.push((header, pos + at as u64));
+            at += r.disk_len();
+            next = next.plus(s.record_count as u64);
+        }
+        debug_assert_eq!(at, total);
+        {
+            let mut st = self.state.borrow_mut();
+            st.segments.back_mut().expect("active segment").len += total as u64;
+            st.next_offset = next;
+        }
+        let write = glommio::spawn_local(async move { file.write_at(buf, pos).await });
+        InflightWrite { requests, headers, segment_base, write }
     }
 
-    fn on_written(&self, batch: Vec<AppendRequest>, headers: Vec<(BatchHeader, u64)>, total: u64) {
+    /// Waits for the oldest in-flight write and acknowledges (or fails) its appends.
+    async fn retire(&self, w: InflightWrite) {
+        let result = w.write.await;
+        if let Err(e) = &result {
+            self.fail(format!("write failed: {e}"));
+        }
+        // After a failure nothing later is acknowledged, even a write that succeeded:
+        // written_end cannot move past a hole.
+        if let Some(reason) = self.state.borrow().failure.clone() {
+            for r in w.requests {
+                let _ = r.reply.send(Err(self.read_only(&reason)));
+            }
+            return;
+        }
+        self.on_written(w.requests, w.headers, w.segment_base);
+    }
+
+    /// A write completed (in order): index its batches, advance `written_end`, and
+    /// acknowledge now (`interval`, `none`) or queue for the flusher (`sync`).
+    fn on_written(&self, batch: Vec<AppendRequest>, headers: Vec<(BatchHeader, u64)>, segment_base: u64) {
         let sync = self.topic.durability == Durability::Sync;
         let mut immediate = Vec::new();
         {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
-            let active = st.segments.back_mut().expect("active segment");
+            let Some(active) = st.segments.iter_mut().rev().find(|s| s.base_offset == segment_base) else {
+                return;
+            };
             for (h, pos) in &headers {
                 active.index.on_batch(h.base_offset, *pos, h.max_timestamp_ms);
             }
-            active.len += total;
-            let Some((last, _)) = headers.last() else {
+            let Some((last, last_pos)) = headers.last() else {
                 return;
             };
+            let written_pos = last_pos + last.disk_len();
             active.end_offset = last.end_offset();
-            let segment_base = active.base_offset;
             st.offsets.advance_written(Offset(last.end_offset()));
             for (r, (h, pos)) in batch.into_iter().zip(headers.iter()) {
                 let ack = AppendAck { base_offset: Offset(h.base_offset), record_count: h.record_count };
@@ -650,8 +655,9 @@ impl Inner {
                 }
             }
             if !sync {
-                let active = st.segments.back_mut().expect("active segment");
-                active.visible_len = active.len;
+                if let Some(active) = st.segments.iter_mut().rev().find(|s| s.base_offset == segment_base) {
+                    active.visible_len = written_pos;
+                }
                 let written = st.offsets.written_end();
                 st.offsets.advance_visible(written);
             }
@@ -667,10 +673,62 @@ impl Inner {
     }
 }
 
+/// A write in flight, with what to acknowledge when it completes.
+struct InflightWrite {
+    requests: Vec<AppendRequest>,
+    headers: Vec<(BatchHeader, u64)>,
+    segment_base: u64,
+    write: Task<Result<(), IoError>>,
+}
+
+/// The appender: drains the queue in groups and keeps up to
+/// [`APPEND_WRITES_INFLIGHT_MAX`] group writes in flight, so building the next group
+/// overlaps the disk writing the previous ones. Writes are retired in order.
 async fn append_loop(inner: Rc<Inner>) {
     let mut group = Vec::new();
-    while inner.queue.pop_group(&mut group, APPEND_WRITE_BYTES_MAX, AppendRequest::disk_len).await {
-        inner.write_group(&mut group).await;
+    let mut inflight: VecDeque<InflightWrite> = VecDeque::new();
+    loop {
+        let must_retire =
+            inflight.len() >= APPEND_WRITES_INFLIGHT_MAX || (!inflight.is_empty() && inner.queue.is_empty());
+        if must_retire {
+            if let Some(w) = inflight.pop_front() {
+                inner.retire(w).await;
+            }
+            continue;
+        }
+        if !inner.queue.pop_group(&mut group, APPEND_WRITE_BYTES_MAX, AppendRequest::disk_len).await {
+            break;
+        }
+        while !group.is_empty() {
+            if let Some(reason) = inner.state.borrow().failure.clone() {
+                for r in group.drain(..) {
+                    let _ = r.reply.send(Err(inner.read_only(&reason)));
+                }
+                break;
+            }
+            let needs_roll = {
+                let st = inner.state.borrow();
+                let active = st.segments.back().expect("active segment");
+                active.len > SEGMENT_DATA_START && active.len + group[0].disk_len() as u64 > inner.topic.segment_bytes
+            };
+            if needs_roll {
+                // A roll seals the segment: everything written to it must have landed first.
+                while let Some(w) = inflight.pop_front() {
+                    inner.retire(w).await;
+                }
+                if inner.state.borrow().failure.is_some() {
+                    continue;
+                }
+                if let Err(e) = inner.roll().await {
+                    inner.fail(format!("segment roll failed: {e}"));
+                    continue;
+                }
+            }
+            inflight.push_back(inner.start_write(&mut group));
+        }
+    }
+    while let Some(w) = inflight.pop_front() {
+        inner.retire(w).await;
     }
 }
 
@@ -897,7 +955,7 @@ async fn recover(
 async fn write_plain(storage: &Storage, path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     let file = storage.open(path, OpenMode::Create).await?;
     file.truncate(0).await?;
-    let mut buf = storage.alloc_buffer(crate::limits::align_up(bytes.len() as u64) as usize);
+    let mut buf = storage.alloc_zeroed(crate::limits::align_up(bytes.len() as u64) as usize);
     buf.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
     file.write_at(buf, 0).await?;
     file.close().await

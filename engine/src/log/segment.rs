@@ -94,7 +94,7 @@ impl Segment {
         let file = storage.open(&log_path, OpenMode::Create).await?;
         file.truncate(0).await?;
         let header = SegmentHeader { base_offset, identity, created_ms: crate::clock::now_ms() }.encode();
-        let mut buf = storage.alloc_buffer(BLOCK_BYTES);
+        let mut buf = storage.alloc_zeroed(BLOCK_BYTES);
         buf.as_mut_slice()[..header.len()].copy_from_slice(&header);
         file.write_at(buf, 0).await?;
         file.fdatasync().await?;

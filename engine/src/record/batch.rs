@@ -23,9 +23,10 @@ pub struct PayloadSummary {
 
 /// A validated batch payload (an archived `Vec<Record<V>>`) ready to append.
 /// The bytes live 16-aligned in `buf` at `start..`, so it can be validated and read in place.
-#[derive(Debug)]
+/// Cloning shares the bytes (a producer may append the same payload twice, e.g. a retry).
+#[derive(Debug, Clone)]
 pub struct BatchPayload {
-    buf: AlignedVec,
+    buf: std::sync::Arc<AlignedVec>,
     start: usize,
     summary: PayloadSummary,
     typed: bool,
@@ -38,14 +39,14 @@ impl BatchPayload {
             return Err(PayloadError::Misaligned);
         }
         let summary = validate_payload(&buf[start..], bytes_max)?;
-        Ok(BatchPayload { buf, start, summary, typed: false })
+        Ok(BatchPayload { buf: std::sync::Arc::new(buf), start, summary, typed: false })
     }
 
     /// Wraps bytes known to be a valid raw-record payload with their summary (for
     /// in-process producers that built them, e.g. benchmarks replaying a prepared batch).
     pub fn from_trusted(buf: AlignedVec, summary: PayloadSummary) -> Self {
         debug_assert_eq!(validate_payload(&buf, usize::MAX).ok(), Some(summary));
-        BatchPayload { buf, start: 0, summary, typed: false }
+        BatchPayload { buf: std::sync::Arc::new(buf), start: 0, summary, typed: false }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -157,7 +158,7 @@ where
         let summary = summarize(self.records.iter().map(|r| r.timestamp_ms), &buf)?;
         self.records.clear();
         Ok(BatchPayload {
-            buf,
+            buf: std::sync::Arc::new(buf),
             start: 0,
             summary,
             typed: std::any::TypeId::of::<V>() != std::any::TypeId::of::<Vec<u8>>(),

@@ -9,8 +9,9 @@
 //! 16 u64 base_offset            60 u16 partition
 //! 24 u64 durable_hint           62 u16 schema_version
 //! ```
-//! `header_crc32c` covers bytes 12..64, which include `payload_crc32c`: one check of the
-//! header and one of the payload cover the whole batch. See docs/format.md.
+//! `header_crc32c` covers bytes 0..8 and 12..64 (everything but itself), which include
+//! `payload_crc32c`: one check of the header and one of the payload cover the whole batch.
+//! See docs/format.md.
 
 use crate::limits::BATCH_HEADER_BYTES;
 
@@ -54,6 +55,11 @@ pub enum HeaderError {
     Truncated(usize),
 }
 
+/// CRC32C of the header without its own CRC field: bytes 0..8 then 12..64.
+fn header_crc(b: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&b[0..8]), &b[12..BATCH_HEADER_BYTES])
+}
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
@@ -93,7 +99,7 @@ impl BatchHeader {
         out[56..60].copy_from_slice(&self.topic_id.to_le_bytes());
         out[60..62].copy_from_slice(&self.partition.to_le_bytes());
         out[62..64].copy_from_slice(&self.schema_version.to_le_bytes());
-        let crc = crc32c::crc32c(&out[12..BATCH_HEADER_BYTES]);
+        let crc = header_crc(out);
         out[8..12].copy_from_slice(&crc.to_le_bytes());
     }
 
@@ -112,7 +118,7 @@ impl BatchHeader {
             return Err(HeaderError::BadVersion(version));
         }
         let stored = u32_at(b, 8);
-        let computed = crc32c::crc32c(&b[12..BATCH_HEADER_BYTES]);
+        let computed = header_crc(b);
         if stored != computed {
             return Err(HeaderError::BadHeaderCrc { stored, computed });
         }
