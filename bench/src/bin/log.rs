@@ -113,7 +113,7 @@ fn main() {
             let res = append_run(&dir, durability, value_len, append_bytes);
             let size = if value_len == 100 { "100b" } else { "1k" };
             println!(
-                "append {label:<8} {value_len:>4} B records: {:.0} MB/s of log, {:.0} records/s ({:.2}x raw write)",
+                "append {label:<8} {value_len:>4} B records: {:.0} MB/s of log, {:.0} records/s ({:.2}x the first raw write)",
                 res.mbps,
                 res.records_per_s,
                 res.mbps / w.mb_per_s()

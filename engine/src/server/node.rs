@@ -265,14 +265,11 @@ impl Node {
         }
         let _permit = self.catalog_lock.acquire_permit(1).await.map_err(|_| gone())?;
         let config = self.log.create_topic_meta(config).await?;
-        for shard in 0..self.shard.count {
-            if shard == self.shard.index {
-                self.log.add_topic_local(config.clone()).await?;
-            } else {
-                let c = config.clone();
-                self.ask(shard, |reply| ShardRequest::AddTopic { config: c, reply }).await?;
-            }
-        }
+        self.on_every_shard(
+            || self.log.add_topic_local(config.clone()),
+            |reply| ShardRequest::AddTopic { config: config.clone(), reply },
+        )
+        .await?;
         tracing::info!(topic = %config.name, partitions = config.partitions, durability = %config.durability, "topic created");
         Ok(config)
     }
@@ -284,16 +281,36 @@ impl Node {
         }
         let _permit = self.catalog_lock.acquire_permit(1).await.map_err(|_| gone())?;
         self.topic(name)?;
-        for shard in 0..self.shard.count {
-            if shard == self.shard.index {
-                self.log.remove_topic_local(name).await?;
-            } else {
-                let n = name.to_string();
-                self.ask(shard, |reply| ShardRequest::RemoveTopic { name: n, reply }).await?;
-            }
-        }
+        self.on_every_shard(
+            || self.log.remove_topic_local(name),
+            |reply| ShardRequest::RemoveTopic { name: name.to_string(), reply },
+        )
+        .await?;
         self.log.delete_topic_files(name).await?;
         tracing::info!(topic = %name, "topic deleted");
+        Ok(())
+    }
+
+    /// Applies a catalog change on every shard, in shard order: this one directly, the
+    /// others by message, each waited for before the next.
+    async fn on_every_shard<Fut>(
+        &self,
+        local: impl FnOnce() -> Fut,
+        remote: impl Fn(Reply<()>) -> ShardRequest,
+    ) -> Result<(), ApiError>
+    where
+        Fut: std::future::Future<Output = Result<(), crate::log::LogError>>,
+    {
+        let mut local = Some(local);
+        for shard in 0..self.shard.count {
+            if shard == self.shard.index {
+                if let Some(f) = local.take() {
+                    f().await?;
+                }
+            } else {
+                self.ask(shard, &remote).await?;
+            }
+        }
         Ok(())
     }
 
