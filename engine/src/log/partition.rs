@@ -492,6 +492,20 @@ impl Inner {
         self.new_data.notify(usize::MAX);
     }
 
+    /// Waits until every write issued up to `offset` has completed (or the partition failed).
+    async fn wait_written(&self, offset: Offset) {
+        loop {
+            let listener = self.sync_wanted.listen();
+            {
+                let st = self.state.borrow();
+                if st.offsets.written_end() >= offset || st.failure.is_some() || self.closing.get() {
+                    return;
+                }
+            }
+            listener.await;
+        }
+    }
+
     /// fdatasyncs the active segment and marks what it covered durable.
     async fn sync_active(&self) -> Result<(), LogError> {
         let (target, file) = {
@@ -746,6 +760,11 @@ async fn flush_loop(inner: Rc<Inner>, interval_ms: Option<u64>) {
                     return;
                 }
                 if unsynced {
+                    // Writes already issued will land shortly: wait for them so that one
+                    // flush covers them all (under light load there are none, and the sync
+                    // starts at once).
+                    let issued = inner.state.borrow().next_offset;
+                    inner.wait_written(issued).await;
                     break;
                 }
                 listener.await;
