@@ -8,5 +8,5 @@ mod shutdown;
 
 pub use bounded_queue::BoundedQueue;
 pub use mesh::{MeshSetup, ShardSender};
-pub use shards::{default_shard_count, start_shards, ShardHandle, ShardId};
+pub use shards::{default_shard_count, run_single, start_shards, ShardHandle, ShardId};
 pub use shutdown::ShutdownSignal;

@@ -67,3 +67,19 @@ fn allowed_cpus() -> Vec<usize> {
         (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
     }
 }
+
+/// Runs one future on a single unpinned executor and waits for it: for tools and
+/// commands that need the engine's I/O outside a server.
+pub fn run_single<F, Fut, T>(main: F) -> Result<T, String>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("sluice-tool")
+        .spawn(main)
+        .map_err(|e| format!("cannot start an executor: {e}"))?
+        .join()
+        .map_err(|e| format!("executor failed: {e}"))
+}

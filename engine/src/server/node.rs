@@ -265,11 +265,24 @@ impl Node {
         }
         let _permit = self.catalog_lock.acquire_permit(1).await.map_err(|_| gone())?;
         let config = self.log.create_topic_meta(config).await?;
-        self.on_every_shard(
-            || self.log.add_topic_local(config.clone()),
-            |reply| ShardRequest::AddTopic { config: config.clone(), reply },
-        )
-        .await?;
+        let added = self
+            .on_every_shard(
+                || self.log.add_topic_local(config.clone()),
+                |reply| ShardRequest::AddTopic { config: config.clone(), reply },
+            )
+            .await;
+        if let Err(e) = added {
+            // Nothing is half-created: undo on every shard (those that never added it
+            // answer UnknownTopic, which is fine), then remove the files.
+            let _ = self
+                .on_every_shard(
+                    || async { self.log.remove_topic_local(&config.name).await.or(Ok(())) },
+                    |reply| ShardRequest::RemoveTopic { name: config.name.clone(), reply },
+                )
+                .await;
+            let _ = self.log.delete_topic_files(&config.name).await;
+            return Err(e);
+        }
         tracing::info!(topic = %config.name, partitions = config.partitions, durability = %config.durability, "topic created");
         Ok(config)
     }
