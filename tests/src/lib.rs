@@ -85,9 +85,12 @@ impl Server {
             .append(true)
             .open(data_dir.with_extension("stderr.log"))
             .expect("server log file");
+        // Two shards unless the caller says otherwise, so cross-shard paths are exercised.
+        let shards: &[&str] = if extra.contains(&"--shards") { &[] } else { &["--shards", "2"] };
         let mut child = Command::new(sluice_bin())
-            .args(["serve", "--native-addr", "127.0.0.1:0", "--shards", "2", "--data-dir"])
+            .args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(shards)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

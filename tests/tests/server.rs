@@ -440,3 +440,31 @@ fn listening_sockets_nonblocking(pid: u32) -> bool {
     }
     found > 0
 }
+
+/// Idle connections are closed after `idle_ms`; past `connections_max`, new connections
+/// are refused while existing ones keep being served.
+#[test]
+fn idle_deadline_and_connection_limit_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("limits.toml");
+    // One shard so the connection limit is exact.
+    std::fs::write(&cfg, "idle_ms = 300\nconnections_max = 2\nshards = 1\n").unwrap();
+    let server = Server::start_with(&dir.path().join("d"), &["--config", cfg.to_str().unwrap(), "--shards", "1"]);
+    let mut a = Client::connect(server.addr).unwrap();
+    let mut b = Client::connect(server.addr).unwrap();
+    assert_eq!(a.api_versions().unwrap().len(), 8);
+    assert_eq!(b.api_versions().unwrap().len(), 8);
+    // A third connection is accepted by the kernel, then closed by the server unanswered.
+    let mut c = TcpStream::connect(server.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = c.write_all(&encode::api_versions(1));
+    let mut buf = [0u8; 16];
+    assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)), "over the limit: closed without a reply");
+    // The first two still work; then, left idle, they are closed.
+    assert_eq!(a.api_versions().unwrap().len(), 8);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(a.api_versions().is_err(), "an idle connection is closed");
+    // Room again: a new connection is served.
+    let mut d = Client::connect(server.addr).unwrap();
+    assert_eq!(d.api_versions().unwrap().len(), 8);
+}
