@@ -468,3 +468,23 @@ fn idle_deadline_and_connection_limit_from_the_config_file() {
     let mut d = Client::connect(server.addr).unwrap();
     assert_eq!(d.api_versions().unwrap().len(), 8);
 }
+
+/// A damaged topic metadata file stops the server with an error naming the file, rather
+/// than serving without the topic (re-creating it would destroy recoverable data).
+#[test]
+fn corrupt_topic_metadata_is_reported_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    {
+        let mut server = Server::start(&data);
+        Client::connect(server.addr).unwrap().create_topic(&spec("meta", 1)).unwrap();
+        assert!(server.terminate(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    }
+    let meta = data.join("topics/meta/topic.meta");
+    let mut bytes = std::fs::read(&meta).unwrap();
+    bytes[20] ^= 0x40;
+    std::fs::write(&meta, bytes).unwrap();
+    let (st, out, err) = sluice_cli(&["serve", "--native-addr", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()], None);
+    assert!(!st.success(), "{out}");
+    assert!(err.contains("topics/meta/topic.meta") && err.contains("checksum"), "{err}");
+}
