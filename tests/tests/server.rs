@@ -484,7 +484,8 @@ fn corrupt_topic_metadata_is_reported_by_name() {
     let mut bytes = std::fs::read(&meta).unwrap();
     bytes[20] ^= 0x40;
     std::fs::write(&meta, bytes).unwrap();
-    let (st, out, err) = sluice_cli(&["serve", "--native-addr", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()], None);
+    let (st, out, err) =
+        sluice_cli(&["serve", "--native-addr", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()], None);
     assert!(!st.success(), "{out}");
     assert!(err.contains("topics/meta/topic.meta") && err.contains("checksum"), "{err}");
 }

@@ -9,6 +9,7 @@ mod batch;
 mod batch_header;
 #[allow(clippy::module_inception)] // record/record.rs holds the record type itself
 mod record;
+pub mod schema;
 
 pub use batch::{access_payload, validate_payload, Batch, BatchBuilder, BatchPayload, PayloadError, PayloadSummary};
 pub use batch_header::{BatchHeader, HeaderError, BATCH_MAGIC, BATCH_VERSION, FLAG_TYPED};
