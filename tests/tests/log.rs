@@ -273,3 +273,34 @@ fn log_manager_creates_lists_reopens_and_deletes_topics() {
         lm.close().await.unwrap();
     });
 }
+
+/// Typed batches (an embedder's own value type) are never read as raw records, and
+/// seeking by time over them lands on a batch boundary.
+#[test]
+fn typed_batches_are_not_read_as_raw_records() {
+    let dir = tmp();
+    let path = dir.path().join("p0");
+    let cfg = topic("t", Durability::None, 1 << 20);
+    run_local(move || async move {
+        let p = open(&path, &cfg).await;
+        let mut b = sluice::record::BatchBuilder::<(i64, f64)>::new();
+        for i in 0..10i64 {
+            b.push(sluice::record::Record {
+                timestamp_ms: 100 + i,
+                key: None,
+                value: (i, i as f64 / 2.0),
+                headers: vec![],
+            });
+        }
+        p.append(b.finish().unwrap()).await.unwrap();
+        let batches = p.read(Offset(0), 1 << 20).await.unwrap();
+        assert!(batches[0].is_typed());
+        assert_eq!(batches[0].records().len(), 0, "no raw view of typed values");
+        let typed = batches[0].records_as::<(i64, f64)>().unwrap();
+        assert_eq!(typed.len(), 10);
+        assert_eq!(typed[3].value.1.to_native(), 1.5);
+        assert_eq!(LogManager::resolve(&p, StartPosition::Time(105)).await.unwrap(), Offset(0));
+        assert_eq!(LogManager::resolve(&p, StartPosition::Time(200)).await.unwrap(), Offset(10));
+        p.close().await.unwrap();
+    });
+}

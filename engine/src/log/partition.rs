@@ -316,6 +316,11 @@ impl Partition {
             };
             next = Offset(last.end_offset());
             for b in batches.iter().filter(|b| b.header.max_timestamp_ms >= ts) {
+                // Typed batches are not read here (their value type is the embedder's):
+                // seeking lands on the first batch whose newest record qualifies.
+                if b.is_typed() {
+                    return Ok(Offset(b.base_offset()));
+                }
                 if let Some(i) = b.records().iter().position(|r| r.timestamp_ms.to_native() >= ts) {
                     return Ok(Offset(b.base_offset() + i as u64));
                 }

@@ -120,6 +120,17 @@ pub unsafe fn access_payload<V: rkyv::Archive>(bytes: &[u8]) -> &ArchivedVec<Arc
     unsafe { rkyv::access_unchecked::<ArchivedVec<ArchivedRecord<V>>>(bytes) }
 }
 
+/// An empty archived record list, for typed batches asked for raw records.
+fn empty_records() -> &'static ArchivedVec<ArchivedRecord<Vec<u8>>> {
+    use std::sync::OnceLock;
+    static EMPTY: OnceLock<AlignedVec> = OnceLock::new();
+    let bytes = EMPTY.get_or_init(|| {
+        rkyv::to_bytes::<rancor::Error>(&Vec::<RawRecord>::new()).unwrap_or_else(|_| AlignedVec::new())
+    });
+    // SAFETY: the bytes are the archive of an empty Vec<RawRecord>, made just above.
+    unsafe { access_payload::<Vec<u8>>(bytes) }
+}
+
 /// Collects records and archives them into a [`BatchPayload`]: the producer side.
 pub struct BatchBuilder<V = Vec<u8>> {
     records: Vec<Record<V>>,
@@ -204,11 +215,19 @@ impl Batch {
         self.header.end_offset()
     }
 
-    /// The raw records, read in place.
+    /// Whether the payload holds typed values (`Record<V>` with `V` not bytes).
+    pub fn is_typed(&self) -> bool {
+        self.header.flags & super::batch_header::FLAG_TYPED != 0
+    }
+
+    /// The raw records, read in place. A typed batch has no raw records (its values are
+    /// not byte strings): it yields none here; read it with [`Batch::records_as`].
     pub fn records(&self) -> &ArchivedVec<ArchivedRecord<Vec<u8>>> {
-        // SAFETY: raw payloads are validated at ingest and their CRC checked on read.
-        // Typed payloads share the record layout up to the value, which is then read as
-        // the bytes of its archive; callers wanting the typed value use `records_as`.
+        if self.is_typed() {
+            return empty_records();
+        }
+        // SAFETY: raw payloads are validated at ingest (bytecheck) and their CRC is checked
+        // on every read from disk; typed payloads were excluded above.
         unsafe { access_payload::<Vec<u8>>(&self.payload) }
     }
 

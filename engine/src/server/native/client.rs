@@ -66,10 +66,11 @@ impl Fetched {
         self.batches.iter().map(|(h, at)| (h, &self.body[*at..*at + h.payload_len as usize]))
     }
 
-    /// Every record from `start` on, with its offset.
+    /// Every raw record from `start` on, with its offset. Typed batches (written by an
+    /// embedder with its own value type) are skipped.
     pub fn records(&self) -> impl Iterator<Item = (u64, &ArchivedRecord<Vec<u8>>)> {
         let start = self.start.0;
-        self.batches.iter().flat_map(move |(h, at)| {
+        self.batches.iter().filter(|(h, _)| h.flags & crate::record::FLAG_TYPED == 0).flat_map(move |(h, at)| {
             let payload = &self.body[*at..*at + h.payload_len as usize];
             // Checked access: the bytes came over the network.
             let records = rkyv::access::<rkyv::Archived<Vec<crate::record::RawRecord>>, rkyv::rancor::Error>(payload)
