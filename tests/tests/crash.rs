@@ -109,6 +109,8 @@ fn kill_9_during_sync_produce_loses_no_acknowledged_record() {
             retention_ms: None,
             segment_bytes: Some(2 << 20),
             batch_bytes_max: Some(64 << 10),
+            schema: None,
+            event_time: None,
         })
         .expect("create topic");
     }

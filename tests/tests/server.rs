@@ -20,6 +20,8 @@ fn spec(name: &str, partitions: u32) -> CreateTopic {
         retention_ms: None,
         segment_bytes: None,
         batch_bytes_max: None,
+        schema: None,
+        event_time: None,
     }
 }
 
@@ -488,4 +490,39 @@ fn corrupt_topic_metadata_is_reported_by_name() {
         sluice_cli(&["serve", "--native-addr", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()], None);
     assert!(!st.success(), "{out}");
     assert!(err.contains("topics/meta/topic.meta") && err.contains("checksum"), "{err}");
+}
+
+/// A typed topic declares its schema at creation; bad declarations get clear errors; the
+/// schema is durable.
+#[test]
+fn typed_topics_declare_a_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let mut server = Server::start(&data);
+    let addr = server.addr.to_string();
+    let a = ["--addr", addr.as_str()];
+    let decl = "ts TIMESTAMP NOT NULL, symbol TEXT NOT NULL, price DOUBLE PRECISION, qty INT DEFAULT 1";
+    let (st, out, err) =
+        sluice_cli(&[&["topic", "create", "ticks", "--schema", decl, "--event-time", "ts"][..], &a].concat(), None);
+    assert!(st.success(), "{out}{err}");
+    let (_, out, _) = sluice_cli(&[&["topic", "describe", "ticks"][..], &a].concat(), None);
+    assert!(
+        out.contains(
+            "schema v1: ts TIMESTAMP NOT NULL, symbol TEXT NOT NULL, price DOUBLE PRECISION, qty INT event_time=ts"
+        ),
+        "{out}"
+    );
+    let (st, _, err) = sluice_cli(&[&["topic", "create", "bad", "--schema", "id UUID"][..], &a].concat(), None);
+    assert!(!st.success() && err.contains("invalid schema: unknown column type 'UUID'"), "{err}");
+    let (st, _, err) =
+        sluice_cli(&[&["topic", "create", "bad", "--schema", "id INT", "--event-time", "id"][..], &a].concat(), None);
+    assert!(!st.success() && err.contains("must be TIMESTAMP or BIGINT"), "{err}");
+    let (st, _, err) = sluice_cli(&[&["topic", "create", "bad", "--event-time", "ts"][..], &a].concat(), None);
+    assert!(!st.success() && err.contains("needs a schema"), "{err}");
+    assert!(server.terminate(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    let server = Server::start(&data);
+    let (config, _) = Client::connect(server.addr).unwrap().describe_topic("ticks").unwrap();
+    let schema = config.schema().expect("schema survives a restart");
+    assert_eq!(schema.declaration(), "ts TIMESTAMP NOT NULL, symbol TEXT NOT NULL, price DOUBLE PRECISION, qty INT");
+    assert_eq!(schema.event_time, Some(0));
 }

@@ -360,6 +360,8 @@ fn ack_latency(dir: &Path, rate: u64, seconds: u64) -> hdrhistogram::Histogram<u
             retention_ms: None,
             segment_bytes: None,
             batch_bytes_max: None,
+            schema: None,
+            event_time: None,
         })
         .expect("create");
     let payload = {

@@ -101,6 +101,8 @@ fn demo(dir: &Path, args: &DemoArgs) -> Result<(), String> {
         retention_ms: None,
         segment_bytes: Some(64 << 20),
         batch_bytes_max: None,
+        schema: None,
+        event_time: None,
     };
     admin.create_topic(&spec).map_err(err)?;
     println!("created topic '{TOPIC}': {} partitions, durability=sync (acknowledged = fdatasync'd)", args.partitions);

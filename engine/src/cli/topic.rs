@@ -26,6 +26,13 @@ pub enum TopicCommand {
         segment_bytes: Option<u64>,
         #[arg(long)]
         batch_bytes_max: Option<u32>,
+        /// A typed topic's columns: 'col TYPE [NOT NULL] [DEFAULT v], ...'
+        /// (BOOLEAN, INT, BIGINT, DOUBLE PRECISION, TEXT, BYTEA, TIMESTAMP).
+        #[arg(long)]
+        schema: Option<String>,
+        /// The column holding a typed topic's event time (TIMESTAMP or BIGINT ms).
+        #[arg(long)]
+        event_time: Option<String>,
         #[command(flatten)]
         addr: Addr,
     },
@@ -62,6 +69,8 @@ pub fn run(cmd: TopicCommand) -> CliResult {
             retention_ms,
             segment_bytes,
             batch_bytes_max,
+            schema,
+            event_time,
             addr,
         } => {
             let spec = CreateTopic {
@@ -72,6 +81,8 @@ pub fn run(cmd: TopicCommand) -> CliResult {
                 retention_ms,
                 segment_bytes,
                 batch_bytes_max,
+                schema,
+                event_time,
             };
             let c = connect(&addr)?.create_topic(&spec).map_err(|e| e.to_string())?;
             println!("created topic {} (partitions={}, durability={})", c.name, c.partitions, c.durability);
@@ -94,6 +105,11 @@ pub fn run(cmd: TopicCommand) -> CliResult {
                 c.segment_bytes,
                 c.batch_bytes_max
             );
+            for schema in &c.schemas {
+                let et =
+                    schema.event_time.map(|i| format!(" event_time={}", schema.columns[i].name)).unwrap_or_default();
+                println!("  schema v{}: {}{et}", schema.version, schema.declaration());
+            }
             for p in parts {
                 println!(
                     "  partition {}: log_start={} durable_end={} written_end={} segments={} bytes={}{}",

@@ -7,6 +7,7 @@ use crate::limits::{
     BATCH_BYTES_MAX_CEILING, BATCH_BYTES_MAX_DEFAULT, BLOCK_BYTES, PARTITIONS_MAX, SEGMENT_BYTES_DEFAULT,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, TOPIC_NAME_BYTES_MAX,
 };
+use crate::record::schema::Schema;
 use crate::wire::{Decoder, Encoder, WireError};
 
 /// When an append is acknowledged.
@@ -50,7 +51,7 @@ impl FromStr for Durability {
 }
 
 /// A topic's settings, fixed at creation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
     pub name: String,
     /// Identity written into every batch header, to catch misdirected reads and writes.
@@ -61,6 +62,8 @@ pub struct TopicConfig {
     pub retention_ms: Option<u64>,
     pub segment_bytes: u64,
     pub batch_bytes_max: u32,
+    /// Every version of the topic's schema, oldest first; empty for a raw topic.
+    pub schemas: Vec<Schema>,
 }
 
 impl TopicConfig {
@@ -74,6 +77,7 @@ impl TopicConfig {
             retention_ms: None,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT as u32,
+            schemas: Vec::new(),
         }
     }
 
@@ -91,6 +95,11 @@ impl TopicConfig {
         }
         if self.batch_bytes_max == 0 || self.batch_bytes_max as usize > BATCH_BYTES_MAX_CEILING {
             return Err(format!("batch_bytes_max must be between 1 and {BATCH_BYTES_MAX_CEILING}"));
+        }
+        for (i, schema) in self.schemas.iter().enumerate() {
+            if schema.version as usize != i + 1 {
+                return Err(format!("schema versions must run 1, 2, ...; found {} at {}", schema.version, i + 1));
+            }
         }
         // A batch must fit one segment after the segment's header block.
         if self.batch_bytes_max as u64 + 2 * BLOCK_BYTES as u64 > self.segment_bytes {
@@ -111,6 +120,15 @@ impl TopicConfig {
         e.u64(self.retention_ms.unwrap_or(u64::MAX));
         e.u64(self.segment_bytes);
         e.u32(self.batch_bytes_max);
+        e.u32(self.schemas.len() as u32);
+        for schema in &self.schemas {
+            schema.encode(e);
+        }
+    }
+
+    /// The current schema, for a typed topic.
+    pub fn schema(&self) -> Option<&Schema> {
+        self.schemas.last()
     }
 
     pub fn decode(d: &mut Decoder<'_>) -> Result<Self, WireError> {
@@ -123,6 +141,11 @@ impl TopicConfig {
         let retention_ms = opt(d.u64()?);
         let segment_bytes = d.u64()?;
         let batch_bytes_max = d.u32()?;
+        let versions = d.u32()? as usize;
+        if versions > u16::MAX as usize {
+            return Err(WireError::Invalid("schema versions"));
+        }
+        let schemas = (0..versions).map(|_| Schema::decode(d)).collect::<Result<Vec<_>, _>>()?;
         Ok(TopicConfig {
             name,
             topic_id,
@@ -132,6 +155,7 @@ impl TopicConfig {
             retention_ms,
             segment_bytes,
             batch_bytes_max,
+            schemas,
         })
     }
 }

@@ -64,7 +64,7 @@ fn api_versions(e: &mut Encoder) {
 }
 
 async fn create_topic(node: &Node, spec: CreateTopic, e: &mut Encoder) -> Result<(), ApiError> {
-    let config = node.create_topic(spec.to_config()).await?;
+    let config = node.create_topic(spec.to_config()?).await?;
     config.encode(e);
     Ok(())
 }

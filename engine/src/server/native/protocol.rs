@@ -142,10 +142,31 @@ pub struct CreateTopic {
     pub retention_ms: Option<u64>,
     pub segment_bytes: Option<u64>,
     pub batch_bytes_max: Option<u32>,
+    /// `col TYPE [NOT NULL] [DEFAULT v], ...` for a typed topic; `None` for a raw one.
+    pub schema: Option<String>,
+    /// The event-time column of a typed topic.
+    pub event_time: Option<String>,
 }
 
 impl CreateTopic {
-    pub fn to_config(&self) -> TopicConfig {
+    /// The topic configuration this asks for; a bad schema is an error naming the problem.
+    pub fn to_config(&self) -> Result<TopicConfig, ApiError> {
+        let mut c = self.base_config();
+        match (&self.schema, &self.event_time) {
+            (Some(decl), et) => {
+                let schema = crate::record::schema::Schema::parse(decl, et.as_deref())
+                    .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, format!("invalid schema: {e}")))?;
+                c.schemas = vec![schema];
+            }
+            (None, Some(_)) => {
+                return Err(ApiError::new(ErrorCode::InvalidConfig, "an event time column needs a schema"));
+            }
+            (None, None) => {}
+        }
+        Ok(c)
+    }
+
+    fn base_config(&self) -> TopicConfig {
         let mut c = TopicConfig::new(&self.name, self.partitions);
         c.durability = self.durability;
         c.retention_bytes = self.retention_bytes;
@@ -245,6 +266,8 @@ pub fn decode_request(body: AlignedVec) -> Result<(RequestHeader, Request), (Opt
                 let retention_ms = opt_u64(d.u64()?);
                 let segment_bytes = opt_u64(d.u64()?);
                 let batch = d.u32()?;
+                let schema = Some(d.str()?.to_string()).filter(|s| !s.is_empty());
+                let event_time = Some(d.str()?.to_string()).filter(|s| !s.is_empty());
                 Request::CreateTopic(CreateTopic {
                     name,
                     partitions,
@@ -253,6 +276,8 @@ pub fn decode_request(body: AlignedVec) -> Result<(RequestHeader, Request), (Opt
                     retention_ms,
                     segment_bytes,
                     batch_bytes_max: (batch != 0).then_some(batch),
+                    schema,
+                    event_time,
                 })
             }
             ApiKey::DescribeTopic => Request::DescribeTopic { name: d.str()?.to_string() },
@@ -314,7 +339,9 @@ pub mod encode {
         e.u64(t.retention_bytes.unwrap_or(u64::MAX))
             .u64(t.retention_ms.unwrap_or(u64::MAX))
             .u64(t.segment_bytes.unwrap_or(u64::MAX))
-            .u32(t.batch_bytes_max.unwrap_or(0));
+            .u32(t.batch_bytes_max.unwrap_or(0))
+            .str(t.schema.as_deref().unwrap_or(""))
+            .str(t.event_time.as_deref().unwrap_or(""));
         frame(e)
     }
 
