@@ -304,3 +304,24 @@ fn typed_batches_are_not_read_as_raw_records() {
         p.close().await.unwrap();
     });
 }
+
+/// Review finding: a reader that retention overtook gets an error, not an empty log.
+#[test]
+fn a_reader_overtaken_by_retention_gets_an_error() {
+    let dir = tmp();
+    let path = dir.path().join("p0");
+    let mut cfg = topic("t", Durability::None, 128 << 10);
+    cfg.retention_bytes = Some(128 << 10);
+    run_local(move || async move {
+        let p = open(&path, &cfg).await;
+        for b in 0..100u64 {
+            p.append(batch(b * 10, 10, 400, 1_000)).await.unwrap();
+        }
+        let mut r = PartitionReader::new(p.clone(), Offset(0));
+        assert!(r.next_batch().await.unwrap().is_some());
+        assert!(p.enforce_retention(sluice::clock::now_ms()).await.unwrap() > 0);
+        let mut late = PartitionReader::new(p.clone(), Offset(0));
+        assert!(matches!(late.next_batch().await, Err(LogError::OffsetOutOfRange { .. })));
+        p.close().await.unwrap();
+    });
+}

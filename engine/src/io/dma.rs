@@ -111,8 +111,22 @@ impl DmaFileHandle {
     }
 }
 
-pub fn create_dir_all(path: &Path) -> IoResult<()> {
-    std::fs::create_dir_all(path).map_err(|e| io_err(IoOp::CreateDir, path, e))
+/// Creates `path` and its missing ancestors, syncing the parent of each directory it
+/// creates: a new directory's entry is durable before anything is put in it.
+pub async fn create_dir_all(path: &Path) -> IoResult<()> {
+    let path = &std::path::absolute(path).map_err(|e| io_err(IoOp::CreateDir, path, e))?;
+    let missing: Vec<&Path> = path.ancestors().take_while(|a| !a.exists()).collect();
+    for dir in missing.into_iter().rev() {
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err(IoOp::CreateDir, dir, e)),
+        }
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent).await?;
+        }
+    }
+    Ok(())
 }
 
 pub async fn sync_dir(path: &Path) -> IoResult<()> {

@@ -143,7 +143,7 @@ impl Storage {
 
     pub async fn create_dir_all(&self, path: &Path) -> IoResult<()> {
         match self {
-            Storage::Dma => dma::create_dir_all(path),
+            Storage::Dma => dma::create_dir_all(path).await,
             Storage::Sim(disk) => disk.create_dir_all(path),
         }
     }

@@ -302,7 +302,9 @@ impl Partition {
     pub async fn offset_for_time(&self, ts: i64) -> Result<Offset, LogError> {
         let start = {
             let st = self.inner.state.borrow();
-            let entry = st.segments.iter().find_map(|s| s.index.entry_for_time(ts));
+            // Index entries are added on write, before a sync makes them visible.
+            let visible = st.offsets.visible_end().0;
+            let entry = st.segments.iter().find_map(|s| s.index.entry_for_time(ts)).filter(|e| e.offset < visible);
             match entry {
                 Some(e) => Offset(e.offset.max(st.offsets.log_start().0)),
                 None => return Ok(st.offsets.visible_end()),
@@ -849,42 +851,44 @@ async fn recover(
     let watermark = read_watermark(storage, dir).await;
     let payload_max = BATCH_BYTES_MAX_CEILING as u64;
 
-    // A last segment whose header never made it to disk is a torn roll: drop it.
+    // A last segment whose header never made it to disk is a torn roll: drop it. Creation
+    // syncs the header before any batch is written, so a file with a bad header but an
+    // intact batch after it is corruption, never a torn roll.
+    let mut recreate_at = 0;
     while let Some(&last) = bases.last() {
         let path = dir.join(log_file_name(last));
         let file = storage.open(&path, OpenMode::Read).await?;
+        let file_len = file.len().await?;
         let header = file.read_at(0, BLOCK_BYTES).await?;
+        let holds_batches = has_intact_batch(&file, file_len, identity).await?;
         file.close().await?;
         match SegmentHeader::decode(&header) {
             Some(h) if h.base_offset == last && h.identity == identity => break,
-            _ if bases.len() > 1 && last >= watermark => {
+            _ if !holds_batches && last >= watermark => {
                 tracing::warn!(path = %path.display(), "removing segment torn during creation");
                 storage.remove_file(&path).await?;
+                storage.sync_dir(dir).await?;
                 bases.pop();
-            }
-            _ if last >= watermark && bases.len() == 1 => {
-                storage.remove_file(&path).await?;
-                bases.pop();
+                recreate_at = recreate_at.max(last);
             }
             _ => {
                 return Err(LogError::Corrupt {
                     path,
                     pos: 0,
                     offset: last,
-                    detail: "bad segment header below the durable watermark".into(),
+                    detail: "bad segment header in a segment that holds data".into(),
                 })
             }
         }
     }
     if bases.is_empty() {
-        let seg = Segment::create(storage, dir, 0, identity).await?;
+        // Never restart offsets below what existed: consumers may hold them.
+        let start = recreate_at.max(watermark);
+        let seg = Segment::create(storage, dir, start, identity).await?;
         let mut segments = VecDeque::new();
         segments.push_back(seg);
-        return Ok(Recovered {
-            offsets: PartitionOffsets::new(Offset(0), Offset(0), Offset(0)),
-            segments,
-            failure: None,
-        });
+        let o = Offset(start);
+        return Ok(Recovered { offsets: PartitionOffsets::new(o, o, o), segments, failure: None });
     }
 
     let mut segments = VecDeque::new();
@@ -920,8 +924,9 @@ async fn recover(
                 let scan = scan_segment(&file, file_len, base, identity, payload_max).await?;
                 let durable = if is_last { watermark.max(scan.durable_hint_max).max(base) } else { u64::MAX };
                 match &scan.stop {
-                    Some(stop) if stop.expected_offset < durable && failure.is_none() => {
-                        failure = Some(format!(
+                    // Corruption below the durable mark: reported, never truncated.
+                    Some(stop) if stop.expected_offset < durable => {
+                        failure.get_or_insert(format!(
                             "corruption in {} at byte {} (offset {}): {}",
                             log_path.display(),
                             stop.pos,
@@ -930,19 +935,27 @@ async fn recover(
                         ));
                     }
                     _ if is_last && scan.end_offset < watermark => {
-                        failure = Some(format!(
+                        failure.get_or_insert(format!(
                             "{} ends at offset {} but offsets up to {watermark} were durable",
                             log_path.display(),
                             scan.end_offset
                         ));
                     }
-                    _ if is_last && file_len > scan.valid_len => {
+                    // A torn tail above the durable mark is truncated, unless the partition
+                    // is already known to be damaged: then nothing on disk is changed.
+                    _ if is_last && file_len > scan.valid_len && failure.is_none() => {
                         tracing::warn!(path = %log_path.display(), from = scan.valid_len, to = file_len,
                             "truncating torn tail above the durable watermark");
                         file.truncate(scan.valid_len).await?;
-                        file.fdatasync().await?;
                     }
                     _ => {}
+                }
+                if is_last && failure.is_none() {
+                    // What survived a crash may have been written but never synced: make it
+                    // durable before calling it durable (and visible).
+                    if let Err(e) = file.fdatasync().await {
+                        failure = Some(format!("fdatasync during recovery failed: {e}"));
+                    }
                 }
                 if !is_last && failure.is_none() {
                     // Rewrite the missing or stale index; derived data, no sync needed.
@@ -974,6 +987,23 @@ async fn recover(
     let end = Offset(expected_base.unwrap_or(0));
     let _ = topic;
     Ok(Recovered { offsets: PartitionOffsets::new(start, end, end), segments, failure })
+}
+
+/// Whether any block of the file past the header starts an intact batch of this partition.
+async fn has_intact_batch(file: &crate::io::File, file_len: u64, identity: PartitionIdentity) -> Result<bool, IoError> {
+    let mut reader = ChunkReader::new(file, file_len);
+    let mut pos = SEGMENT_DATA_START;
+    while pos + BATCH_HEADER_BYTES as u64 <= file_len {
+        if let Some(hb) = reader.bytes_at(pos, BATCH_HEADER_BYTES).await? {
+            if let Ok(h) = BatchHeader::decode(&hb) {
+                if h.topic_id == identity.topic_id && u32::from(h.partition) == identity.partition {
+                    return Ok(true);
+                }
+            }
+        }
+        pos += BLOCK_BYTES as u64;
+    }
+    Ok(false)
 }
 
 async fn write_plain(storage: &Storage, path: &Path, bytes: &[u8]) -> Result<(), IoError> {

@@ -94,6 +94,16 @@ impl PartitionReader {
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, LogError> {
         loop {
             if self.cursor.is_none() {
+                let offsets = self.partition.offsets();
+                if self.next < offsets.log_start() {
+                    // Retention removed what this reader had not read yet: say so, do not
+                    // pretend the log ended.
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: self.next.0,
+                        start: offsets.log_start().0,
+                        end: offsets.visible_end().0,
+                    });
+                }
                 let Some(view) = self.partition.segment_view(self.next) else {
                     return Ok(None);
                 };

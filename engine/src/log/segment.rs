@@ -226,16 +226,33 @@ pub async fn scan_segment(
         break Some(ScanStop { pos, expected_offset: expected, detail });
     };
     if let Some(s) = &stop {
+        // Past the bad batch, look for intact batches block by block. A hint counts only
+        // from a whole batch (payload CRC checked) that starts at or after the bad one and
+        // claims no more than its own start; each one found is skipped whole, so bytes
+        // inside a payload (which a producer controls) are never read as a header.
         let mut p = s.pos + BLOCK_BYTES as u64;
         while p + BATCH_HEADER_BYTES as u64 <= file_len {
+            let mut step = BLOCK_BYTES as u64;
             if let Some(hb) = reader.bytes_at(p, BATCH_HEADER_BYTES).await? {
                 if let Ok(h) = BatchHeader::decode(&hb) {
-                    if h.topic_id == identity.topic_id && h.partition as u32 == identity.partition {
-                        hint_max = hint_max.max(h.durable_hint);
+                    let plausible = h.topic_id == identity.topic_id
+                        && u32::from(h.partition) == identity.partition
+                        && h.base_offset >= s.expected_offset
+                        && h.durable_hint <= h.base_offset
+                        && u64::from(h.payload_len) <= payload_bytes_max;
+                    if plausible {
+                        if let Some(payload) =
+                            reader.bytes_at(p + BATCH_HEADER_BYTES as u64, h.payload_len as usize).await?
+                        {
+                            if h.check_payload(&payload).is_ok() {
+                                hint_max = hint_max.max(h.durable_hint);
+                                step = h.disk_len();
+                            }
+                        }
                     }
                 }
             }
-            p += BLOCK_BYTES as u64;
+            p += step;
         }
     }
     Ok(ScanOutcome { valid_len: pos, end_offset: expected, index, durable_hint_max: hint_max, stop })

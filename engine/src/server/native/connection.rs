@@ -11,7 +11,7 @@ use rkyv::util::AlignedVec;
 
 use super::handler::{error_reply, handle_frame};
 use super::protocol::{ApiError, ErrorCode, REQUEST_HEADER_BYTES};
-use crate::limits::CONNECTION_INFLIGHT_MAX;
+use crate::limits::{CONNECTION_INFLIGHT_MAX, REPLY_WRITE_MS_MAX};
 use crate::server::node::Node;
 
 #[derive(Debug, Clone, Copy)]
@@ -57,9 +57,15 @@ pub async fn serve_connection(node: Rc<Node>, stream: TcpStream, limits: Connect
     // Buffered: one receive usually brings a frame's length and body (and the next frames).
     let (mut reader, mut writer) = futures_lite::io::split(stream.buffered());
     let (replies, pending) = glommio::channels::local_channel::new_bounded::<Vec<u8>>(CONNECTION_INFLIGHT_MAX);
+    let write_deadline = Duration::from_millis(limits.idle_ms.min(REPLY_WRITE_MS_MAX));
     let writer_task = glommio::spawn_local(async move {
         while let Some(frame) = pending.recv().await {
-            if writer.write_all(&frame).await.is_err() {
+            // A client that stops reading must not hold its replies (and shutdown) forever.
+            let written = glommio::timer::timeout(write_deadline, async {
+                writer.write_all(&frame).await.map_err(glommio::GlommioError::IoError)
+            })
+            .await;
+            if written.is_err() {
                 // The client went away: keep draining so request tasks never block.
                 while pending.recv().await.is_some() {}
                 return;
