@@ -17,7 +17,7 @@ use super::error::LogError;
 use super::offset::Offset;
 use super::partition::Partition;
 use super::segment::PartitionIdentity;
-use crate::io::{File, IoResult, ReadBuf};
+use crate::io::{AlignedHeap, File, IoResult, ReadBuf};
 use crate::limits::{align_up, BATCH_HEADER_BYTES, READ_AHEAD_CHUNK_BYTES, READ_AHEAD_DEPTH};
 use crate::record::{Batch, BatchHeader};
 
@@ -51,24 +51,49 @@ impl SegmentCursor {
         }
     }
 
-    /// The bytes `[pos, pos + len)` if one chunk holds them all; waits for that chunk.
-    async fn bytes(&mut self, pos: u64, len: usize) -> IoResult<Option<ReadBuf>> {
-        while let Some(front) = self.chunks.front_mut() {
-            if let Some(read) = front.read.take() {
-                front.bytes = Some(read.await?);
-            }
-            let bytes = front.bytes.as_ref().map_or(0, |b| b.len() as u64);
-            if pos >= front.pos + bytes && bytes == READ_AHEAD_CHUNK_BYTES as u64 {
-                self.chunks.pop_front();
-                self.fill();
-                continue;
-            }
-            let Some(b) = &front.bytes else {
-                return Ok(None);
-            };
-            return Ok(b.slice((pos - front.pos) as usize, len));
+    /// Waits for chunk `i`'s read; returns its bytes (empty past the end of the data).
+    async fn chunk(&mut self, i: usize) -> IoResult<Option<ReadBuf>> {
+        let Some(chunk) = self.chunks.get_mut(i) else { return Ok(None) };
+        if let Some(read) = chunk.read.take() {
+            chunk.bytes = Some(read.await?);
         }
-        Ok(None)
+        Ok(chunk.bytes.clone())
+    }
+
+    /// The bytes `[pos, pos + len)`: a slice of one chunk, or, for a batch that straddles
+    /// two chunks, a copy stitched from both (the next chunk is already in flight, so no
+    /// extra read). `None` if the data ends first or the batch is larger than a chunk.
+    async fn bytes(&mut self, pos: u64, len: usize) -> IoResult<Option<ReadBuf>> {
+        // Drop chunks wholly before `pos`.
+        loop {
+            let Some(front) = self.chunk(0).await? else { return Ok(None) };
+            let front_pos = self.chunks[0].pos;
+            if pos < front_pos + front.len() as u64 {
+                break;
+            }
+            if front.len() < READ_AHEAD_CHUNK_BYTES {
+                return Ok(None);
+            }
+            self.chunks.pop_front();
+            self.fill();
+        }
+        let front = self.chunk(0).await?.unwrap_or_else(ReadBuf::empty);
+        let at = (pos - self.chunks[0].pos) as usize;
+        if at + len <= front.len() {
+            return Ok(front.slice(at, len));
+        }
+        if len > READ_AHEAD_CHUNK_BYTES || front.len() < READ_AHEAD_CHUNK_BYTES {
+            return Ok(None);
+        }
+        let Some(next) = self.chunk(1).await? else { return Ok(None) };
+        let head = front.len() - at;
+        if len - head > next.len() {
+            return Ok(None);
+        }
+        let mut stitched = AlignedHeap::zeroed(align_up(len as u64) as usize);
+        stitched.as_mut_slice()[..head].copy_from_slice(&front[at..]);
+        stitched.as_mut_slice()[head..len].copy_from_slice(&next[..len - head]);
+        Ok(ReadBuf::from_heap(stitched).slice(0, len))
     }
 }
 
@@ -163,9 +188,9 @@ impl PartitionReader {
         )
         .map_err(|d| corrupt(&cursor.path, d, header.base_offset))?;
         let len = header.disk_len();
-        let whole = match cursor.bytes(pos, (BATCH_HEADER_BYTES + header.payload_len as usize) as usize).await? {
+        let whole = match cursor.bytes(pos, BATCH_HEADER_BYTES + header.payload_len as usize).await? {
             Some(b) => b,
-            // The batch straddles read-ahead chunks: read it on its own.
+            // Larger than a read-ahead chunk (or past the data read ahead): read it on its own.
             None => cursor.file.read_at(pos, len as usize).await?,
         };
         let batch = Batch::parse(&whole).map_err(|e| corrupt(&cursor.path, e.to_string(), header.base_offset))?;
