@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use sluice::log::{Durability, StartPosition};
+use sluice::log::StartPosition;
 use sluice::server::native::client::Client;
 use sluice::server::native::protocol::CreateTopic;
 use sluice_tests::{batch, value_of, Server};
@@ -101,18 +101,12 @@ fn kill_9_during_sync_produce_loses_no_acknowledged_record() {
     {
         let server = Server::start(&data);
         let mut c = Client::connect(server.addr).expect("connect");
-        c.create_topic(&CreateTopic {
-            name: "crash".into(),
-            partitions: PARTITIONS,
-            durability: Durability::Sync,
-            retention_bytes: None,
-            retention_ms: None,
+        let spec = CreateTopic {
             segment_bytes: Some(2 << 20),
             batch_bytes_max: Some(64 << 10),
-            schema: None,
-            event_time: None,
-        })
-        .expect("create topic");
+            ..CreateTopic::new("crash", PARTITIONS)
+        };
+        c.create_topic(&spec).expect("create topic");
     }
     let mut total_acked = 0;
     // Offsets below which the log was already verified after an earlier restart: each

@@ -6,23 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice::log::{Durability, StartPosition};
+use sluice::log::StartPosition;
 use sluice::server::native::client::{decode_produced, Client, ClientError};
 use sluice::server::native::protocol::{encode, CreateTopic, ErrorCode};
 use sluice_tests::{batch, sluice_cli, value_of, Server};
 
 fn spec(name: &str, partitions: u32) -> CreateTopic {
-    CreateTopic {
-        name: name.into(),
-        partitions,
-        durability: Durability::Sync,
-        retention_bytes: None,
-        retention_ms: None,
-        segment_bytes: None,
-        batch_bytes_max: None,
-        schema: None,
-        event_time: None,
-    }
+    CreateTopic::new(name, partitions)
 }
 
 fn api_code(e: ClientError) -> ErrorCode {

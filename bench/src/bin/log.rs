@@ -351,19 +351,7 @@ fn ack_latency(dir: &Path, rate: u64, seconds: u64) -> hdrhistogram::Histogram<u
     let server = std::thread::spawn(move || sluice::server::run(config, s, |r| tx.send(r.native).expect("ready")));
     let addr = rx.recv().expect("server ready");
     let mut admin = Client::connect(addr).expect("connect");
-    admin
-        .create_topic(&CreateTopic {
-            name: "ack".into(),
-            partitions: 1,
-            durability: Durability::Sync,
-            retention_bytes: None,
-            retention_ms: None,
-            segment_bytes: None,
-            batch_bytes_max: None,
-            schema: None,
-            event_time: None,
-        })
-        .expect("create");
+    admin.create_topic(&CreateTopic::new("ack", 1)).expect("create");
     let payload = {
         let mut b = BatchBuilder::new();
         b.push(RawRecord::new(0, None, &[b'y'; 100]));

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use sluice::log::{Durability, StartPosition};
+use sluice::log::StartPosition;
 use sluice::record::{BatchBuilder, RawRecord};
 use sluice::runtime::ShutdownSignal;
 use sluice::server::native::client::Client;
@@ -93,17 +93,7 @@ fn demo(dir: &Path, args: &DemoArgs) -> Result<(), String> {
     let server = start(dir)?;
     println!("server ready: native={} (shards={})", server.addr, sluice::runtime::default_shard_count());
     let mut admin = Client::connect(server.addr).map_err(err)?;
-    let spec = CreateTopic {
-        name: TOPIC.into(),
-        partitions: args.partitions,
-        durability: Durability::Sync,
-        retention_bytes: None,
-        retention_ms: None,
-        segment_bytes: Some(64 << 20),
-        batch_bytes_max: None,
-        schema: None,
-        event_time: None,
-    };
+    let spec = CreateTopic { segment_bytes: Some(64 << 20), ..CreateTopic::new(TOPIC, args.partitions) };
     admin.create_topic(&spec).map_err(err)?;
     println!("created topic '{TOPIC}': {} partitions, durability=sync (acknowledged = fdatasync'd)", args.partitions);
 

@@ -149,6 +149,21 @@ pub struct CreateTopic {
 }
 
 impl CreateTopic {
+    /// A raw topic with the server's defaults (durability `sync`).
+    pub fn new(name: &str, partitions: u32) -> Self {
+        CreateTopic {
+            name: name.to_string(),
+            partitions,
+            durability: Durability::Sync,
+            retention_bytes: None,
+            retention_ms: None,
+            segment_bytes: None,
+            batch_bytes_max: None,
+            schema: None,
+            event_time: None,
+        }
+    }
+
     /// The topic configuration this asks for; a bad schema is an error naming the problem.
     pub fn to_config(&self) -> Result<TopicConfig, ApiError> {
         let mut c = self.base_config();
