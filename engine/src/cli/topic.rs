@@ -8,34 +8,53 @@ use sluice::server::native::protocol::CreateTopic;
 
 use super::{connect, Addr, CliResult};
 
+#[derive(clap::Args)]
+pub struct CreateArgs {
+    name: String,
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// sync | interval:MS | none
+    #[arg(long, default_value = "sync")]
+    durability: Durability,
+    #[arg(long)]
+    retention_bytes: Option<u64>,
+    #[arg(long)]
+    retention_ms: Option<u64>,
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+    #[arg(long)]
+    batch_bytes_max: Option<u32>,
+    /// A typed topic's columns: 'col TYPE [NOT NULL] [DEFAULT v], ...'
+    /// (BOOLEAN, INT, BIGINT, DOUBLE PRECISION, TEXT, BYTEA, TIMESTAMP).
+    #[arg(long)]
+    schema: Option<String>,
+    /// The column holding a typed topic's event time (TIMESTAMP or BIGINT ms).
+    #[arg(long)]
+    event_time: Option<String>,
+    #[command(flatten)]
+    addr: Addr,
+}
+
+impl CreateArgs {
+    fn spec(self) -> (CreateTopic, Addr) {
+        let spec = CreateTopic {
+            durability: self.durability,
+            retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms,
+            segment_bytes: self.segment_bytes,
+            batch_bytes_max: self.batch_bytes_max,
+            schema: self.schema,
+            event_time: self.event_time,
+            ..CreateTopic::new(&self.name, self.partitions)
+        };
+        (spec, self.addr)
+    }
+}
+
 #[derive(Subcommand)]
 pub enum TopicCommand {
     /// Create a topic.
-    Create {
-        name: String,
-        #[arg(long, default_value_t = 1)]
-        partitions: u32,
-        /// sync | interval:MS | none
-        #[arg(long, default_value = "sync")]
-        durability: Durability,
-        #[arg(long)]
-        retention_bytes: Option<u64>,
-        #[arg(long)]
-        retention_ms: Option<u64>,
-        #[arg(long)]
-        segment_bytes: Option<u64>,
-        #[arg(long)]
-        batch_bytes_max: Option<u32>,
-        /// A typed topic's columns: 'col TYPE [NOT NULL] [DEFAULT v], ...'
-        /// (BOOLEAN, INT, BIGINT, DOUBLE PRECISION, TEXT, BYTEA, TIMESTAMP).
-        #[arg(long)]
-        schema: Option<String>,
-        /// The column holding a typed topic's event time (TIMESTAMP or BIGINT ms).
-        #[arg(long)]
-        event_time: Option<String>,
-        #[command(flatten)]
-        addr: Addr,
-    },
+    Create(CreateArgs),
     /// List topics.
     List {
         #[command(flatten)]
@@ -61,29 +80,8 @@ fn opt(v: Option<u64>) -> String {
 
 pub fn run(cmd: TopicCommand) -> CliResult {
     match cmd {
-        TopicCommand::Create {
-            name,
-            partitions,
-            durability,
-            retention_bytes,
-            retention_ms,
-            segment_bytes,
-            batch_bytes_max,
-            schema,
-            event_time,
-            addr,
-        } => {
-            let spec = CreateTopic {
-                name,
-                partitions,
-                durability,
-                retention_bytes,
-                retention_ms,
-                segment_bytes,
-                batch_bytes_max,
-                schema,
-                event_time,
-            };
+        TopicCommand::Create(args) => {
+            let (spec, addr) = args.spec();
             let c = connect(&addr)?.create_topic(&spec).map_err(|e| e.to_string())?;
             println!("created topic {} (partitions={}, durability={})", c.name, c.partitions, c.durability);
         }
