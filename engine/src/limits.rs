@@ -35,6 +35,11 @@ pub const SYNC_INTERVAL_MS_DEFAULT: u64 = 10;
 /// How often the durable watermark file is refreshed while data keeps arriving.
 pub const WATERMARK_PERSIST_INTERVAL_MS: u64 = 1000;
 
+/// Idempotent producers remembered per partition; the least recent is forgotten first.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+/// Batches remembered per producer for de-duplication (Kafka's max.in.flight limit of 5).
+pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+
 /// One read-ahead DMA read.
 pub const READ_AHEAD_CHUNK_BYTES: usize = 1 << 20;
 /// Read-ahead reads kept in flight by a sequential reader.
@@ -56,6 +61,18 @@ pub const REPLY_WRITE_MS_MAX: u64 = 30_000;
 pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
 /// Largest byte budget of one fetch reply.
 pub const FETCH_BYTES_MAX: u32 = 64 << 20;
+
+/// Largest Kafka request frame accepted by default (Kafka's socket.request.max.bytes).
+pub const KAFKA_REQUEST_BYTES_MAX_DEFAULT: usize = 100 << 20;
+/// Largest decompressed records section of one produced Kafka batch, by default.
+pub const KAFKA_DECOMPRESSED_BYTES_MAX_DEFAULT: usize = 64 << 20;
+/// Partitions of the internal `__consumer_offsets` topic (fixed: a group's partition is a
+/// hash of its name, so it must not change between runs).
+pub const OFFSETS_TOPIC_PARTITIONS: u32 = 16;
+/// How often a coordinator checks its groups' session and rebalance deadlines.
+pub const GROUP_TICK_MS: u64 = 100;
+/// Longest a fetch may wait for `min_bytes`.
+pub const KAFKA_FETCH_WAIT_MS_MAX: i32 = 30_000;
 
 /// Cross-shard queue slots per pair of shards; a full queue suspends the sender.
 pub const SHARD_QUEUE_DEPTH: usize = 256;

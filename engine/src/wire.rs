@@ -176,11 +176,21 @@ pub fn encode_meta_file(magic: [u8; 4], version: u16, body: &[u8]) -> Vec<u8> {
 
 /// Checks and opens a metadata file written by [`encode_meta_file`]; returns its body.
 pub fn decode_meta_file(magic: [u8; 4], version: u16, bytes: &[u8]) -> Result<&[u8], WireError> {
+    decode_meta_file_versions(magic, version..=version, bytes).map(|(_, body)| body)
+}
+
+/// As [`decode_meta_file`] for a file that may be any of `versions`; returns the version too.
+pub fn decode_meta_file_versions(
+    magic: [u8; 4],
+    versions: std::ops::RangeInclusive<u16>,
+    bytes: &[u8],
+) -> Result<(u16, &[u8]), WireError> {
     let mut d = Decoder::new(bytes);
     if d.take(4, "magic")? != magic {
         return Err(WireError::Invalid("magic"));
     }
-    if d.u16()? != version {
+    let version = d.u16()?;
+    if !versions.contains(&version) {
         return Err(WireError::Invalid("version"));
     }
     let _reserved = d.u16()?;
@@ -190,7 +200,7 @@ pub fn decode_meta_file(magic: [u8; 4], version: u16, bytes: &[u8]) -> Result<&[
     if crc32c::crc32c(body) != crc {
         return Err(WireError::Invalid("checksum"));
     }
-    Ok(body)
+    Ok((version, body))
 }
 
 #[cfg(test)]

@@ -67,11 +67,22 @@ pub fn sluice_bin() -> PathBuf {
     bin
 }
 
-/// A real `sluice serve` process on a port picked by the OS.
+/// A real `sluice serve` process on ports picked by the OS.
 pub struct Server {
     child: Option<Child>,
+    /// The native protocol's address.
     pub addr: SocketAddr,
+    /// The Kafka listener's address.
+    pub kafka: SocketAddr,
     pub data_dir: PathBuf,
+}
+
+/// The `name=ADDR` fields of a ready line.
+fn ready_field(line: &str, name: &str) -> Option<SocketAddr> {
+    line.trim().strip_prefix("sluice ready ")?.split_whitespace().find_map(|f| {
+        let (k, v) = f.split_once('=')?;
+        (k == name).then(|| v.parse().ok()).flatten()
+    })
 }
 
 impl Server {
@@ -88,7 +99,7 @@ impl Server {
         // Two shards unless the caller says otherwise, so cross-shard paths are exercised.
         let shards: &[&str] = if extra.contains(&"--shards") { &[] } else { &["--shards", "2"] };
         let mut child = Command::new(sluice_bin())
-            .args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--native-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(shards)
             .args(extra)
@@ -108,16 +119,11 @@ impl Server {
             let _ = child.kill();
             panic!("sluice serve did not become ready within 60 s")
         });
-        let addr = line
-            .trim()
-            .strip_prefix("sluice ready native=")
-            .and_then(|a| a.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!("unexpected ready line {line:?}; see {}", data_dir.with_extension("stderr.log").display())
-            });
-        Server { child: Some(child), addr, data_dir: data_dir.to_path_buf() }
+        let (Some(addr), Some(kafka)) = (ready_field(&line, "native"), ready_field(&line, "kafka")) else {
+            let _ = child.kill();
+            panic!("unexpected ready line {line:?}; see {}", data_dir.with_extension("stderr.log").display())
+        };
+        Server { child: Some(child), addr, kafka, data_dir: data_dir.to_path_buf() }
     }
 
     pub fn pid(&self) -> u32 {

@@ -368,3 +368,58 @@ fn large_batches_across_read_ahead_chunks_read_back_intact() {
         p.close().await.unwrap();
     });
 }
+
+#[test]
+fn idempotent_producer_retries_are_deduplicated_across_rolls_and_restarts() {
+    use sluice::record::ProducerInfo;
+    let dir = tmp();
+    let path = dir.path().join("p0");
+    let cfg = topic("t", Durability::Sync, 128 << 10);
+    run_local(move || async move {
+        let prod = |seq: i32| ProducerInfo { producer_id: 42, epoch: 3, base_sequence: seq };
+        let p = open(&path, &cfg).await;
+        // 60 batches of 10 records with sequences 0, 10, 20, ...: several segment rolls.
+        for b in 0..60u64 {
+            let ack = p.append(batch(b * 10, 10, 500, 0).with_producer(prod(b as i32 * 10))).await.expect("append");
+            assert_eq!(ack.base_offset, Offset(b * 10));
+        }
+        assert!(p.status().segments > 2);
+        // A retry of the last batch is answered with the original offsets, not written.
+        let dup = p.append(batch(590, 10, 500, 0).with_producer(prod(590))).await.expect("duplicate");
+        assert_eq!(dup.base_offset, Offset(590));
+        assert_eq!(p.offsets().written_end(), Offset(600));
+        // A gap is refused; an older epoch is fenced.
+        let gap = p.append(batch(600, 10, 500, 0).with_producer(prod(700))).await.unwrap_err();
+        assert!(matches!(gap, LogError::OutOfOrderSequence { expected: 600, got: 700, .. }), "{gap}");
+        let old = ProducerInfo { producer_id: 42, epoch: 2, base_sequence: 600 };
+        let fenced = p.append(batch(600, 10, 500, 0).with_producer(old)).await.unwrap_err();
+        assert!(matches!(fenced, LogError::ProducerFenced { current: 3, got: 2, .. }), "{fenced}");
+        p.close().await.expect("close");
+
+        // After a restart the state comes back from the snapshot and the active segment.
+        let p = open(&path, &cfg).await;
+        for seq in [560, 570, 580, 590] {
+            let dup = p.append(batch(seq as u64, 10, 500, 0).with_producer(prod(seq))).await.expect("dup");
+            assert_eq!(dup.base_offset, Offset(seq as u64), "retry of sequence {seq} after restart");
+        }
+        let next = p.append(batch(600, 10, 500, 0).with_producer(prod(600))).await.expect("next in order");
+        assert_eq!(next.base_offset, Offset(600));
+        check_all(&p, 610, 500).await;
+        let b = p.read(Offset(600), 1).await.expect("read");
+        assert_eq!(b[0].producer(), Some(prod(600)), "the trailer is read back");
+        p.close().await.expect("close");
+
+        // Without any snapshot files, recovery reads the trailers of every segment.
+        for e in std::fs::read_dir(&path).unwrap() {
+            let e = e.unwrap();
+            if e.file_name().to_string_lossy().ends_with(".producers") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+        let p = open(&path, &cfg).await;
+        let dup = p.append(batch(600, 10, 500, 0).with_producer(prod(600))).await.expect("dup");
+        assert_eq!(dup.base_offset, Offset(600));
+        assert_eq!(p.offsets().written_end(), Offset(610));
+        p.close().await.expect("close");
+    });
+}

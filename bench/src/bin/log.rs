@@ -341,6 +341,7 @@ fn ack_latency(dir: &Path, rate: u64, seconds: u64) -> hdrhistogram::Histogram<u
     let config = sluice::server::ServerConfig {
         data_dir: dir.to_path_buf(),
         native_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        kafka_addr: None,
         shards: 1,
         pin: true,
         ..Default::default()

@@ -15,6 +15,67 @@ pub struct ConfigFile {
     pub frame_bytes_max: Option<usize>,
     pub connections_max: Option<usize>,
     pub idle_ms: Option<u64>,
+    pub kafka_addr: Option<SocketAddr>,
+    /// `false` turns the Kafka listener off.
+    pub kafka_enabled: Option<bool>,
+    #[serde(default)]
+    pub kafka: KafkaSection,
+}
+
+/// `[kafka]`: the Kafka listener's limits and group settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    pub request_bytes_max: Option<usize>,
+    pub decompressed_bytes_max: Option<usize>,
+    pub auto_create_topics: Option<bool>,
+    pub default_partitions: Option<u32>,
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    pub group_session_timeout_min_ms: Option<i32>,
+    pub group_session_timeout_max_ms: Option<i32>,
+    pub idle_ms: Option<u64>,
+}
+
+impl KafkaSection {
+    pub fn apply(&self, k: &mut sluice::server::kafka::KafkaConfig) -> Result<(), String> {
+        if let Some(v) = self.request_bytes_max {
+            if v < 1024 {
+                return Err("kafka.request_bytes_max must be at least 1024".into());
+            }
+            k.request_bytes_max = v;
+        }
+        if let Some(v) = self.decompressed_bytes_max {
+            k.decompressed_bytes_max = v;
+        }
+        if let Some(v) = self.auto_create_topics {
+            k.auto_create_topics = v;
+        }
+        if let Some(v) = self.default_partitions {
+            if v == 0 || v > sluice::limits::PARTITIONS_MAX {
+                return Err(format!(
+                    "kafka.default_partitions must be between 1 and {}",
+                    sluice::limits::PARTITIONS_MAX
+                ));
+            }
+            k.default_partitions = v;
+        }
+        if let Some(v) = self.group_initial_rebalance_delay_ms {
+            k.group_initial_rebalance_delay_ms = v;
+        }
+        if let Some(v) = self.group_session_timeout_min_ms {
+            k.group_session_timeout_min_ms = v;
+        }
+        if let Some(v) = self.group_session_timeout_max_ms {
+            k.group_session_timeout_max_ms = v;
+        }
+        if k.group_session_timeout_min_ms <= 0 || k.group_session_timeout_min_ms > k.group_session_timeout_max_ms {
+            return Err("kafka.group_session_timeout_min_ms must be positive and at most the maximum".into());
+        }
+        if let Some(v) = self.idle_ms {
+            k.idle_ms = v.max(1);
+        }
+        Ok(())
+    }
 }
 
 impl ConfigFile {

@@ -20,6 +20,9 @@ pub struct ServeArgs {
     /// Native protocol listen address; port 0 picks a free port [default: 127.0.0.1:9700].
     #[arg(long)]
     native_addr: Option<SocketAddr>,
+    /// Kafka protocol listen address; port 0 picks a free port [default: 127.0.0.1:9092].
+    #[arg(long)]
+    kafka_addr: Option<SocketAddr>,
     /// Number of shards (one per core by default).
     #[arg(long)]
     shards: Option<usize>,
@@ -39,11 +42,19 @@ pub fn config_from(args: &ServeArgs) -> Result<ServerConfig, String> {
     let mut c = ServerConfig::default();
     c.data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or(c.data_dir);
     c.native_addr = args.native_addr.or(file.native_addr).unwrap_or(c.native_addr);
+    c.kafka_addr = match (args.kafka_addr, file.kafka_addr, file.kafka_enabled) {
+        (Some(a), _, _) => Some(a),
+        (None, _, Some(false)) => None,
+        (None, Some(a), _) => Some(a),
+        (None, None, _) => c.kafka_addr,
+    };
+    file.kafka.apply(&mut c.kafka)?;
     c.shards = args.shards.or(file.shards).unwrap_or(c.shards);
     c.pin = !args.no_pin && file.pin.unwrap_or(true);
     c.frame_bytes_max = file.frame_bytes_max.unwrap_or(FRAME_BYTES_MAX_DEFAULT);
     c.connections_max = file.connections_max.unwrap_or(c.connections_max);
     c.idle_ms = file.idle_ms.unwrap_or(c.idle_ms);
+    c.kafka.idle_ms = c.idle_ms;
     if c.shards == 0 || c.shards > 1024 {
         return Err(format!("shards must be between 1 and 1024, not {}", c.shards));
     }

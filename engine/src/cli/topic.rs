@@ -57,6 +57,9 @@ pub enum TopicCommand {
     Create(CreateArgs),
     /// List topics.
     List {
+        /// Also list internal topics (`__consumer_offsets`, ...).
+        #[arg(long)]
+        internal: bool,
         #[command(flatten)]
         addr: Addr,
     },
@@ -85,8 +88,9 @@ pub fn run(cmd: TopicCommand) -> CliResult {
             let c = connect(&addr)?.create_topic(&spec).map_err(|e| e.to_string())?;
             println!("created topic {} (partitions={}, durability={})", c.name, c.partitions, c.durability);
         }
-        TopicCommand::List { addr } => {
-            for t in connect(&addr)?.list_topics().map_err(|e| e.to_string())? {
+        TopicCommand::List { internal, addr } => {
+            let topics = connect(&addr)?.list_topics().map_err(|e| e.to_string())?;
+            for t in topics.into_iter().filter(|t| internal || !t.name.starts_with("__")) {
                 println!("{}\tpartitions={}\tdurability={}", t.name, t.partitions, t.durability);
             }
         }

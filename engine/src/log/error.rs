@@ -25,6 +25,10 @@ pub enum LogError {
     Payload(#[from] PayloadError),
     #[error("partition {topic}/{partition} is closed")]
     Closed { topic: String, partition: u32 },
+    #[error("producer {producer_id}: sequence {got} is out of order, expected {expected}")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    #[error("producer {producer_id}: epoch {got} is fenced by the newer epoch {current}")]
+    ProducerFenced { producer_id: i64, current: i16, got: i16 },
     #[error("metadata file {path} is unreadable: {detail}")]
     BadMetadata { path: PathBuf, detail: String },
     #[error(transparent)]

@@ -17,11 +17,12 @@ use super::offset::Offset;
 use super::partition::Partition;
 use super::topic::TopicConfig;
 use crate::io::Storage;
-use crate::wire::{decode_meta_file, encode_meta_file, Decoder, Encoder};
+use crate::wire::{decode_meta_file_versions, encode_meta_file, Decoder, Encoder};
 
 const TOPIC_META_FILE: &str = "topic.meta";
 const TOPIC_META_MAGIC: [u8; 4] = *b"SLTP";
-const TOPIC_META_VERSION: u16 = 1;
+/// Version 2 added the dead-letter topic, primary key and lateness; version 1 is still read.
+const TOPIC_META_VERSION: u16 = 2;
 
 /// Which shard this log manager is, of how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,8 +309,9 @@ impl LogManager {
 async fn read_topic_meta(storage: &Storage, path: &Path) -> Result<TopicConfig, LogError> {
     let bad = |detail: String| LogError::BadMetadata { path: path.to_path_buf(), detail };
     let buf = storage.read_file(path).await?;
-    let body = decode_meta_file(TOPIC_META_MAGIC, TOPIC_META_VERSION, &buf).map_err(|e| bad(e.to_string()))?;
-    let config = TopicConfig::decode(&mut Decoder::new(body)).map_err(|e| bad(e.to_string()))?;
+    let (version, body) =
+        decode_meta_file_versions(TOPIC_META_MAGIC, 1..=TOPIC_META_VERSION, &buf).map_err(|e| bad(e.to_string()))?;
+    let config = TopicConfig::decode_version(&mut Decoder::new(body), version).map_err(|e| bad(e.to_string()))?;
     config.validate().map_err(bad)?;
     Ok(config)
 }

@@ -10,6 +10,7 @@ pub mod inspect;
 mod log_manager;
 mod offset;
 mod partition;
+mod producer_state;
 mod reader;
 mod segment;
 mod segment_index;
@@ -18,11 +19,12 @@ mod topic;
 pub use error::LogError;
 pub use log_manager::{owner_shard, LogManager, Placement, StartPosition};
 pub use offset::{Offset, PartitionOffsets};
-pub use partition::{AppendAck, Partition, PartitionStatus};
+pub use partition::{AppendAck, Partition, PartitionStatus, PendingAppend};
+pub use producer_state::{ProducerTable, SequenceCheck};
 pub use reader::PartitionReader;
 pub use segment::{
     check_batch, index_file_name, log_file_name, parse_log_file_name, scan_segment, ChunkReader, PartitionIdentity,
     ScanOutcome, SegmentHeader, SEGMENT_DATA_START,
 };
 pub use segment_index::{IndexEntry, SegmentIndex, SegmentSummary};
-pub use topic::{decode_durability, encode_durability, validate_topic_name, Durability, TopicConfig};
+pub use topic::{decode_durability, encode_durability, validate_topic_name, Durability, TopicConfig, TOPIC_SETTINGS};

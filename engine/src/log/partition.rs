@@ -31,6 +31,7 @@ use glommio::Task;
 
 use super::error::LogError;
 use super::offset::{Offset, PartitionOffsets};
+use super::producer_state::{ProducerTable, SequenceCheck};
 use super::segment::{
     index_file_name, log_file_name, parse_log_file_name, read_batch, scan_segment, ChunkReader, PartitionIdentity,
     Segment, SegmentHeader, SEGMENT_DATA_START,
@@ -42,13 +43,15 @@ use crate::limits::{
     APPEND_QUEUE_DEPTH, APPEND_WRITES_INFLIGHT_MAX, APPEND_WRITE_BYTES_MAX, BATCH_BYTES_MAX_CEILING,
     BATCH_HEADER_BYTES, BLOCK_BYTES, WATERMARK_PERSIST_INTERVAL_MS,
 };
-use crate::record::{Batch, BatchHeader, BatchPayload, FLAG_TYPED};
+use crate::record::{Batch, BatchHeader, BatchPayload, ProducerInfo};
 use crate::runtime::BoundedQueue;
 use crate::wire::{decode_meta_file, encode_meta_file, Decoder, Encoder};
 
 const WATERMARK_FILE: &str = "durable.wm";
 const WATERMARK_MAGIC: [u8; 4] = *b"SLWM";
 const WATERMARK_VERSION: u16 = 1;
+const PRODUCERS_MAGIC: [u8; 4] = *b"SLPS";
+const PRODUCERS_VERSION: u16 = 1;
 
 /// The reply to a successful append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,23 @@ pub struct AppendAck {
 
 type AppendReply = oneshot::Sender<Result<AppendAck, LogError>>;
 
+/// An append queued by [`Partition::submit`]: resolves to its acknowledgement.
+pub struct PendingAppend {
+    rx: oneshot::Receiver<Result<AppendAck, LogError>>,
+    topic: Rc<TopicConfig>,
+    partition: u32,
+}
+
+impl std::future::Future for PendingAppend {
+    type Output = Result<AppendAck, LogError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| Err(LogError::Closed { topic: self.topic.name.clone(), partition: self.partition }))
+        })
+    }
+}
+
 struct AppendRequest {
     payload: BatchPayload,
     reply: AppendReply,
@@ -66,7 +86,7 @@ struct AppendRequest {
 
 impl AppendRequest {
     fn disk_len(&self) -> usize {
-        crate::limits::align_up((BATCH_HEADER_BYTES + self.payload.bytes().len()) as u64) as usize
+        crate::limits::align_up((BATCH_HEADER_BYTES + self.payload.stored_len()) as u64) as usize
     }
 }
 
@@ -101,6 +121,17 @@ struct State {
     watermark_persisted: Offset,
     /// The next offset to assign: past `written_end` while writes are in flight.
     next_offset: Offset,
+    /// Sequence state of idempotent producers, as of `next_offset`.
+    producers: ProducerTable,
+    /// Retries of batches not yet visible: acknowledged once the original is.
+    deferred_acks: Vec<DeferredAck>,
+}
+
+/// A duplicate append waiting for its original to become visible.
+struct DeferredAck {
+    ack: AppendAck,
+    end_offset: Offset,
+    reply: AppendReply,
 }
 
 struct Inner {
@@ -153,6 +184,8 @@ impl Partition {
                 failure: recovered.failure,
                 pending_acks: VecDeque::new(),
                 watermark_persisted: Offset(0),
+                producers: recovered.producers,
+                deferred_acks: Vec::new(),
             }),
             queue: BoundedQueue::new(APPEND_QUEUE_DEPTH),
             new_data: Event::new(),
@@ -212,6 +245,13 @@ impl Partition {
 
     /// Appends one batch; resolves once the topic's durability holds for it.
     pub async fn append(&self, payload: BatchPayload) -> Result<AppendAck, LogError> {
+        self.submit(payload).await?.await
+    }
+
+    /// Queues one batch for appending and returns what resolves once the topic's
+    /// durability holds for it. Batches submitted in order are appended in order (the
+    /// queue is first come, first served), so a client's pipelined appends keep their order.
+    pub async fn submit(&self, payload: BatchPayload) -> Result<PendingAppend, LogError> {
         let max = self.inner.topic.batch_bytes_max as usize;
         if payload.bytes().len() > max {
             return Err(crate::record::PayloadError::TooLarge { len: payload.bytes().len(), max }.into());
@@ -223,7 +263,7 @@ impl Partition {
         if self.inner.queue.push(AppendRequest { payload, reply }).await.is_err() {
             return Err(self.inner.closed());
         }
-        rx.await.unwrap_or_else(|_| Err(self.inner.closed()))
+        Ok(PendingAppend { rx, topic: self.inner.topic.clone(), partition: self.inner.partition })
     }
 
     /// Waits until an offset at or past `offset` is visible, or the timeout passes.
@@ -300,6 +340,14 @@ impl Partition {
     /// The first offset whose record has a timestamp at or after `ts`; the visible end
     /// when there is none.
     pub async fn offset_for_time(&self, ts: i64) -> Result<Offset, LogError> {
+        Ok(match self.record_at_time(ts).await? {
+            Some((offset, _)) => offset,
+            None => self.offsets().visible_end(),
+        })
+    }
+
+    /// The first visible record with a timestamp at or after `ts`: its offset and timestamp.
+    pub async fn record_at_time(&self, ts: i64) -> Result<Option<(Offset, i64)>, LogError> {
         let start = {
             let st = self.inner.state.borrow();
             // Index entries are added on write, before a sync makes them visible.
@@ -307,24 +355,25 @@ impl Partition {
             let entry = st.segments.iter().find_map(|s| s.index.entry_for_time(ts)).filter(|e| e.offset < visible);
             match entry {
                 Some(e) => Offset(e.offset.max(st.offsets.log_start().0)),
-                None => return Ok(st.offsets.visible_end()),
+                None => return Ok(None),
             }
         };
         let mut next = start;
         loop {
             let batches = self.read(next, crate::limits::READ_AHEAD_CHUNK_BYTES).await?;
             let Some(last) = batches.last() else {
-                return Ok(next);
+                return Ok(None);
             };
             next = Offset(last.end_offset());
             for b in batches.iter().filter(|b| b.header.max_timestamp_ms >= ts) {
-                // Typed batches are not read here (their value type is the embedder's):
-                // seeking lands on the first batch whose newest record qualifies.
-                if b.is_typed() {
-                    return Ok(Offset(b.base_offset()));
-                }
-                if let Some(i) = b.records().iter().position(|r| r.timestamp_ms.to_native() >= ts) {
-                    return Ok(Offset(b.base_offset() + i as u64));
+                match b.timestamps() {
+                    Some(stamps) => {
+                        if let Some((i, t)) = stamps.iter().enumerate().find(|(_, t)| **t >= ts) {
+                            return Ok(Some((Offset(b.base_offset() + i as u64), *t)));
+                        }
+                    }
+                    // An embedder's own value type: land on the batch whose newest record qualifies.
+                    None => return Ok(Some((Offset(b.base_offset()), b.header.max_timestamp_ms))),
                 }
             }
         }
@@ -362,6 +411,10 @@ impl Partition {
             self.inner.storage.remove_file(&victim.log_path).await?;
             if self.inner.storage.exists(&victim.index_path) {
                 self.inner.storage.remove_file(&victim.index_path).await?;
+            }
+            let snapshot = self.inner.dir.join(producers_file_name(victim.base_offset));
+            if self.inner.storage.exists(&snapshot) {
+                self.inner.storage.remove_file(&snapshot).await?;
             }
             deleted += 1;
         }
@@ -463,10 +516,14 @@ impl Inner {
             if st.failure.is_none() {
                 st.failure = Some(reason.clone());
             }
-            std::mem::take(&mut st.pending_acks)
+            (std::mem::take(&mut st.pending_acks), std::mem::take(&mut st.deferred_acks))
         };
+        let (pending, deferred) = pending;
         for p in pending {
             let _ = p.reply.send(Err(self.read_only(&reason)));
+        }
+        for d in deferred {
+            let _ = d.reply.send(Err(self.read_only(&reason)));
         }
         self.sync_wanted.notify(usize::MAX);
     }
@@ -496,7 +553,76 @@ impl Inner {
         for p in acked {
             let _ = p.reply.send(Ok(p.ack));
         }
+        self.release_deferred();
         self.new_data.notify(usize::MAX);
+    }
+
+    /// Acknowledges the duplicates whose originals are now visible.
+    fn release_deferred(&self) {
+        let ready: Vec<DeferredAck> = {
+            let mut st = self.state.borrow_mut();
+            if st.deferred_acks.is_empty() {
+                return;
+            }
+            let visible = st.offsets.visible_end();
+            let (ready, waiting) =
+                std::mem::take(&mut st.deferred_acks).into_iter().partition(|d| d.end_offset <= visible);
+            st.deferred_acks = waiting;
+            ready
+        };
+        for d in ready {
+            let _ = d.reply.send(Ok(d.ack));
+        }
+    }
+
+    /// Checks the batches of idempotent producers in `requests` (in order, as if appended
+    /// from `base_offset`) and takes out the ones not to write: duplicates (acknowledged
+    /// with the original offsets, now or once visible) and sequence errors (refused).
+    fn screen_producers(&self, requests: Vec<AppendRequest>, base_offset: Offset) -> Vec<AppendRequest> {
+        if requests.iter().all(|r| r.payload.producer().is_none()) {
+            return requests;
+        }
+        let mut kept = Vec::with_capacity(requests.len());
+        let mut answers = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            let mut next = base_offset;
+            for r in requests {
+                let count = r.payload.summary().record_count;
+                if let Some(p) = r.payload.producer() {
+                    let sequences = r.payload.producer_sequences();
+                    match st.producers.check(&p, sequences) {
+                        SequenceCheck::Append => st.producers.record(&p, next.0, count, sequences),
+                        SequenceCheck::Duplicate { base_offset, record_count } => {
+                            let ack = AppendAck { base_offset: Offset(base_offset), record_count };
+                            let end_offset = Offset(base_offset + record_count as u64);
+                            if end_offset <= st.offsets.visible_end() {
+                                answers.push((r.reply, Ok(ack)));
+                            } else {
+                                st.deferred_acks.push(DeferredAck { ack, end_offset, reply: r.reply });
+                            }
+                            continue;
+                        }
+                        SequenceCheck::OutOfOrder { expected, got } => {
+                            let e = LogError::OutOfOrderSequence { producer_id: p.producer_id, expected, got };
+                            answers.push((r.reply, Err(e)));
+                            continue;
+                        }
+                        SequenceCheck::Fenced { current, got } => {
+                            let e = LogError::ProducerFenced { producer_id: p.producer_id, current, got };
+                            answers.push((r.reply, Err(e)));
+                            continue;
+                        }
+                    }
+                }
+                next = next.plus(count as u64);
+                kept.push(r);
+            }
+        }
+        for (reply, answer) in answers {
+            let _ = reply.send(answer);
+        }
+        kept
     }
 
     /// Waits until every write issued up to `offset` has completed (or the partition failed).
@@ -558,6 +684,13 @@ impl Inner {
         debug_assert_eq!(summary.end_offset, base);
         // The index is derived data: written without a sync, rebuilt if it comes back torn.
         write_plain(&self.storage, &index_path, &index_bytes).await?;
+        // Rolls happen only with no write in flight, so the producer table is exactly the
+        // state at `base`. Only tables that exist are written (most topics have no
+        // idempotent producers).
+        let producers = self.state.borrow().producers.clone();
+        if !producers.is_empty() {
+            write_producer_snapshot(&self.storage, &self.dir, base, &producers).await?;
+        }
         let segment = Segment::create(&self.storage, &self.dir, base, self.identity).await?;
         self.state.borrow_mut().segments.push_back(segment);
         self.persist_watermark().await
@@ -566,7 +699,7 @@ impl Inner {
     /// Turns the front of `group` (what fits the active segment) into one write: offsets
     /// and file space are reserved now, the write runs as its own task. The caller rolls
     /// the segment first when needed, and retires writes in order.
-    fn start_write(&self, group: &mut Vec<AppendRequest>) -> InflightWrite {
+    fn start_write(&self, group: &mut Vec<AppendRequest>) -> Option<InflightWrite> {
         let (pos, base_offset, durable_hint, segment_base, file) = {
             let st = self.state.borrow();
             let active = st.segments.back().expect("a partition always has a segment");
@@ -582,31 +715,35 @@ impl Inner {
             total += len;
             take += 1;
         }
-        let requests: Vec<AppendRequest> = group.drain(..take).collect();
+        let requests = self.screen_producers(group.drain(..take).collect(), base_offset);
+        if requests.is_empty() {
+            return None;
+        }
+        let total: usize = requests.iter().map(AppendRequest::disk_len).sum();
         let mut buf = self.storage.alloc_buffer(total);
         let mut headers = Vec::with_capacity(requests.len());
         let mut at = 0usize;
         let mut next = base_offset;
         for r in &requests {
             let s = r.payload.summary();
-            let bytes = r.payload.bytes();
+            let stored_len = r.payload.stored_len();
             let header = BatchHeader {
-                flags: if r.payload.is_typed() { FLAG_TYPED } else { 0 },
-                payload_crc32c: s.crc32c,
+                flags: r.payload.flags(),
+                payload_crc32c: r.payload.stored_crc32c(),
                 base_offset: next.0,
                 durable_hint: durable_hint.0,
                 first_timestamp_ms: s.first_timestamp_ms,
                 max_timestamp_ms: s.max_timestamp_ms,
                 record_count: s.record_count,
-                payload_len: bytes.len() as u32,
+                payload_len: stored_len as u32,
                 topic_id: self.identity.topic_id,
                 partition: self.identity.partition as u16,
-                schema_version: 0,
+                schema_version: r.payload.schema_version(),
             };
             let out = buf.as_mut_slice();
             header.encode(&mut out[at..at + BATCH_HEADER_BYTES]);
-            let payload_end = at + BATCH_HEADER_BYTES + bytes.len();
-            out[at + BATCH_HEADER_BYTES..payload_end].copy_from_slice(bytes);
+            let payload_end = at + BATCH_HEADER_BYTES + stored_len;
+            r.payload.write_stored(&mut out[at + BATCH_HEADER_BYTES..payload_end]);
             // The buffer is not pre-zeroed: only the padding to the block needs zeros.
             out[payload_end..at + r.disk_len()].fill(0);
             debug_assert!(at.is_multiple_of(BLOCK_BYTES));
@@ -621,7 +758,7 @@ impl Inner {
             st.next_offset = next;
         }
         let write = glommio::spawn_local(async move { file.write_at(buf, pos).await });
-        InflightWrite { requests, headers, segment_base, write }
+        Some(InflightWrite { requests, headers, segment_base, write })
     }
 
     /// Waits for the oldest in-flight write and acknowledges (or fails) its appends.
@@ -689,6 +826,7 @@ impl Inner {
             for (ack, reply) in immediate {
                 let _ = reply.send(Ok(ack));
             }
+            self.release_deferred();
             self.new_data.notify(usize::MAX);
         }
     }
@@ -745,7 +883,9 @@ async fn append_loop(inner: Rc<Inner>) {
                     continue;
                 }
             }
-            inflight.push_back(inner.start_write(&mut group));
+            if let Some(w) = inner.start_write(&mut group) {
+                inflight.push_back(w);
+            }
         }
     }
     while let Some(w) = inflight.pop_front() {
@@ -816,6 +956,84 @@ struct Recovered {
     offsets: PartitionOffsets,
     segments: VecDeque<Segment>,
     failure: Option<String>,
+    producers: ProducerTable,
+}
+
+/// The producer snapshot file of the segment starting at `base_offset`.
+pub(crate) fn producers_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.producers")
+}
+
+/// Writes the producer state as of `base_offset` (the start of a new segment), durably.
+async fn write_producer_snapshot(
+    storage: &Storage,
+    dir: &Path,
+    base_offset: u64,
+    table: &ProducerTable,
+) -> Result<(), LogError> {
+    let mut e = Encoder::new();
+    e.u64(base_offset);
+    table.encode(&mut e);
+    let bytes = encode_meta_file(PRODUCERS_MAGIC, PRODUCERS_VERSION, &e.finish());
+    storage.write_file_atomic(&dir.join(producers_file_name(base_offset)), &bytes).await?;
+    Ok(())
+}
+
+async fn read_producer_snapshot(storage: &Storage, dir: &Path, base_offset: u64) -> Option<ProducerTable> {
+    let path = dir.join(producers_file_name(base_offset));
+    if !storage.exists(&path) {
+        return None;
+    }
+    let buf = storage.read_file(&path).await.ok()?;
+    let body = decode_meta_file(PRODUCERS_MAGIC, PRODUCERS_VERSION, &buf).ok()?;
+    let mut d = Decoder::new(body);
+    if d.u64().ok()? != base_offset {
+        return None;
+    }
+    match ProducerTable::decode(&mut d) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable producer snapshot");
+            None
+        }
+    }
+}
+
+/// Rebuilds producer state: the newest snapshot at or below the active segment, then the
+/// trailers of every segment from there on (only the active one, normally).
+async fn recover_producers(
+    storage: &Storage,
+    dir: &Path,
+    segments: &VecDeque<Segment>,
+    identity: PartitionIdentity,
+    active_trailers: Vec<(ProducerInfo, u64, u32, u32)>,
+) -> Result<ProducerTable, LogError> {
+    let mut from = segments.len().saturating_sub(1);
+    let mut table = None;
+    loop {
+        if let Some(t) = read_producer_snapshot(storage, dir, segments[from].base_offset).await {
+            table = Some(t);
+            break;
+        }
+        if from == 0 {
+            break;
+        }
+        from -= 1;
+    }
+    let mut table = table.unwrap_or_default();
+    let last = segments.len() - 1;
+    for seg in segments.iter().take(last).skip(from) {
+        // No snapshot for a later segment (a crash during a roll): read its trailers.
+        let len = seg.file.len().await?;
+        let scan = scan_segment(&seg.file, len, seg.base_offset, identity, BATCH_BYTES_MAX_CEILING as u64).await?;
+        for (p, base, count, sequences) in scan.producers {
+            table.record(&p, base, count, sequences);
+        }
+    }
+    for (p, base, count, sequences) in active_trailers {
+        table.record(&p, base, count, sequences);
+    }
+    Ok(table)
 }
 
 async fn read_watermark(storage: &Storage, dir: &Path) -> u64 {
@@ -888,12 +1106,14 @@ async fn recover(
         let mut segments = VecDeque::new();
         segments.push_back(seg);
         let o = Offset(start);
-        return Ok(Recovered { offsets: PartitionOffsets::new(o, o, o), segments, failure: None });
+        let producers = read_producer_snapshot(storage, dir, start).await.unwrap_or_default();
+        return Ok(Recovered { offsets: PartitionOffsets::new(o, o, o), segments, failure: None, producers });
     }
 
     let mut segments = VecDeque::new();
     let mut failure = None;
     let mut expected_base = None;
+    let mut active_trailers = Vec::new();
     let last_i = bases.len() - 1;
     for (i, &base) in bases.iter().enumerate() {
         let log_path = dir.join(log_file_name(base));
@@ -967,6 +1187,9 @@ async fn recover(
                     };
                     let _ = write_plain(storage, &index_path, &scan.index.encode_file(&summary)).await;
                 }
+                if is_last {
+                    active_trailers = scan.producers;
+                }
                 (scan.index, scan.end_offset, scan.valid_len)
             }
         };
@@ -986,7 +1209,8 @@ async fn recover(
     let start = Offset(bases[0]);
     let end = Offset(expected_base.unwrap_or(0));
     let _ = topic;
-    Ok(Recovered { offsets: PartitionOffsets::new(start, end, end), segments, failure })
+    let producers = recover_producers(storage, dir, &segments, identity, active_trailers).await?;
+    Ok(Recovered { offsets: PartitionOffsets::new(start, end, end), segments, failure, producers })
 }
 
 /// Whether any block of the file past the header starts an intact batch of this partition.

@@ -11,7 +11,9 @@ use super::error::LogError;
 use super::segment_index::{SegmentIndex, SegmentSummary};
 use crate::io::{File, IoResult, OpenMode, ReadBuf, Storage};
 use crate::limits::{align_down, align_up, BATCH_HEADER_BYTES, BLOCK_BYTES, READ_AHEAD_CHUNK_BYTES};
-use crate::record::{Batch, BatchHeader, HeaderError};
+use crate::record::{
+    Batch, BatchHeader, HeaderError, ProducerInfo, ProducerTrailer, FLAG_PRODUCER, PRODUCER_TRAILER_BYTES,
+};
 use crate::wire::{decode_meta_file, encode_meta_file, Decoder, Encoder};
 
 pub const SEGMENT_MAGIC: [u8; 4] = *b"SLSG";
@@ -179,6 +181,9 @@ pub struct ScanOutcome {
     pub durable_hint_max: u64,
     /// Set when something other than the end of the file stopped the scan.
     pub stop: Option<ScanStop>,
+    /// Producer trailers of the good batches, in log order: (producer, base offset,
+    /// records, sequence numbers used).
+    pub producers: Vec<(ProducerInfo, u64, u32, u32)>,
 }
 
 /// Verifies every batch of a segment (header CRC, payload CRC, identity, offset continuity)
@@ -196,6 +201,7 @@ pub async fn scan_segment(
     let mut expected = base_offset;
     let mut index = SegmentIndex::new();
     let mut hint_max = 0u64;
+    let mut producers = Vec::new();
     let stop = loop {
         if pos >= file_len {
             break None;
@@ -212,6 +218,17 @@ pub async fn scan_segment(
                         Some(p) => match h.check_payload(&p) {
                             Err(e) => e.to_string(),
                             Ok(()) => {
+                                if h.flags & FLAG_PRODUCER != 0 {
+                                    let trailer = p.len().checked_sub(PRODUCER_TRAILER_BYTES).map(|at| &p[at..]);
+                                    if let Some(t) = trailer.and_then(ProducerTrailer::decode) {
+                                        producers.push((
+                                            t.producer,
+                                            h.base_offset,
+                                            h.record_count,
+                                            t.sequences(h.record_count),
+                                        ));
+                                    }
+                                }
                                 index.on_batch(h.base_offset, pos, h.max_timestamp_ms);
                                 hint_max = hint_max.max(h.durable_hint);
                                 pos += h.disk_len();
@@ -255,7 +272,7 @@ pub async fn scan_segment(
             p += step;
         }
     }
-    Ok(ScanOutcome { valid_len: pos, end_offset: expected, index, durable_hint_max: hint_max, stop })
+    Ok(ScanOutcome { valid_len: pos, end_offset: expected, index, durable_hint_max: hint_max, stop, producers })
 }
 
 /// Checks a decoded header against what the scan expects at this point.

@@ -64,6 +64,13 @@ pub struct TopicConfig {
     pub batch_bytes_max: u32,
     /// Every version of the topic's schema, oldest first; empty for a raw topic.
     pub schemas: Vec<Schema>,
+    /// Where rows that fail the schema go instead of failing their request (typed topics).
+    pub dead_letter_topic: Option<String>,
+    /// The primary key columns of a table (a changelog keyed by them); empty for a stream.
+    pub primary_key: Vec<String>,
+    /// How late an event may arrive (event time behind the partition's newest) and still
+    /// count: the watermark is the newest event time minus this.
+    pub lateness_ms: u64,
 }
 
 impl TopicConfig {
@@ -78,7 +85,15 @@ impl TopicConfig {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT as u32,
             schemas: Vec::new(),
+            dead_letter_topic: None,
+            primary_key: Vec::new(),
+            lateness_ms: 0,
         }
+    }
+
+    /// Whether this topic is a table (a changelog keyed by its primary key).
+    pub fn is_table(&self) -> bool {
+        !self.primary_key.is_empty()
     }
 
     /// Checks the settings; the error names the offending one.
@@ -102,6 +117,25 @@ impl TopicConfig {
             }
         }
         // A batch must fit one segment after the segment's header block.
+        if let Some(dlq) = &self.dead_letter_topic {
+            validate_topic_name(dlq)?;
+            if *dlq == self.name {
+                return Err("a topic cannot be its own dead-letter topic".into());
+            }
+            if self.schemas.is_empty() {
+                return Err("only a typed topic (with a schema) can have a dead-letter topic".into());
+            }
+        }
+        if !self.primary_key.is_empty() {
+            let Some(schema) = self.schema() else {
+                return Err("a table needs a schema".into());
+            };
+            for k in &self.primary_key {
+                if !schema.columns.iter().any(|c| c.name.eq_ignore_ascii_case(k)) {
+                    return Err(format!("primary key column '{k}' is not a column of the table"));
+                }
+            }
+        }
         if self.batch_bytes_max as u64 + 2 * BLOCK_BYTES as u64 > self.segment_bytes {
             return Err(format!(
                 "batch_bytes_max {} does not fit in segment_bytes {}",
@@ -124,6 +158,13 @@ impl TopicConfig {
         for schema in &self.schemas {
             schema.encode(e);
         }
+        // Version 2 fields.
+        e.str(self.dead_letter_topic.as_deref().unwrap_or(""));
+        e.u32(self.primary_key.len() as u32);
+        for k in &self.primary_key {
+            e.str(k);
+        }
+        e.u64(self.lateness_ms);
     }
 
     /// The current schema, for a typed topic.
@@ -131,7 +172,13 @@ impl TopicConfig {
         self.schemas.last()
     }
 
+    /// Decodes the current encoding (metadata file version 2).
     pub fn decode(d: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Self::decode_version(d, 2)
+    }
+
+    /// Decodes the encoding of metadata file `version` (1: no dead-letter topic, key or lateness).
+    pub fn decode_version(d: &mut Decoder<'_>, version: u16) -> Result<Self, WireError> {
         let name = d.str()?.to_string();
         let topic_id = d.u32()?;
         let partitions = d.u32()?;
@@ -146,6 +193,16 @@ impl TopicConfig {
             return Err(WireError::Invalid("schema versions"));
         }
         let schemas = (0..versions).map(|_| Schema::decode(d)).collect::<Result<Vec<_>, _>>()?;
+        let (mut dead_letter_topic, mut primary_key, mut lateness_ms) = (None, Vec::new(), 0);
+        if version >= 2 {
+            dead_letter_topic = Some(d.str()?.to_string()).filter(|s| !s.is_empty());
+            let n = d.u32()? as usize;
+            if n > crate::record::schema::SCHEMA_COLUMNS_MAX {
+                return Err(WireError::Invalid("primary key"));
+            }
+            primary_key = (0..n).map(|_| d.str().map(str::to_string)).collect::<Result<_, _>>()?;
+            lateness_ms = d.u64()?;
+        }
         Ok(TopicConfig {
             name,
             topic_id,
@@ -156,7 +213,100 @@ impl TopicConfig {
             segment_bytes,
             batch_bytes_max,
             schemas,
+            dead_letter_topic,
+            primary_key,
+            lateness_ms,
         })
+    }
+}
+
+/// The settings a topic can be created with, by name (Kafka's names where Kafka has one;
+/// `sluice.*` for the rest), for the Kafka and HTTP admin APIs.
+pub const TOPIC_SETTINGS: &[&str] = &[
+    "retention.ms",
+    "retention.bytes",
+    "segment.bytes",
+    "max.message.bytes",
+    "cleanup.policy",
+    "sluice.durability",
+    "sluice.schema",
+    "sluice.event.time",
+    "sluice.dead.letter.topic",
+    "sluice.lateness.ms",
+];
+
+impl TopicConfig {
+    /// Applies named settings (see [`TOPIC_SETTINGS`]); the schema and its event time are
+    /// applied together. The error names the setting.
+    pub fn apply_settings<'a>(&mut self, settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), String> {
+        let mut schema = None;
+        let mut event_time = None;
+        for (name, value) in settings {
+            let num =
+                |v: &str| v.trim().parse::<u64>().map_err(|_| format!("{name}: '{v}' is not a non-negative integer"));
+            // Kafka uses -1 for "no limit".
+            let limit = |v: &str| if v.trim() == "-1" { Ok(None) } else { num(v).map(Some) };
+            match name {
+                "retention.ms" => self.retention_ms = limit(value)?,
+                "retention.bytes" => self.retention_bytes = limit(value)?,
+                "segment.bytes" => self.segment_bytes = num(value)?,
+                "max.message.bytes" => {
+                    self.batch_bytes_max =
+                        u32::try_from(num(value)?).map_err(|_| format!("{name}: '{value}' is too large"))?
+                }
+                "cleanup.policy" if value == "delete" => {}
+                "cleanup.policy" => {
+                    return Err(format!(
+                        "cleanup.policy '{value}' is not supported: topics keep everything until retention; \
+                         a compacted changelog is a table (SQL CREATE TABLE)"
+                    ))
+                }
+                "sluice.durability" => self.durability = value.parse()?,
+                "sluice.schema" => schema = Some(value),
+                "sluice.event.time" => event_time = Some(value),
+                "sluice.dead.letter.topic" => {
+                    self.dead_letter_topic = Some(value.to_string()).filter(|v| !v.is_empty())
+                }
+                "sluice.lateness.ms" => self.lateness_ms = num(value)?,
+                other => return Err(format!("unknown topic setting '{other}' (known: {})", TOPIC_SETTINGS.join(", "))),
+            }
+        }
+        match (schema, event_time) {
+            (Some(decl), et) => {
+                let s = Schema::parse(decl, et).map_err(|e| format!("sluice.schema: {e}"))?;
+                self.schemas = vec![s];
+            }
+            (None, Some(_)) => return Err("sluice.event.time needs sluice.schema".into()),
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Every setting with its value and whether it is the default: (name, value, default).
+    pub fn settings(&self) -> Vec<(&'static str, String, bool)> {
+        let d = TopicConfig::new(&self.name, 1);
+        let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
+        let schema = self.schema();
+        vec![
+            ("retention.ms", opt(self.retention_ms), self.retention_ms.is_none()),
+            ("retention.bytes", opt(self.retention_bytes), self.retention_bytes.is_none()),
+            ("segment.bytes", self.segment_bytes.to_string(), self.segment_bytes == d.segment_bytes),
+            ("max.message.bytes", self.batch_bytes_max.to_string(), self.batch_bytes_max == d.batch_bytes_max),
+            ("cleanup.policy", "delete".to_string(), true),
+            ("sluice.durability", self.durability.to_string(), self.durability == d.durability),
+            ("sluice.schema", schema.map(Schema::declaration).unwrap_or_default(), schema.is_none()),
+            (
+                "sluice.event.time",
+                schema.and_then(|s| s.event_time.map(|i| s.columns[i].name.clone())).unwrap_or_default(),
+                schema.is_none_or(|s| s.event_time.is_none()),
+            ),
+            (
+                "sluice.dead.letter.topic",
+                self.dead_letter_topic.clone().unwrap_or_default(),
+                self.dead_letter_topic.is_none(),
+            ),
+            ("sluice.lateness.ms", self.lateness_ms.to_string(), self.lateness_ms == 0),
+        ]
     }
 }
 

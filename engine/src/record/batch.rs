@@ -7,8 +7,10 @@ use rkyv::util::AlignedVec;
 use rkyv::vec::ArchivedVec;
 use rkyv::{Archived, Portable};
 
-use super::batch_header::BatchHeader;
+use super::batch_header::{BatchHeader, FLAG_PRODUCER, FLAG_TYPED};
+use super::producer::{ProducerInfo, ProducerTrailer, PRODUCER_TRAILER_BYTES};
 use super::record::{ArchivedRecord, RawRecord, Record};
+use super::schema::{Row, Schema};
 use crate::io::ReadBuf;
 use crate::limits::{BATCH_HEADER_BYTES, BATCH_RECORDS_MAX};
 
@@ -30,6 +32,8 @@ pub struct BatchPayload {
     start: usize,
     summary: PayloadSummary,
     typed: bool,
+    schema_version: u16,
+    producer: Option<ProducerTrailer>,
 }
 
 impl BatchPayload {
@@ -39,14 +43,114 @@ impl BatchPayload {
             return Err(PayloadError::Misaligned);
         }
         let summary = validate_payload(&buf[start..], bytes_max)?;
-        Ok(BatchPayload { buf: std::sync::Arc::new(buf), start, summary, typed: false })
+        Ok(BatchPayload::new(buf, start, summary, false))
+    }
+
+    /// Validates `buf[start..]` (16-aligned) as typed rows of the topic's current schema:
+    /// structure (bytecheck), size, record count, and every row against the schema.
+    pub fn from_untrusted_typed(
+        buf: AlignedVec,
+        start: usize,
+        bytes_max: usize,
+        schema: &Schema,
+    ) -> Result<Self, PayloadError> {
+        if !start.is_multiple_of(16) || start > buf.len() {
+            return Err(PayloadError::Misaligned);
+        }
+        let bytes = &buf[start..];
+        if bytes.len() > bytes_max {
+            return Err(PayloadError::TooLarge { len: bytes.len(), max: bytes_max });
+        }
+        let records = rkyv::access::<Archived<Vec<Record<Row>>>, rancor::Error>(bytes)
+            .map_err(|e| PayloadError::Invalid(e.to_string()))?;
+        for (i, r) in records.iter().enumerate() {
+            schema.check_archived_row(&r.value).map_err(|e| PayloadError::Row { index: i, error: e })?;
+        }
+        let summary = summarize(records.iter().map(|r| r.timestamp_ms.to_native()), bytes)?;
+        Ok(BatchPayload::new(buf, start, summary, true).with_schema_version(schema.version))
+    }
+
+    fn new(buf: AlignedVec, start: usize, summary: PayloadSummary, typed: bool) -> Self {
+        BatchPayload { buf: std::sync::Arc::new(buf), start, summary, typed, schema_version: 0, producer: None }
+    }
+
+    /// Typed rows of a topic's current schema, checked against it: the in-process way to
+    /// write to a typed topic.
+    pub fn from_rows(records: &[Record<Row>], schema: &Schema) -> Result<Self, PayloadError> {
+        let buf =
+            rkyv::to_bytes::<rancor::Error>(&records.to_vec()).map_err(|e| PayloadError::Serialize(e.to_string()))?;
+        let len = buf.len();
+        Self::from_untrusted_typed(buf, 0, len, schema)
+    }
+
+    /// Marks the payload as written by an idempotent producer (stored as a trailer).
+    pub fn with_producer(mut self, producer: ProducerInfo) -> Self {
+        self.producer = Some(ProducerTrailer { producer, sequence_count: 0 });
+        self
+    }
+
+    /// As [`Self::with_producer`], for a batch whose producer used `sequences` sequence
+    /// numbers for fewer records (some went to a dead-letter topic).
+    pub fn with_producer_sequences(mut self, producer: ProducerInfo, sequences: u32) -> Self {
+        let sequence_count = if sequences == self.summary.record_count { 0 } else { sequences };
+        self.producer = Some(ProducerTrailer { producer, sequence_count });
+        self
+    }
+
+    /// The schema version typed rows were written with. Crate-private: a schema version
+    /// marks the payload as `Row` values, which readers then access without checks.
+    pub(crate) fn with_schema_version(mut self, version: u16) -> Self {
+        debug_assert!(self.typed && version > 0);
+        self.schema_version = version;
+        self
+    }
+
+    pub fn producer(&self) -> Option<ProducerInfo> {
+        self.producer.map(|t| t.producer)
+    }
+
+    /// Sequence numbers this payload's producer batch used.
+    pub fn producer_sequences(&self) -> u32 {
+        self.producer.map_or(self.summary.record_count, |t| t.sequences(self.summary.record_count))
+    }
+
+    pub fn schema_version(&self) -> u16 {
+        self.schema_version
+    }
+
+    /// Header flags describing this payload.
+    pub fn flags(&self) -> u16 {
+        (if self.typed { FLAG_TYPED } else { 0 }) | (if self.producer.is_some() { FLAG_PRODUCER } else { 0 })
+    }
+
+    /// Bytes the payload takes in the log: the records, then the producer trailer if any.
+    pub fn stored_len(&self) -> usize {
+        self.bytes().len() + if self.producer.is_some() { PRODUCER_TRAILER_BYTES } else { 0 }
+    }
+
+    /// CRC32C of the stored payload (records and trailer), from the records' CRC.
+    pub fn stored_crc32c(&self) -> u32 {
+        match self.producer {
+            Some(p) => crc32c::crc32c_append(self.summary.crc32c, &p.encode()),
+            None => self.summary.crc32c,
+        }
+    }
+
+    /// Writes the stored payload (records, then trailer) into `out`, which is `stored_len()` long.
+    pub fn write_stored(&self, out: &mut [u8]) {
+        debug_assert_eq!(out.len(), self.stored_len());
+        let bytes = self.bytes();
+        out[..bytes.len()].copy_from_slice(bytes);
+        if let Some(p) = self.producer {
+            out[bytes.len()..].copy_from_slice(&p.encode());
+        }
     }
 
     /// Wraps bytes known to be a valid raw-record payload with their summary (for
     /// in-process producers that built them, e.g. benchmarks replaying a prepared batch).
     pub fn from_trusted(buf: AlignedVec, summary: PayloadSummary) -> Self {
         debug_assert_eq!(validate_payload(&buf, usize::MAX).ok(), Some(summary));
-        BatchPayload { buf: std::sync::Arc::new(buf), start: 0, summary, typed: false }
+        BatchPayload::new(buf, 0, summary, false)
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -74,6 +178,8 @@ pub enum PayloadError {
     BadCount { count: usize, max: usize },
     #[error("record serialization failed: {0}")]
     Serialize(String),
+    #[error("record {index}: {error}")]
+    Row { index: usize, error: super::schema::RowError },
 }
 
 /// Checks an untrusted raw-record payload once, at the door: its structure (rkyv
@@ -168,12 +274,8 @@ where
         let buf = rkyv::to_bytes::<rancor::Error>(&self.records).map_err(|e| PayloadError::Serialize(e.to_string()))?;
         let summary = summarize(self.records.iter().map(|r| r.timestamp_ms), &buf)?;
         self.records.clear();
-        Ok(BatchPayload {
-            buf: std::sync::Arc::new(buf),
-            start: 0,
-            summary,
-            typed: std::any::TypeId::of::<V>() != std::any::TypeId::of::<Vec<u8>>(),
-        })
+        let typed = std::any::TypeId::of::<V>() != std::any::TypeId::of::<Vec<u8>>();
+        Ok(BatchPayload::new(buf, 0, summary, typed))
     }
 }
 
@@ -182,14 +284,37 @@ where
 #[derive(Clone)]
 pub struct Batch {
     pub header: BatchHeader,
+    /// The stored payload: records, then the producer trailer if the header says so.
+    stored: ReadBuf,
+    /// The records' archive: the stored payload without the trailer.
     payload: ReadBuf,
 }
 
 impl Batch {
     /// Wraps a payload whose CRC has been checked against `header`.
-    pub(crate) fn new(header: BatchHeader, payload: ReadBuf) -> Self {
-        debug_assert_eq!(payload.len(), header.payload_len as usize);
-        Batch { header, payload }
+    pub(crate) fn new(header: BatchHeader, stored: ReadBuf) -> Self {
+        debug_assert_eq!(stored.len(), header.payload_len as usize);
+        let trailer = if header.flags & FLAG_PRODUCER != 0 { PRODUCER_TRAILER_BYTES } else { 0 };
+        let records_len = stored.len().saturating_sub(trailer);
+        let payload = stored.slice(0, records_len).unwrap_or_else(ReadBuf::empty);
+        Batch { header, stored, payload }
+    }
+
+    /// The producer that wrote this batch, for batches of idempotent producers.
+    pub fn producer(&self) -> Option<ProducerInfo> {
+        self.producer_trailer().map(|t| t.producer)
+    }
+
+    pub fn producer_trailer(&self) -> Option<ProducerTrailer> {
+        if self.header.flags & FLAG_PRODUCER == 0 {
+            return None;
+        }
+        ProducerTrailer::decode(&self.stored[self.payload.len()..])
+    }
+
+    /// The stored payload as it is on disk (records and trailer), for re-encoding a batch whole.
+    pub fn stored_payload(&self) -> &[u8] {
+        &self.stored
     }
 
     /// Parses and fully checks one batch at the start of `bytes` (header CRC, payload CRC).
@@ -217,7 +342,18 @@ impl Batch {
 
     /// Whether the payload holds typed values (`Record<V>` with `V` not bytes).
     pub fn is_typed(&self) -> bool {
-        self.header.flags & super::batch_header::FLAG_TYPED != 0
+        self.header.flags & FLAG_TYPED != 0
+    }
+
+    /// The typed rows of a batch of a typed topic, read in place; `None` for a raw batch
+    /// (or a typed batch of an embedder's own value type, which has no schema version).
+    pub fn rows(&self) -> Option<&ArchivedVec<ArchivedRecord<Row>>> {
+        if !self.is_typed() || self.header.schema_version == 0 {
+            return None;
+        }
+        // SAFETY: typed payloads are validated against their schema at ingest (bytecheck
+        // and row checks) and their CRC is checked on every read from disk.
+        Some(unsafe { access_payload::<Row>(&self.payload) })
     }
 
     /// The raw records, read in place. A typed batch has no raw records (its values are
@@ -229,6 +365,18 @@ impl Batch {
         // SAFETY: raw payloads are validated at ingest (bytecheck) and their CRC is checked
         // on every read from disk; typed payloads were excluded above.
         unsafe { access_payload::<Vec<u8>>(&self.payload) }
+    }
+
+    /// Every record's timestamp, for raw batches and rows; `None` for a batch of an
+    /// embedder's own value type.
+    pub fn timestamps(&self) -> Option<Vec<i64>> {
+        if let Some(rows) = self.rows() {
+            return Some(rows.iter().map(|r| r.timestamp_ms.to_native()).collect());
+        }
+        if self.is_typed() {
+            return None;
+        }
+        Some(self.records().iter().map(|r| r.timestamp_ms.to_native()).collect())
     }
 
     /// The records with typed values, checked (bytecheck) before access.

@@ -21,6 +21,8 @@ pub const BATCH_VERSION: u16 = 1;
 
 /// Flag: the payload holds typed rows rather than raw byte values.
 pub const FLAG_TYPED: u16 = 1;
+/// Flag: the payload ends with a producer trailer (see `record::producer`).
+pub const FLAG_PRODUCER: u16 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BatchHeader {

@@ -7,10 +7,12 @@
 
 mod batch;
 mod batch_header;
+mod producer;
 #[allow(clippy::module_inception)] // record/record.rs holds the record type itself
 mod record;
 pub mod schema;
 
 pub use batch::{access_payload, validate_payload, Batch, BatchBuilder, BatchPayload, PayloadError, PayloadSummary};
-pub use batch_header::{BatchHeader, HeaderError, BATCH_MAGIC, BATCH_VERSION, FLAG_TYPED};
+pub use batch_header::{BatchHeader, HeaderError, BATCH_MAGIC, BATCH_VERSION, FLAG_PRODUCER, FLAG_TYPED};
+pub use producer::{ProducerInfo, ProducerTrailer, PRODUCER_TRAILER_BYTES};
 pub use record::{ArchivedRecord, ArchivedRecordHeader, RawRecord, Record, RecordHeader};

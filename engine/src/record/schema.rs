@@ -243,6 +243,36 @@ impl Schema {
             .collect()
     }
 
+    /// Checks an archived row (validated by bytecheck) against this schema: one value per
+    /// column, each of the column's type, NULL only where the column is nullable.
+    pub fn check_archived_row(&self, row: &rkyv::vec::ArchivedVec<ArchivedValue>) -> Result<(), RowError> {
+        if row.len() != self.columns.len() {
+            return Err(row_err(
+                "(row)",
+                format!("has {} values; schema version {} has {} columns", row.len(), self.version, self.columns.len()),
+            ));
+        }
+        for (c, v) in self.columns.iter().zip(row.iter()) {
+            let ok = matches!(
+                (c.ty, v),
+                (ColumnType::Boolean, ArchivedValue::Bool(_))
+                    | (ColumnType::Int, ArchivedValue::Int(_))
+                    | (ColumnType::BigInt, ArchivedValue::BigInt(_))
+                    | (ColumnType::Double, ArchivedValue::Double(_))
+                    | (ColumnType::Text, ArchivedValue::Text(_))
+                    | (ColumnType::Bytea, ArchivedValue::Bytes(_))
+                    | (ColumnType::Timestamp, ArchivedValue::Timestamp(_))
+            );
+            match v {
+                ArchivedValue::Null if !c.nullable => return Err(row_err(&c.name, "is NOT NULL and has no value")),
+                ArchivedValue::Null => {}
+                _ if !ok => return Err(row_err(&c.name, format!("holds a value that is not {}", c.ty))),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The event time of a row, in ms, if the schema has one and the row's value is set.
     pub fn event_time_ms(&self, row: &[Value]) -> Option<i64> {
         match row.get(self.event_time?)? {

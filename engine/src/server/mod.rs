@@ -1,10 +1,12 @@
 //! The server: one node per shard, and the listeners that feed them.
 //!
-//! Owns: startup (lock the data directory, bind, open every shard's log, print the ready
-//! line), the accept loops, and the orderly stop: stop accepting, let every connection
-//! finish what it has in flight, then (once all shards are there) sync and close the log.
-//! `server/` never reaches into a partition's internals: it goes through `log`'s API.
+//! Owns: startup (lock the data directory, bind every listener, open every shard's log,
+//! create the internal topics, print the ready line), the accept loops, and the orderly
+//! stop: stop accepting, let every connection finish what it has in flight, then (once
+//! all shards are there) sync and close the log. `server/` never reaches into a
+//! partition's internals: it goes through `log`'s API.
 
+pub mod kafka;
 pub mod native;
 pub mod node;
 
@@ -24,6 +26,8 @@ use crate::limits::{
 };
 use crate::log::{LogManager, Placement};
 use crate::runtime::{start_shards, MeshSetup, ShardId, ShutdownSignal};
+use kafka::groups::GroupCoordinator;
+use kafka::{KafkaConfig, KafkaContext};
 use native::ConnectionLimits;
 use node::{serve_peer_queue, Node, ShardRequest};
 
@@ -32,6 +36,9 @@ use node::{serve_peer_queue, Node, ShardRequest};
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub native_addr: SocketAddr,
+    /// The Kafka listener; `None` turns it off.
+    pub kafka_addr: Option<SocketAddr>,
+    pub kafka: KafkaConfig,
     pub shards: usize,
     /// Pin each shard to its own CPU.
     pub pin: bool,
@@ -45,6 +52,8 @@ impl Default for ServerConfig {
         ServerConfig {
             data_dir: PathBuf::from("sluice-data"),
             native_addr: SocketAddr::from(([127, 0, 0, 1], 9700)),
+            kafka_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
+            kafka: KafkaConfig::default(),
             shards: crate::runtime::default_shard_count(),
             pin: true,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
@@ -58,12 +67,17 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct ReadyInfo {
     pub native: SocketAddr,
+    pub kafka: Option<SocketAddr>,
 }
 
 impl ReadyInfo {
     /// The line `sluice serve` prints on stdout once it serves.
     pub fn line(&self) -> String {
-        format!("sluice ready native={}", self.native)
+        let mut line = format!("sluice ready native={}", self.native);
+        if let Some(k) = self.kafka {
+            line.push_str(&format!(" kafka={k}"));
+        }
+        line
     }
 }
 
@@ -77,35 +91,60 @@ pub enum ServerError {
     Startup(String),
 }
 
+/// The protocols a listener can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Native,
+    Kafka,
+}
+
+/// A bound listening socket, duplicated once per shard.
+#[derive(Clone)]
+struct Listener {
+    protocol: Protocol,
+    addr: SocketAddr,
+    fds: Vec<RawFd>,
+}
+
+/// Binds one exclusive listening socket (no SO_REUSEPORT: a second server cannot share
+/// the port) and gives each shard a duplicate to accept on.
+fn bind(protocol: Protocol, addr: SocketAddr, shards: usize) -> Result<Listener, ServerError> {
+    let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+    // Non-blocking is essential: glommio's accept first tries a plain accept(2), which on a
+    // blocking socket would block the whole shard (and every peer waiting on it). The flag
+    // lives on the open file description, so every duplicate below shares it.
+    listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr: bound, source })?;
+    let mut fds = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let dup = listener.try_clone().map_err(|source| ServerError::Bind { addr: bound, source })?;
+        fds.push(dup.into_raw_fd());
+    }
+    Ok(Listener { protocol, addr: bound, fds })
+}
+
 /// Runs a server until `shutdown` is requested; calls `ready` once every shard serves.
 pub fn run(config: ServerConfig, shutdown: ShutdownSignal, ready: impl FnOnce(ReadyInfo)) -> Result<(), ServerError> {
     if config.shards == 0 {
         return Err(ServerError::Startup("--shards must be at least 1".into()));
     }
     let _lock = DirLock::acquire(&config.data_dir)?;
-    // One exclusive listening socket (no SO_REUSEPORT: a second server cannot share the
-    // port); each shard accepts on its own duplicate of it.
-    let listener = TcpListener::bind(config.native_addr)
-        .map_err(|source| ServerError::Bind { addr: config.native_addr, source })?;
-    let native = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.native_addr, source })?;
-    // Non-blocking is essential: glommio's accept first tries a plain accept(2), which on a
-    // blocking socket would block the whole shard (and every peer waiting on it). The flag
-    // lives on the open file description, so every duplicate below shares it.
-    listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr: native, source })?;
-    let mut fds = Vec::new();
-    for _ in 0..config.shards {
-        let dup = listener.try_clone().map_err(|source| ServerError::Bind { addr: native, source })?;
-        fds.push(dup.into_raw_fd());
+    let mut listeners = vec![bind(Protocol::Native, config.native_addr, config.shards)?];
+    if let Some(addr) = config.kafka_addr {
+        listeners.push(bind(Protocol::Kafka, addr, config.shards)?);
     }
-    drop(listener);
+    let info = ReadyInfo {
+        native: listeners[0].addr,
+        kafka: listeners.iter().find(|l| l.protocol == Protocol::Kafka).map(|l| l.addr),
+    };
     let mesh = MeshSetup::<ShardRequest>::new(config.shards, SHARD_QUEUE_DEPTH);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let shard_config = config.clone();
-    let fd_list: Vec<RawFd> = fds;
     let shard_shutdown = shutdown.clone();
     let handles = start_shards(config.shards, config.pin, move |id| {
-        let fd = fd_list[id.index];
-        shard_main(id, shard_config.clone(), fd, mesh.clone(), shard_shutdown.clone(), ready_tx.clone())
+        let mine: Vec<(Protocol, SocketAddr, RawFd)> =
+            listeners.iter().map(|l| (l.protocol, l.addr, l.fds[id.index])).collect();
+        shard_main(id, shard_config.clone(), mine, mesh.clone(), shard_shutdown.clone(), ready_tx.clone())
     })
     .map_err(ServerError::Startup)?;
     let mut startup_error = None;
@@ -122,7 +161,7 @@ pub fn run(config: ServerConfig, shutdown: ShutdownSignal, ready: impl FnOnce(Re
         }
     }
     match &startup_error {
-        None => ready(ReadyInfo { native }),
+        None => ready(info),
         // Bring the shards that did start down again.
         Some(_) => shutdown.request(),
     }
@@ -141,13 +180,16 @@ pub fn run(config: ServerConfig, shutdown: ShutdownSignal, ready: impl FnOnce(Re
 async fn shard_main(
     id: ShardId,
     config: ServerConfig,
-    listener_fd: RawFd,
+    listeners: Vec<(Protocol, SocketAddr, RawFd)>,
     mesh: MeshSetup<ShardRequest>,
     shutdown: ShutdownSignal,
     ready: mpsc::Sender<Result<(), String>>,
 ) -> Result<(), String> {
-    // SAFETY: the fd is a listening socket duplicated for this shard alone.
-    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(listener_fd) };
+    let listeners: Vec<(Protocol, SocketAddr, glommio::net::TcpListener)> = listeners
+        .into_iter()
+        // SAFETY: each fd is a listening socket duplicated for this shard alone.
+        .map(|(p, addr, fd)| (p, addr, unsafe { glommio::net::TcpListener::from_raw_fd(fd) }))
+        .collect();
     let (peers, receivers) = match mesh.join().await {
         Ok(m) => m,
         Err(e) => {
@@ -156,20 +198,28 @@ async fn shard_main(
         }
     };
     let placement = Placement { shard: id.index, shards: id.count };
+    let fail = |msg: String| {
+        let _ = ready.send(Err(msg.clone()));
+        shutdown.request();
+        Err(msg)
+    };
     let log = match LogManager::open(Storage::real(), &config.data_dir, placement).await {
         Ok(log) => log,
-        Err(e) => {
-            let msg = format!("shard {}: opening the log failed: {e}", id.index);
-            let _ = ready.send(Err(msg.clone()));
-            shutdown.request();
-            return Err(msg);
-        }
+        Err(e) => return fail(format!("shard {}: opening the log failed: {e}", id.index)),
     };
-    let node = Rc::new(Node::new(id, log, peers));
+    let groups = GroupCoordinator::new(config.kafka.group_timeouts());
+    let node = Rc::new(Node::new(id, log, peers, groups));
     for (_, rx) in receivers {
         glommio::spawn_local(serve_peer_queue(node.clone(), rx)).detach();
     }
+    if let Err(e) = node.start_internal().await {
+        return fail(format!("shard {}: starting the internal topics failed: {e}", id.index));
+    }
     let retention = glommio::spawn_local(retention_loop(node.clone()));
+    let group_timers = {
+        let node2 = node.clone();
+        glommio::spawn_local(node.groups.clone().tick_loop(async move { node2.stopped().await }))
+    };
     let watcher = {
         let (node, shutdown) = (node.clone(), shutdown.clone());
         glommio::spawn_local(async move {
@@ -179,10 +229,44 @@ async fn shard_main(
     };
     let _ = ready.send(Ok(()));
 
-    let limits = ConnectionLimits { frame_bytes_max: config.frame_bytes_max, idle_ms: config.idle_ms };
-    let connections = Gate::new();
+    let connections = Rc::new(Gate::new());
     let open = Rc::new(std::cell::Cell::new(0usize));
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|(protocol, addr, listener)| {
+            let (node, config, connections, open) = (node.clone(), config.clone(), connections.clone(), open.clone());
+            glommio::spawn_local(accept_loop(node, config, protocol, addr, listener, connections, open))
+        })
+        .collect();
+    for a in accepting {
+        a.await;
+    }
+    let _ = connections.close().await;
+    // Phase 0: every shard has stopped accepting and drained its connections, so no
+    // request can reach a partition any more. Peers keep being served while we wait.
+    shutdown.phase_barrier(0, id.count).await;
+    retention.cancel().await;
+    group_timers.await;
+    watcher.cancel().await;
+    let result = node.log.close().await.map_err(|e| format!("shard {}: closing the log: {e}", id.index));
+    shutdown.phase_barrier(1, id.count).await;
+    result
+}
+
+/// Accepts connections of one protocol until the shard stops.
+async fn accept_loop(
+    node: Rc<Node>,
+    config: ServerConfig,
+    protocol: Protocol,
+    addr: SocketAddr,
+    listener: glommio::net::TcpListener,
+    connections: Rc<Gate>,
+    open: Rc<std::cell::Cell<usize>>,
+) {
+    let id = node.shard;
     let per_shard_max = config.connections_max.div_ceil(id.count);
+    let limits = ConnectionLimits { frame_bytes_max: config.frame_bytes_max, idle_ms: config.idle_ms };
+    let kafka = Rc::new(KafkaContext { advertised: addr, config: config.kafka.clone() });
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             node.stopped().await;
@@ -201,10 +285,13 @@ async fn shard_main(
                     drop(stream);
                     continue;
                 }
-                let (node, open) = (node.clone(), open.clone());
+                let (node, open, kafka) = (node.clone(), open.clone(), kafka.clone());
                 open.set(open.get() + 1);
                 let served = connections.spawn(async move {
-                    native::serve_connection(node, stream, limits).await;
+                    match protocol {
+                        Protocol::Native => native::serve_connection(node, stream, limits).await,
+                        Protocol::Kafka => kafka::connection::serve_connection(node, kafka, stream).await,
+                    }
                     open.set(open.get() - 1);
                 });
                 match served {
@@ -216,16 +303,6 @@ async fn shard_main(
             }
         }
     }
-    drop(listener);
-    let _ = connections.close().await;
-    // Phase 0: every shard has stopped accepting and drained its connections, so no
-    // request can reach a partition any more. Peers keep being served while we wait.
-    shutdown.phase_barrier(0, id.count).await;
-    retention.cancel().await;
-    watcher.cancel().await;
-    let result = node.log.close().await.map_err(|e| format!("shard {}: closing the log: {e}", id.index));
-    shutdown.phase_barrier(1, id.count).await;
-    result
 }
 
 async fn retention_loop(node: Rc<Node>) {

@@ -10,14 +10,28 @@ use event_listener::Event;
 use futures::channel::oneshot;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
+use super::kafka::groups::{
+    group_partition, offsets_topic_config, GroupCall, GroupCoordinator, GroupReply, OFFSETS_TOPIC,
+};
 use super::native::protocol::{ApiError, ErrorCode};
 use crate::limits::{BATCH_HEADER_BYTES, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, SHARD_INFLIGHT_MAX};
+use crate::log::PendingAppend;
 use crate::log::{owner_shard, AppendAck, LogManager, Offset, PartitionStatus, StartPosition, TopicConfig};
 use crate::record::BatchPayload;
 use crate::runtime::{ShardId, ShardSender};
+use crate::server::kafka::record_batch::write_kafka_batch;
 use crate::wire::Encoder;
 
-/// Fetched batches, encoded for the wire (each batch 16-aligned): `Send`, so it can cross shards.
+/// How fetched batches are encoded for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchFormat {
+    /// Sluice batches (header and payload, each 16-aligned): the native protocol.
+    Native,
+    /// Kafka record batches (v2, uncompressed; typed rows as JSON).
+    Kafka,
+}
+
+/// Fetched batches, encoded for the wire: `Send`, so it can cross shards.
 #[derive(Debug, Default)]
 pub struct FetchReply {
     pub start: Offset,
@@ -31,6 +45,8 @@ pub struct FetchReply {
 #[derive(Debug, Clone, Copy)]
 pub struct OffsetsReply {
     pub offset: Offset,
+    /// For a lookup by time: the timestamp of the record found (`None`: no record that late).
+    pub timestamp: Option<i64>,
     pub log_start: Offset,
     pub visible_end: Offset,
 }
@@ -51,7 +67,31 @@ pub enum ShardRequest {
         start: StartPosition,
         max_bytes: u32,
         max_wait_ms: u32,
+        format: FetchFormat,
         reply: Reply<FetchReply>,
+    },
+    /// Waits until data past `offset` is visible (or the wait ends); answers whether it is.
+    WaitForData {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        max_wait_ms: u32,
+        reply: Reply<bool>,
+    },
+    /// To a group's coordinator shard.
+    Group {
+        group: String,
+        call: GroupCall,
+        reply: Reply<GroupReply>,
+    },
+    /// Forget the committed offsets of a deleted topic.
+    ForgetTopicOffsets {
+        topic: String,
+        reply: Reply<()>,
+    },
+    /// The groups a shard coordinates.
+    ListGroups {
+        reply: Reply<Vec<(String, String, &'static str)>>,
     },
     ListOffsets {
         topic: String,
@@ -94,7 +134,11 @@ fn gone() -> ApiError {
 pub struct Node {
     pub shard: ShardId,
     pub log: LogManager,
+    /// The consumer groups this shard coordinates.
+    pub groups: Rc<GroupCoordinator>,
     peers: ShardSender<ShardRequest>,
+    /// The last producer id handed out by this shard (see `allocate_producer_id`).
+    last_producer_id: Cell<i64>,
     /// Serialises catalog changes on the coordinator.
     catalog_lock: glommio::sync::Semaphore,
     stopping: Cell<bool>,
@@ -102,11 +146,13 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(shard: ShardId, log: LogManager, peers: ShardSender<ShardRequest>) -> Self {
+    pub fn new(shard: ShardId, log: LogManager, peers: ShardSender<ShardRequest>, groups: GroupCoordinator) -> Self {
         Node {
             shard,
             log,
+            groups: Rc::new(groups),
             peers,
+            last_producer_id: Cell::new(0),
             catalog_lock: glommio::sync::Semaphore::new(1),
             stopping: Cell::new(false),
             stop_event: Event::new(),
@@ -136,7 +182,7 @@ impl Node {
         }
     }
 
-    fn topic(&self, name: &str) -> Result<Rc<TopicConfig>, ApiError> {
+    pub fn topic(&self, name: &str) -> Result<Rc<TopicConfig>, ApiError> {
         self.log
             .topic(name)
             .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopic, format!("topic '{name}' does not exist")))
@@ -167,12 +213,104 @@ impl Node {
     }
 
     pub async fn produce(&self, topic: &str, partition: u32, payload: BatchPayload) -> Result<AppendAck, ApiError> {
+        self.submit_produce(topic, partition, payload).await?.await
+    }
+
+    /// Queues an append on the owning shard and returns what resolves to its
+    /// acknowledgement. Appends submitted in order from one task reach the partition in
+    /// that order (local queue and cross-shard channel are both first in, first out).
+    pub async fn submit_produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        payload: BatchPayload,
+    ) -> Result<PendingProduce, ApiError> {
         let (_, owner) = self.owner(topic, partition)?;
         if owner == self.shard.index {
-            return Ok(self.log.partition(topic, partition)?.append(payload).await?);
+            let pending = self.log.partition(topic, partition)?.submit(payload).await?;
+            return Ok(PendingProduce::Local(pending));
+        }
+        let (tx, rx) = oneshot::channel();
+        let request = ShardRequest::Produce { topic: topic.to_string(), partition, payload, reply: tx };
+        self.peers.send_to(owner, request).await.map_err(|_| gone())?;
+        Ok(PendingProduce::Remote(rx))
+    }
+
+    /// A new producer id: unique across shards and restarts (milliseconds since the epoch
+    /// in the high bits, the shard in the low ones, strictly increasing per shard).
+    pub fn allocate_producer_id(&self) -> i64 {
+        let shards = self.shard.count.next_power_of_two().max(1) as i64;
+        let floor = (crate::clock::now_ms() << 16) / shards * shards + self.shard.index as i64;
+        let next = (self.last_producer_id.get() + shards).max(floor);
+        self.last_producer_id.set(next);
+        next
+    }
+
+    /// The shard coordinating a group: the owner of its partition of the offsets topic.
+    fn coordinator_of(&self, group: &str) -> Result<usize, ApiError> {
+        let config = self.topic(OFFSETS_TOPIC)?;
+        Ok(owner_shard(config.topic_id, group_partition(group), self.shard.count))
+    }
+
+    /// Sends a call to a group's coordinator.
+    pub async fn group_call(&self, group: &str, call: GroupCall) -> Result<GroupReply, ApiError> {
+        let shard = self.coordinator_of(group)?;
+        if shard == self.shard.index {
+            return Ok(self.groups.call(&self.log, group, call).await);
+        }
+        let group = group.to_string();
+        self.ask(shard, |reply| ShardRequest::Group { group, call, reply }).await
+    }
+
+    /// Every group any shard coordinates: (group, protocol type, state).
+    pub async fn list_groups(&self) -> Result<Vec<(String, String, &'static str)>, ApiError> {
+        let mut all = self.groups.list();
+        for shard in (0..self.shard.count).filter(|&s| s != self.shard.index) {
+            all.extend(self.ask(shard, |reply| ShardRequest::ListGroups { reply }).await?);
+        }
+        all.sort();
+        Ok(all)
+    }
+
+    /// Creates the internal topics if they are missing (every shard calls this at start;
+    /// the coordinator serialises the creations) and loads this shard's group offsets.
+    pub async fn start_internal(&self) -> Result<(), ApiError> {
+        if self.log.topic(OFFSETS_TOPIC).is_none() {
+            match self.create_topic(offsets_topic_config()).await {
+                Ok(_) => {}
+                Err(e) if e.code == ErrorCode::TopicExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let n = self.groups.load(&self.log).await?;
+        tracing::debug!(shard = self.shard.index, committed_offsets = n, "loaded committed offsets");
+        Ok(())
+    }
+
+    /// Waits for data past `offset` of a partition, on its owning shard.
+    pub async fn wait_for_data(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_wait_ms: u32,
+    ) -> Result<bool, ApiError> {
+        let (_, owner) = self.owner(topic, partition)?;
+        if owner == self.shard.index {
+            return Ok(self.wait_local(topic, partition, offset, max_wait_ms).await?);
         }
         let topic = topic.to_string();
-        self.ask(owner, |reply| ShardRequest::Produce { topic, partition, payload, reply }).await
+        self.ask(owner, |reply| ShardRequest::WaitForData { topic, partition, offset, max_wait_ms, reply }).await
+    }
+
+    async fn wait_local(&self, topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> Result<bool, ApiError> {
+        let p = self.log.partition(topic, partition)?;
+        let wait = Duration::from_millis(max_wait_ms.min(FETCH_WAIT_MS_MAX) as u64);
+        let stopped = async {
+            self.stopped().await;
+            false
+        };
+        Ok(futures_lite::future::or(p.wait_for(Offset(offset), wait), stopped).await)
     }
 
     pub async fn fetch(
@@ -182,13 +320,15 @@ impl Node {
         start: StartPosition,
         max_bytes: u32,
         max_wait_ms: u32,
+        format: FetchFormat,
     ) -> Result<FetchReply, ApiError> {
         let (_, owner) = self.owner(topic, partition)?;
         if owner == self.shard.index {
-            return self.fetch_local(topic, partition, start, max_bytes, max_wait_ms).await;
+            return self.fetch_local(topic, partition, start, max_bytes, max_wait_ms, format).await;
         }
         let topic = topic.to_string();
-        self.ask(owner, |reply| ShardRequest::Fetch { topic, partition, start, max_bytes, max_wait_ms, reply }).await
+        self.ask(owner, |reply| ShardRequest::Fetch { topic, partition, start, max_bytes, max_wait_ms, format, reply })
+            .await
     }
 
     async fn fetch_local(
@@ -198,6 +338,7 @@ impl Node {
         start: StartPosition,
         max_bytes: u32,
         max_wait_ms: u32,
+        format: FetchFormat,
     ) -> Result<FetchReply, ApiError> {
         let p = self.log.partition(topic, partition)?;
         let from = LogManager::resolve(&p, start).await?;
@@ -211,18 +352,31 @@ impl Node {
         }
         let batches = p.read(from, max_bytes.clamp(1, FETCH_BYTES_MAX) as usize).await?;
         let offsets = p.offsets();
-        let mut e = Encoder::with_buf(Vec::with_capacity(batches.iter().map(|b| b.payload().len() + 80).sum()));
-        for b in &batches {
-            let mut header = [0u8; BATCH_HEADER_BYTES];
-            b.header.encode(&mut header);
-            e.raw(&header).raw(b.payload()).pad_to(16);
-        }
+        let capacity = batches.iter().map(|b| b.payload().len() + 80).sum();
+        let encoded = match format {
+            FetchFormat::Native => {
+                let mut e = Encoder::with_buf(Vec::with_capacity(capacity));
+                for b in &batches {
+                    let mut header = [0u8; BATCH_HEADER_BYTES];
+                    b.header.encode(&mut header);
+                    e.raw(&header).raw(b.stored_payload()).pad_to(16);
+                }
+                e.finish()
+            }
+            FetchFormat::Kafka => {
+                let mut out = Vec::with_capacity(capacity);
+                for b in &batches {
+                    write_kafka_batch(&mut out, b, &p.topic().schemas);
+                }
+                out
+            }
+        };
         Ok(FetchReply {
             start: from,
             log_start: offsets.log_start(),
             visible_end: offsets.visible_end(),
             batch_count: batches.len() as u32,
-            batches: e.finish(),
+            batches: encoded,
         })
     }
 
@@ -235,9 +389,15 @@ impl Node {
         let (_, owner) = self.owner(topic, partition)?;
         if owner == self.shard.index {
             let p = self.log.partition(topic, partition)?;
-            let offset = LogManager::resolve(&p, start).await?;
+            let (offset, timestamp) = match start {
+                StartPosition::Time(ts) => match p.record_at_time(ts).await? {
+                    Some((o, t)) => (o, Some(t)),
+                    None => (p.offsets().visible_end(), None),
+                },
+                other => (LogManager::resolve(&p, other).await?, None),
+            };
             let o = p.offsets();
-            return Ok(OffsetsReply { offset, log_start: o.log_start(), visible_end: o.visible_end() });
+            return Ok(OffsetsReply { offset, timestamp, log_start: o.log_start(), visible_end: o.visible_end() });
         }
         let topic = topic.to_string();
         self.ask(owner, |reply| ShardRequest::ListOffsets { topic, partition, start, reply }).await
@@ -300,6 +460,24 @@ impl Node {
         )
         .await?;
         self.log.delete_topic_files(name).await?;
+        // Consumers of a new topic of the same name start afresh, as in Kafka.
+        let forget = self
+            .on_every_shard(
+                || async {
+                    self.groups.forget_topic(&self.log, name).await.map_err(|e| {
+                        crate::log::LogError::Io(crate::io::IoError::new(
+                            crate::io::IoOp::Write,
+                            std::path::Path::new(OFFSETS_TOPIC),
+                            std::io::Error::other(e),
+                        ))
+                    })
+                },
+                |reply| ShardRequest::ForgetTopicOffsets { topic: name.to_string(), reply },
+            )
+            .await;
+        if let Err(e) = forget {
+            tracing::warn!(topic = %name, error = %e, "forgetting the committed offsets of a deleted topic failed");
+        }
         tracing::info!(topic = %name, "topic deleted");
         Ok(())
     }
@@ -333,8 +511,21 @@ impl Node {
             ShardRequest::Produce { topic, partition, payload, reply } => {
                 let _ = reply.send(self.produce(&topic, partition, payload).await);
             }
-            ShardRequest::Fetch { topic, partition, start, max_bytes, max_wait_ms, reply } => {
-                let _ = reply.send(self.fetch_local(&topic, partition, start, max_bytes, max_wait_ms).await);
+            ShardRequest::Fetch { topic, partition, start, max_bytes, max_wait_ms, format, reply } => {
+                let _ = reply.send(self.fetch_local(&topic, partition, start, max_bytes, max_wait_ms, format).await);
+            }
+            ShardRequest::WaitForData { topic, partition, offset, max_wait_ms, reply } => {
+                let _ = reply.send(self.wait_local(&topic, partition, offset, max_wait_ms).await);
+            }
+            ShardRequest::Group { group, call, reply } => {
+                let _ = reply.send(Ok(self.groups.call(&self.log, &group, call).await));
+            }
+            ShardRequest::ForgetTopicOffsets { topic, reply } => {
+                let r = self.groups.forget_topic(&self.log, &topic).await;
+                let _ = reply.send(r.map_err(|e| ApiError::new(ErrorCode::Io, e)));
+            }
+            ShardRequest::ListGroups { reply } => {
+                let _ = reply.send(Ok(self.groups.list()));
             }
             ShardRequest::ListOffsets { topic, partition, start, reply } => {
                 let _ = reply.send(self.list_offsets(&topic, partition, start).await);
@@ -370,5 +561,22 @@ pub async fn serve_peer_queue(node: Rc<Node>, from: ConnectedReceiver<ShardReque
             drop(permit);
         })
         .detach();
+    }
+}
+
+/// An append queued on its partition, local or on another shard.
+pub enum PendingProduce {
+    Local(PendingAppend),
+    Remote(oneshot::Receiver<Result<AppendAck, ApiError>>),
+}
+
+impl std::future::Future for PendingProduce {
+    type Output = Result<AppendAck, ApiError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            PendingProduce::Local(p) => std::pin::Pin::new(p).poll(cx).map(|r| r.map_err(ApiError::from)),
+            PendingProduce::Remote(rx) => std::pin::Pin::new(rx).poll(cx).map(|r| r.unwrap_or_else(|_| Err(gone()))),
+        }
     }
 }

@@ -61,9 +61,16 @@ pub struct Fetched {
     batches: Vec<(BatchHeader, usize)>,
 }
 
+/// The records' archive of a stored payload: without the producer trailer, if any.
+fn records_len(h: &BatchHeader) -> usize {
+    let trailer = if h.flags & crate::record::FLAG_PRODUCER != 0 { crate::record::PRODUCER_TRAILER_BYTES } else { 0 };
+    (h.payload_len as usize).saturating_sub(trailer)
+}
+
 impl Fetched {
+    /// Every batch: its header and its records' archive.
     pub fn batches(&self) -> impl Iterator<Item = (&BatchHeader, &[u8])> {
-        self.batches.iter().map(|(h, at)| (h, &self.body[*at..*at + h.payload_len as usize]))
+        self.batches.iter().map(|(h, at)| (h, &self.body[*at..*at + records_len(h)]))
     }
 
     /// Every raw record from `start` on, with its offset. Typed batches (written by an
@@ -71,7 +78,7 @@ impl Fetched {
     pub fn records(&self) -> impl Iterator<Item = (u64, &ArchivedRecord<Vec<u8>>)> {
         let start = self.start.0;
         self.batches.iter().filter(|(h, _)| h.flags & crate::record::FLAG_TYPED == 0).flat_map(move |(h, at)| {
-            let payload = &self.body[*at..*at + h.payload_len as usize];
+            let payload = &self.body[*at..*at + records_len(h)];
             // Checked access: the bytes came over the network.
             let records = rkyv::access::<rkyv::Archived<Vec<crate::record::RawRecord>>, rkyv::rancor::Error>(payload)
                 .map(|r| r.as_slice())

@@ -7,7 +7,7 @@ use super::protocol::{
     PROTOCOL_VERSION,
 };
 use crate::record::BatchPayload;
-use crate::server::node::Node;
+use crate::server::node::{FetchFormat, Node};
 use crate::wire::Encoder;
 
 /// Handles one request frame body; always returns a reply frame.
@@ -40,7 +40,7 @@ async fn execute(node: &Node, corr: u32, request: Request) -> Result<Vec<u8>, Ap
             produce(node, &topic, partition, body, payload_start, &mut e).await?
         }
         Request::Fetch { topic, partition, start, max_bytes, max_wait_ms } => {
-            let reply = node.fetch(&topic, partition, start, max_bytes, max_wait_ms).await?;
+            let reply = node.fetch(&topic, partition, start, max_bytes, max_wait_ms, FetchFormat::Native).await?;
             e.u64(reply.start.0).u64(reply.log_start.0).u64(reply.visible_end.0).u32(reply.batch_count);
             // Batches start 16-aligned in the frame body (which starts after the length).
             while !(e.len() - 4).is_multiple_of(16) {
@@ -96,8 +96,13 @@ async fn produce(
     e: &mut Encoder,
 ) -> Result<(), ApiError> {
     // Validated here, at the door, on the shard that read it: the owner only appends.
-    let payload = BatchPayload::from_untrusted(body, payload_start, node.batch_bytes_max(topic)?)
-        .map_err(|err| ApiError::new(super::protocol::ErrorCode::InvalidBatch, err.to_string()))?;
+    let config = node.topic(topic)?;
+    let max = config.batch_bytes_max as usize;
+    let payload = match config.schema() {
+        Some(schema) => BatchPayload::from_untrusted_typed(body, payload_start, max, schema),
+        None => BatchPayload::from_untrusted(body, payload_start, max),
+    }
+    .map_err(|err| ApiError::new(super::protocol::ErrorCode::InvalidBatch, err.to_string()))?;
     let ack = node.produce(topic, partition, payload).await?;
     e.u64(ack.base_offset.0).u32(ack.record_count);
     Ok(())

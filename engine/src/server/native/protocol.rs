@@ -66,6 +66,9 @@ pub enum ErrorCode {
     Io = 12,
     FrameTooLarge = 13,
     Internal = 14,
+    OutOfOrderSequence = 15,
+    ProducerFenced = 16,
+    InvalidRecord = 17,
 }
 
 impl ErrorCode {
@@ -86,6 +89,10 @@ impl ErrorCode {
             MalformedRequest,
             Io,
             FrameTooLarge,
+            Internal,
+            OutOfOrderSequence,
+            ProducerFenced,
+            InvalidRecord,
         ]
         .into_iter()
         .find(|c| *c as u16 == v)
@@ -120,6 +127,8 @@ impl From<crate::log::LogError> for ApiError {
             L::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             L::Payload(_) => ErrorCode::InvalidBatch,
             L::Closed { .. } => ErrorCode::ShuttingDown,
+            L::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            L::ProducerFenced { .. } => ErrorCode::ProducerFenced,
             L::Io(_) => ErrorCode::Io,
         };
         ApiError::new(code, e.to_string())
