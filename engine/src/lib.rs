@@ -6,6 +6,7 @@ pub mod clock;
 pub mod io;
 pub mod limits;
 pub mod log;
+pub mod metrics;
 pub mod record;
 pub mod runtime;
 pub mod server;

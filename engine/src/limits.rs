@@ -74,6 +74,11 @@ pub const GROUP_TICK_MS: u64 = 100;
 /// Longest a fetch may wait for `min_bytes`.
 pub const KAFKA_FETCH_WAIT_MS_MAX: i32 = 30_000;
 
+/// Largest HTTP request body accepted by default.
+pub const HTTP_BODY_BYTES_MAX_DEFAULT: usize = 64 << 20;
+/// Most records one HTTP fetch returns.
+pub const HTTP_FETCH_RECORDS_MAX: u32 = 100_000;
+
 /// Cross-shard queue slots per pair of shards; a full queue suspends the sender.
 pub const SHARD_QUEUE_DEPTH: usize = 256;
 /// Requests from one peer shard served at once before its queue backs up.

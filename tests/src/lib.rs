@@ -74,6 +74,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The Kafka listener's address.
     pub kafka: SocketAddr,
+    /// The HTTP listener's address.
+    pub http: SocketAddr,
     pub data_dir: PathBuf,
 }
 
@@ -99,7 +101,16 @@ impl Server {
         // Two shards unless the caller says otherwise, so cross-shard paths are exercised.
         let shards: &[&str] = if extra.contains(&"--shards") { &[] } else { &["--shards", "2"] };
         let mut child = Command::new(sluice_bin())
-            .args(["serve", "--native-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--native-addr",
+                "127.0.0.1:0",
+                "--kafka-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(data_dir)
             .args(shards)
             .args(extra)
@@ -119,11 +130,12 @@ impl Server {
             let _ = child.kill();
             panic!("sluice serve did not become ready within 60 s")
         });
-        let (Some(addr), Some(kafka)) = (ready_field(&line, "native"), ready_field(&line, "kafka")) else {
+        let fields = (ready_field(&line, "native"), ready_field(&line, "kafka"), ready_field(&line, "http"));
+        let (Some(addr), Some(kafka), Some(http)) = fields else {
             let _ = child.kill();
             panic!("unexpected ready line {line:?}; see {}", data_dir.with_extension("stderr.log").display())
         };
-        Server { child: Some(child), addr, kafka, data_dir: data_dir.to_path_buf() }
+        Server { child: Some(child), addr, kafka, http, data_dir: data_dir.to_path_buf() }
     }
 
     pub fn pid(&self) -> u32 {

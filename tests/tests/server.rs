@@ -347,7 +347,17 @@ fn second_server_on_the_same_directory_and_bad_config_are_refused() {
     let data = dir.path().join("d");
     let _server = Server::start(&data);
     let (st, _, err) = sluice_cli(
-        &["serve", "--native-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()],
+        &[
+            "serve",
+            "--native-addr",
+            "127.0.0.1:0",
+            "--kafka-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
         None,
     );
     assert!(!st.success() && err.contains("in use by another process"), "{err}");
@@ -370,7 +380,7 @@ fn config_file_sets_address_and_data_dir() {
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = {:?}\nnative_addr = \"127.0.0.1:0\"\nkafka_addr = \"127.0.0.1:0\"\nshards = 1\n",
+            "data_dir = {:?}\nnative_addr = \"127.0.0.1:0\"\nkafka_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\nshards = 1\n",
             data.to_str().unwrap()
         ),
     )
@@ -484,7 +494,17 @@ fn corrupt_topic_metadata_is_reported_by_name() {
     bytes[20] ^= 0x40;
     std::fs::write(&meta, bytes).unwrap();
     let (st, out, err) = sluice_cli(
-        &["serve", "--native-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()],
+        &[
+            "serve",
+            "--native-addr",
+            "127.0.0.1:0",
+            "--kafka-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
         None,
     );
     assert!(!st.success(), "{out}");

@@ -342,6 +342,7 @@ fn ack_latency(dir: &Path, rate: u64, seconds: u64) -> hdrhistogram::Histogram<u
         data_dir: dir.to_path_buf(),
         native_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         kafka_addr: None,
+        http_addr: None,
         shards: 1,
         pin: true,
         ..Default::default()

@@ -20,6 +20,10 @@ pub struct ConfigFile {
     pub kafka_enabled: Option<bool>,
     #[serde(default)]
     pub kafka: KafkaSection,
+    pub http_addr: Option<SocketAddr>,
+    /// `false` turns the HTTP listener off.
+    pub http_enabled: Option<bool>,
+    pub http_body_bytes_max: Option<usize>,
 }
 
 /// `[kafka]`: the Kafka listener's limits and group settings.

@@ -48,6 +48,7 @@ fn start(dir: &Path) -> Result<Running, String> {
         data_dir: dir.to_path_buf(),
         native_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         kafka_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         ..ServerConfig::default()
     };
     let shutdown = ShutdownSignal::new();

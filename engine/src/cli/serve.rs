@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// Kafka protocol listen address; port 0 picks a free port [default: 127.0.0.1:9092].
     #[arg(long)]
     kafka_addr: Option<SocketAddr>,
+    /// HTTP listen address; port 0 picks a free port [default: 127.0.0.1:9600].
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
     /// Number of shards (one per core by default).
     #[arg(long)]
     shards: Option<usize>,
@@ -49,6 +52,16 @@ pub fn config_from(args: &ServeArgs) -> Result<ServerConfig, String> {
         (None, None, _) => c.kafka_addr,
     };
     file.kafka.apply(&mut c.kafka)?;
+    c.http_addr = match (args.http_addr, file.http_addr, file.http_enabled) {
+        (Some(a), _, _) => Some(a),
+        (None, _, Some(false)) => None,
+        (None, Some(a), _) => Some(a),
+        (None, None, _) => c.http_addr,
+    };
+    c.http.idle_ms = c.idle_ms;
+    if let Some(max) = file.http_body_bytes_max {
+        c.http.body_bytes_max = max;
+    }
     c.shards = args.shards.or(file.shards).unwrap_or(c.shards);
     c.pin = !args.no_pin && file.pin.unwrap_or(true);
     c.frame_bytes_max = file.frame_bytes_max.unwrap_or(FRAME_BYTES_MAX_DEFAULT);

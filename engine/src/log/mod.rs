@@ -19,7 +19,7 @@ mod topic;
 pub use error::LogError;
 pub use log_manager::{owner_shard, LogManager, Placement, StartPosition};
 pub use offset::{Offset, PartitionOffsets};
-pub use partition::{AppendAck, Partition, PartitionStatus, PendingAppend};
+pub use partition::{AppendAck, Partition, PartitionMetrics, PartitionStatus, PendingAppend};
 pub use producer_state::{ProducerTable, SequenceCheck};
 pub use reader::PartitionReader;
 pub use segment::{

@@ -43,6 +43,7 @@ use crate::limits::{
     APPEND_QUEUE_DEPTH, APPEND_WRITES_INFLIGHT_MAX, APPEND_WRITE_BYTES_MAX, BATCH_BYTES_MAX_CEILING,
     BATCH_HEADER_BYTES, BLOCK_BYTES, WATERMARK_PERSIST_INTERVAL_MS,
 };
+use crate::metrics::{Counter, LatencyHistogram};
 use crate::record::{Batch, BatchHeader, BatchPayload, ProducerInfo};
 use crate::runtime::BoundedQueue;
 use crate::wire::{decode_meta_file, encode_meta_file, Decoder, Encoder};
@@ -152,6 +153,17 @@ struct Inner {
     tasks: RefCell<Vec<Task<()>>>,
     /// Serialises watermark file updates (roll, timer and close may race for it).
     watermark_writer: glommio::sync::Semaphore,
+    metrics: PartitionMetrics,
+}
+
+/// What a partition counts about itself (shard-local; rendered by `/metrics`).
+#[derive(Debug, Default)]
+pub struct PartitionMetrics {
+    pub records_appended: Counter,
+    /// Bytes of log written for appended batches (headers and padding included).
+    pub bytes_appended: Counter,
+    /// Duration of each fdatasync of the partition.
+    pub sync_latency: LatencyHistogram,
 }
 
 /// Handle to a partition; clones share it (within its shard).
@@ -194,6 +206,7 @@ impl Partition {
             close_event: Event::new(),
             tasks: RefCell::new(Vec::new()),
             watermark_writer: glommio::sync::Semaphore::new(1),
+            metrics: PartitionMetrics::default(),
         });
         if inner.state.borrow().failure.is_none() {
             // Recovery without a fresh watermark is still correct (it is conservative), so
@@ -227,6 +240,15 @@ impl Partition {
 
     pub fn offsets(&self) -> PartitionOffsets {
         self.inner.state.borrow().offsets
+    }
+
+    pub fn metrics(&self) -> &PartitionMetrics {
+        &self.inner.metrics
+    }
+
+    /// Appends waiting in the partition's queue.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.queue.len()
     }
 
     pub fn status(&self) -> PartitionStatus {
@@ -648,10 +670,12 @@ impl Inner {
             };
             (st.offsets.written_end(), active.file.clone())
         };
+        let started = std::time::Instant::now();
         if let Err(e) = file.fdatasync().await {
             self.fail(format!("fdatasync failed: {e}"));
             return Err(e.into());
         }
+        self.metrics.sync_latency.record(started.elapsed());
         self.on_durable(target);
         Ok(())
     }
@@ -791,6 +815,8 @@ impl Inner {
             };
             for (h, pos) in &headers {
                 active.index.on_batch(h.base_offset, *pos, h.max_timestamp_ms);
+                self.metrics.records_appended.add(h.record_count as u64);
+                self.metrics.bytes_appended.add(h.disk_len());
             }
             let Some((last, last_pos)) = headers.last() else {
                 return;

@@ -7,6 +7,7 @@
 
 mod batch;
 mod batch_header;
+mod partitioner;
 mod producer;
 #[allow(clippy::module_inception)] // record/record.rs holds the record type itself
 mod record;
@@ -14,5 +15,9 @@ pub mod schema;
 
 pub use batch::{access_payload, validate_payload, Batch, BatchBuilder, BatchPayload, PayloadError, PayloadSummary};
 pub use batch_header::{BatchHeader, HeaderError, BATCH_MAGIC, BATCH_VERSION, FLAG_PRODUCER, FLAG_TYPED};
+pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{ProducerInfo, ProducerTrailer, PRODUCER_TRAILER_BYTES};
-pub use record::{ArchivedRecord, ArchivedRecordHeader, RawRecord, Record, RecordHeader};
+pub use record::{
+    ArchivedRecord, ArchivedRecordHeader, RawRecord, Record, RecordHeader, DEAD_LETTER_ERROR_HEADER,
+    DEAD_LETTER_SOURCE_HEADER, NULL_VALUE_HEADER,
+};

@@ -28,3 +28,12 @@ impl RawRecord {
         Record { timestamp_ms, key: key.map(<[u8]>::to_vec), value: value.to_vec(), headers: Vec::new() }
     }
 }
+
+/// Reserved header: marks a record whose value was null (a Kafka tombstone). Sluice values
+/// are byte strings, so null is kept as an empty value plus this header, which is removed
+/// again when the record is written back for Kafka or as JSON.
+pub const NULL_VALUE_HEADER: &str = "sluice.null-value";
+/// Header of a dead-lettered record: why it was refused.
+pub const DEAD_LETTER_ERROR_HEADER: &str = "sluice.error";
+/// Header of a dead-lettered record: where it was produced to (`topic/partition`).
+pub const DEAD_LETTER_SOURCE_HEADER: &str = "sluice.source";

@@ -6,6 +6,7 @@
 //! all shards are there) sync and close the log. `server/` never reaches into a
 //! partition's internals: it goes through `log`'s API.
 
+pub mod http;
 pub mod kafka;
 pub mod native;
 pub mod node;
@@ -39,6 +40,9 @@ pub struct ServerConfig {
     /// The Kafka listener; `None` turns it off.
     pub kafka_addr: Option<SocketAddr>,
     pub kafka: KafkaConfig,
+    /// The HTTP listener; `None` turns it off.
+    pub http_addr: Option<SocketAddr>,
+    pub http: http::HttpConfig,
     pub shards: usize,
     /// Pin each shard to its own CPU.
     pub pin: bool,
@@ -54,6 +58,8 @@ impl Default for ServerConfig {
             native_addr: SocketAddr::from(([127, 0, 0, 1], 9700)),
             kafka_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
             kafka: KafkaConfig::default(),
+            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9600))),
+            http: http::HttpConfig::default(),
             shards: crate::runtime::default_shard_count(),
             pin: true,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
@@ -68,6 +74,7 @@ impl Default for ServerConfig {
 pub struct ReadyInfo {
     pub native: SocketAddr,
     pub kafka: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
 }
 
 impl ReadyInfo {
@@ -76,6 +83,9 @@ impl ReadyInfo {
         let mut line = format!("sluice ready native={}", self.native);
         if let Some(k) = self.kafka {
             line.push_str(&format!(" kafka={k}"));
+        }
+        if let Some(h) = self.http {
+            line.push_str(&format!(" http={h}"));
         }
         line
     }
@@ -96,6 +106,7 @@ pub enum ServerError {
 enum Protocol {
     Native,
     Kafka,
+    Http,
 }
 
 /// A bound listening socket, duplicated once per shard.
@@ -133,10 +144,11 @@ pub fn run(config: ServerConfig, shutdown: ShutdownSignal, ready: impl FnOnce(Re
     if let Some(addr) = config.kafka_addr {
         listeners.push(bind(Protocol::Kafka, addr, config.shards)?);
     }
-    let info = ReadyInfo {
-        native: listeners[0].addr,
-        kafka: listeners.iter().find(|l| l.protocol == Protocol::Kafka).map(|l| l.addr),
-    };
+    if let Some(addr) = config.http_addr {
+        listeners.push(bind(Protocol::Http, addr, config.shards)?);
+    }
+    let find = |p: Protocol| listeners.iter().find(|l| l.protocol == p).map(|l| l.addr);
+    let info = ReadyInfo { native: listeners[0].addr, kafka: find(Protocol::Kafka), http: find(Protocol::Http) };
     let mesh = MeshSetup::<ShardRequest>::new(config.shards, SHARD_QUEUE_DEPTH);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let shard_config = config.clone();
@@ -230,12 +242,11 @@ async fn shard_main(
     let _ = ready.send(Ok(()));
 
     let connections = Rc::new(Gate::new());
-    let open = Rc::new(std::cell::Cell::new(0usize));
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|(protocol, addr, listener)| {
-            let (node, config, connections, open) = (node.clone(), config.clone(), connections.clone(), open.clone());
-            glommio::spawn_local(accept_loop(node, config, protocol, addr, listener, connections, open))
+            let (node, config, connections) = (node.clone(), config.clone(), connections.clone());
+            glommio::spawn_local(accept_loop(node, config, protocol, addr, listener, connections))
         })
         .collect();
     for a in accepting {
@@ -261,12 +272,12 @@ async fn accept_loop(
     addr: SocketAddr,
     listener: glommio::net::TcpListener,
     connections: Rc<Gate>,
-    open: Rc<std::cell::Cell<usize>>,
 ) {
     let id = node.shard;
     let per_shard_max = config.connections_max.div_ceil(id.count);
     let limits = ConnectionLimits { frame_bytes_max: config.frame_bytes_max, idle_ms: config.idle_ms };
     let kafka = Rc::new(KafkaContext { advertised: addr, config: config.kafka.clone() });
+    let http = Rc::new(config.http.clone());
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             node.stopped().await;
@@ -280,19 +291,20 @@ async fn accept_loop(
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
             Some(Ok(stream)) => {
-                if open.get() >= per_shard_max {
+                if node.connections.get() >= per_shard_max {
                     tracing::warn!(shard = id.index, limit = per_shard_max, "connection refused: too many connections");
                     drop(stream);
                     continue;
                 }
-                let (node, open, kafka) = (node.clone(), open.clone(), kafka.clone());
-                open.set(open.get() + 1);
+                let (node, kafka, http) = (node.clone(), kafka.clone(), http.clone());
+                node.connections.set(node.connections.get() + 1);
                 let served = connections.spawn(async move {
                     match protocol {
-                        Protocol::Native => native::serve_connection(node, stream, limits).await,
-                        Protocol::Kafka => kafka::connection::serve_connection(node, kafka, stream).await,
+                        Protocol::Native => native::serve_connection(node.clone(), stream, limits).await,
+                        Protocol::Kafka => kafka::connection::serve_connection(node.clone(), kafka, stream).await,
+                        Protocol::Http => http::serve_connection(node.clone(), http, stream).await,
                     }
-                    open.set(open.get() - 1);
+                    node.connections.set(node.connections.get() - 1);
                 });
                 match served {
                     Ok(task) => {

@@ -41,6 +41,16 @@ pub struct FetchReply {
     pub batches: Vec<u8>,
 }
 
+/// Records rendered as NDJSON lines, with where to read next.
+#[derive(Debug, Default)]
+pub struct JsonFetch {
+    pub lines: Vec<u8>,
+    pub records: u32,
+    pub next_offset: u64,
+    pub log_start: u64,
+    pub visible_end: u64,
+}
+
 /// Offsets of a partition, answering ListOffsets.
 #[derive(Debug, Clone, Copy)]
 pub struct OffsetsReply {
@@ -88,6 +98,19 @@ pub enum ShardRequest {
     ForgetTopicOffsets {
         topic: String,
         reply: Reply<()>,
+    },
+    /// Records as NDJSON, for HTTP readers.
+    FetchJson {
+        topic: String,
+        partition: u32,
+        start: StartPosition,
+        max_records: u32,
+        max_wait_ms: u32,
+        reply: Reply<JsonFetch>,
+    },
+    /// This shard's lines of `/metrics`.
+    Metrics {
+        reply: Reply<String>,
     },
     /// The groups a shard coordinates.
     ListGroups {
@@ -143,6 +166,10 @@ pub struct Node {
     catalog_lock: glommio::sync::Semaphore,
     stopping: Cell<bool>,
     stop_event: Event,
+    /// Requests from peer shards being served now (a queue depth for `/metrics`).
+    pub peer_inflight: Cell<usize>,
+    /// Open client connections on this shard, all protocols.
+    pub connections: Cell<usize>,
 }
 
 impl Node {
@@ -156,6 +183,8 @@ impl Node {
             catalog_lock: glommio::sync::Semaphore::new(1),
             stopping: Cell::new(false),
             stop_event: Event::new(),
+            peer_inflight: Cell::new(0),
+            connections: Cell::new(0),
         }
     }
 
@@ -287,6 +316,81 @@ impl Node {
         Ok(())
     }
 
+    /// Records of a partition as NDJSON lines (at most `max_records`), from its owner.
+    pub async fn fetch_json(
+        &self,
+        topic: &str,
+        partition: u32,
+        start: StartPosition,
+        max_records: u32,
+        max_wait_ms: u32,
+    ) -> Result<JsonFetch, ApiError> {
+        let (_, owner) = self.owner(topic, partition)?;
+        if owner == self.shard.index {
+            return self.fetch_json_local(topic, partition, start, max_records, max_wait_ms).await;
+        }
+        let topic = topic.to_string();
+        self.ask(owner, |reply| ShardRequest::FetchJson { topic, partition, start, max_records, max_wait_ms, reply })
+            .await
+    }
+
+    async fn fetch_json_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        start: StartPosition,
+        max_records: u32,
+        max_wait_ms: u32,
+    ) -> Result<JsonFetch, ApiError> {
+        let p = self.log.partition(topic, partition)?;
+        let from = LogManager::resolve(&p, start).await?;
+        if max_wait_ms > 0 && from >= p.offsets().visible_end() {
+            self.wait_local(topic, partition, from.0, max_wait_ms).await?;
+        }
+        let mut out = JsonFetch { next_offset: from.0, ..Default::default() };
+        let mut next = from;
+        'read: while out.records < max_records {
+            let batches = p.read(next, crate::limits::READ_AHEAD_CHUNK_BYTES).await?;
+            if batches.is_empty() {
+                break;
+            }
+            for b in &batches {
+                for (i, line) in crate::server::http::records::batch_to_json(b, &p.topic().schemas, partition) {
+                    let offset = b.base_offset() + i as u64;
+                    if offset < from.0 {
+                        continue;
+                    }
+                    out.lines.extend_from_slice(line.as_bytes());
+                    out.lines.push(b'\n');
+                    out.records += 1;
+                    out.next_offset = offset + 1;
+                    if out.records >= max_records {
+                        break 'read;
+                    }
+                }
+                next = Offset(b.end_offset());
+            }
+        }
+        let o = p.offsets();
+        out.log_start = o.log_start().0;
+        out.visible_end = o.visible_end().0;
+        Ok(out)
+    }
+
+    /// This shard's lines of `/metrics` (every line carries `shard="i"`).
+    pub fn render_metrics(&self) -> String {
+        crate::server::http::metrics::render_shard(self)
+    }
+
+    /// Every shard's metrics.
+    pub async fn metrics_all(&self) -> Result<String, ApiError> {
+        let mut parts = vec![self.render_metrics()];
+        for shard in (0..self.shard.count).filter(|&s| s != self.shard.index) {
+            parts.push(self.ask(shard, |reply| ShardRequest::Metrics { reply }).await?);
+        }
+        Ok(crate::server::http::metrics::merge(parts))
+    }
+
     /// Waits for data past `offset` of a partition, on its owning shard.
     pub async fn wait_for_data(
         &self,
@@ -297,7 +401,7 @@ impl Node {
     ) -> Result<bool, ApiError> {
         let (_, owner) = self.owner(topic, partition)?;
         if owner == self.shard.index {
-            return Ok(self.wait_local(topic, partition, offset, max_wait_ms).await?);
+            return self.wait_local(topic, partition, offset, max_wait_ms).await;
         }
         let topic = topic.to_string();
         self.ask(owner, |reply| ShardRequest::WaitForData { topic, partition, offset, max_wait_ms, reply }).await
@@ -524,6 +628,12 @@ impl Node {
                 let r = self.groups.forget_topic(&self.log, &topic).await;
                 let _ = reply.send(r.map_err(|e| ApiError::new(ErrorCode::Io, e)));
             }
+            ShardRequest::FetchJson { topic, partition, start, max_records, max_wait_ms, reply } => {
+                let _ = reply.send(self.fetch_json_local(&topic, partition, start, max_records, max_wait_ms).await);
+            }
+            ShardRequest::Metrics { reply } => {
+                let _ = reply.send(Ok(self.render_metrics()));
+            }
             ShardRequest::ListGroups { reply } => {
                 let _ = reply.send(Ok(self.groups.list()));
             }
@@ -556,8 +666,10 @@ pub async fn serve_peer_queue(node: Rc<Node>, from: ConnectedReceiver<ShardReque
     while let Some(request) = from.recv().await {
         let Ok(permit) = slots.clone().acquire_static_permit(1).await else { return };
         let node = node.clone();
+        node.peer_inflight.set(node.peer_inflight.get() + 1);
         glommio::spawn_local(async move {
             node.serve_peer(request).await;
+            node.peer_inflight.set(node.peer_inflight.get() - 1);
             drop(permit);
         })
         .detach();

@@ -22,7 +22,6 @@
 use std::io::Read;
 
 use rkyv::rancor;
-use rkyv::util::AlignedVec;
 
 use crate::record::schema::{row_to_json, Row, Schema};
 use crate::record::{
@@ -37,10 +36,7 @@ const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 
-/// A record header that marks a Kafka record whose value was null (a tombstone); Sluice
-/// values are byte strings, so null is kept as an empty value plus this header, and the
-/// header is removed again when the record is written back for Kafka.
-pub const NULL_VALUE_HEADER: &str = "sluice.null-value";
+pub use crate::record::NULL_VALUE_HEADER;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
@@ -533,12 +529,11 @@ fn write_record<V: rkyv::Archive>(
     out.extend_from_slice(scratch);
 }
 
-/// Bytes of `payload`-shaped records for tests and tools: a Kafka batch from raw records.
-pub fn encode_batch_for_test(
-    records: &[(i64, Option<&[u8]>, Option<&[u8]>)],
-    producer: Option<ProducerInfo>,
-    codec: i16,
-) -> Vec<u8> {
+/// A record for [`encode_batch_for_test`]: timestamp, key, value.
+pub type TestRecord<'a> = (i64, Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// A Kafka batch built from records, for tests and tools.
+pub fn encode_batch_for_test(records: &[TestRecord<'_>], producer: Option<ProducerInfo>, codec: i16) -> Vec<u8> {
     let mut body = Vec::new();
     let mut scratch = Vec::new();
     let base_ts = records.first().map_or(0, |r| r.0);
@@ -588,20 +583,13 @@ pub fn encode_batch_for_test(
     out
 }
 
-/// Aligned scratch for callers that archive payloads themselves.
-pub fn aligned(bytes: &[u8]) -> AlignedVec {
-    let mut v = AlignedVec::with_capacity(bytes.len());
-    v.extend_from_slice(bytes);
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_codec_round_trips_and_damage_is_refused() {
-        let recs: Vec<(i64, Option<&[u8]>, Option<&[u8]>)> =
+        let recs: Vec<TestRecord<'_>> =
             (0..50).map(|i| (1000 + i, Some(&b"key"[..]), Some(&b"value value value"[..]))).collect();
         for codec in 0..=4 {
             let b = encode_batch_for_test(&recs, None, codec);

@@ -69,7 +69,7 @@ pub struct RequestFrame {
 pub enum Decoded {
     /// A reply that needs no work (ApiVersions at a version we do not speak).
     Immediate(Vec<u8>),
-    Request(RequestFrame),
+    Request(Box<RequestFrame>),
 }
 
 /// Decodes a frame body. An error closes the connection (an unknown API, an unsupported
@@ -96,7 +96,7 @@ pub fn decode(mut body: Bytes) -> Result<Decoded, String> {
         .map_err(|e| format!("bad request header: {e}"))?;
     let request =
         RequestKind::decode(api_key, &mut body, version).map_err(|e| format!("{api_key:?} v{version}: {e}"))?;
-    Ok(Decoded::Request(RequestFrame { header, api_key, version, request }))
+    Ok(Decoded::Request(Box::new(RequestFrame { header, api_key, version, request })))
 }
 
 /// Encodes a response frame (length, header, body).
@@ -116,7 +116,7 @@ pub fn encode(api_key: ApiKey, version: i16, correlation_id: i32, response: &Res
 /// A request after its ordered part ran.
 pub enum Prepared {
     Produce { frame: FrameInfo, submitted: produce::Submitted },
-    Other(RequestFrame),
+    Other(Box<RequestFrame>),
 }
 
 /// What a response needs of its request.
@@ -127,7 +127,8 @@ pub struct FrameInfo {
 }
 
 /// Runs the part of a request that must happen in arrival order (queueing appends).
-pub async fn prepare(node: &Node, ctx: &KafkaContext, _peer: &Peer, req: RequestFrame) -> Prepared {
+pub async fn prepare(node: &Node, ctx: &KafkaContext, _peer: &Peer, req: Box<RequestFrame>) -> Prepared {
+    let req = *req;
     match req.request {
         RequestKind::Produce(p) => {
             let frame =
@@ -135,7 +136,7 @@ pub async fn prepare(node: &Node, ctx: &KafkaContext, _peer: &Peer, req: Request
             let submitted = produce::submit(node, ctx, req.version, p).await;
             Prepared::Produce { frame, submitted }
         }
-        other => Prepared::Other(RequestFrame { request: other, ..req }),
+        other => Prepared::Other(Box::new(RequestFrame { request: other, ..req })),
     }
 }
 
@@ -152,6 +153,7 @@ pub async fn finish(node: &Node, ctx: &KafkaContext, peer: &Peer, prepared: Prep
             (frame, ResponseKind::Produce(response))
         }
         Prepared::Other(req) => {
+            let req = *req;
             let info =
                 FrameInfo { api_key: req.api_key, version: req.version, correlation_id: req.header.correlation_id };
             let client_id = req.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();

@@ -11,6 +11,8 @@ use crate::server::kafka::groups::{CommittedOffset, GroupCall, GroupReply};
 use crate::server::node::Node;
 
 type Fetched = Result<Vec<(String, i32, Option<CommittedOffset>)>, i16>;
+/// A topic's (partition, committed offset) rows.
+type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
 
 async fn fetch(node: &Node, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
     match node.group_call(group, GroupCall::FetchOffsets { topics }).await {
@@ -20,8 +22,8 @@ async fn fetch(node: &Node, group: &str, topics: Option<Vec<(String, Vec<i32>)>>
 }
 
 /// Groups (topic, partition, offset) rows by topic, in first-seen order.
-fn by_topic(rows: Vec<(String, i32, Option<CommittedOffset>)>) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
-    let mut out: Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> = Vec::new();
+fn by_topic(rows: Vec<(String, i32, Option<CommittedOffset>)>) -> Vec<TopicOffsets> {
+    let mut out: Vec<TopicOffsets> = Vec::new();
     for (t, p, o) in rows {
         match out.iter_mut().find(|(name, _)| *name == t) {
             Some((_, parts)) => parts.push((p, o)),

@@ -12,15 +12,13 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::{code, code_of, str_bytes};
 use crate::record::schema::Row;
-use crate::record::{BatchBuilder, BatchPayload, Record, RecordHeader};
+use crate::record::{
+    BatchBuilder, BatchPayload, Record, RecordHeader, DEAD_LETTER_ERROR_HEADER, DEAD_LETTER_SOURCE_HEADER,
+};
 use crate::server::kafka::record_batch::{self, BatchError};
 use crate::server::kafka::KafkaContext;
 use crate::server::node::{Node, PendingProduce};
 
-/// Header naming why a record went to a dead-letter topic.
-pub const DEAD_LETTER_ERROR_HEADER: &str = "sluice.error";
-/// Header naming where a dead-lettered record was produced to (`topic/partition`).
-pub const DEAD_LETTER_SOURCE_HEADER: &str = "sluice.source";
 const INVALID_REQUIRED_ACKS: i16 = 21;
 
 struct PartitionFailure {

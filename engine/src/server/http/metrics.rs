@@ -1,0 +1,108 @@
+//! `GET /metrics`: Prometheus text format. Each shard renders the metrics of what it owns
+//! (its partitions, its queues); the shard serving the scrape gathers them.
+//!
+//! Per partition: records and bytes appended, end offset, durable offset, log start.
+//! Per shard: append queue depth, peer requests in flight, open connections, and the
+//! fdatasync latency histogram of its partitions.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use http::StatusCode;
+
+use super::{api_error, respond, HttpResponse};
+use crate::metrics::{describe, label, LatencyHistogram};
+use crate::server::node::Node;
+
+/// (name, type, help) of every metric, in the order they are written.
+const METRICS: &[(&str, &str, &str)] = &[
+    (
+        "sluice_partition_records_appended_total",
+        "counter",
+        "Records appended to the partition since the server started.",
+    ),
+    (
+        "sluice_partition_bytes_appended_total",
+        "counter",
+        "Bytes of log written for appended batches since the server started.",
+    ),
+    ("sluice_partition_end_offset", "gauge", "One past the last offset visible to readers."),
+    ("sluice_partition_durable_offset", "gauge", "One past the last offset covered by an fdatasync."),
+    ("sluice_partition_log_start_offset", "gauge", "The first offset still retained."),
+    ("sluice_partition_read_only", "gauge", "1 if the partition went read-only after a failed write or sync."),
+    ("sluice_shard_append_queue_depth", "gauge", "Appends waiting in the shard's partition queues."),
+    ("sluice_shard_peer_requests_inflight", "gauge", "Requests from other shards being served."),
+    ("sluice_shard_connections", "gauge", "Open client connections on the shard."),
+    ("sluice_shard_sync_latency_seconds", "histogram", "Duration of the shard's partition fdatasyncs."),
+];
+
+/// This shard's lines, grouped by metric name (`name\tline`), for [`merge`].
+pub fn render_shard(node: &Node) -> String {
+    let shard = node.shard.index;
+    let mut out = String::new();
+    let mut queue = 0usize;
+    let sync = LatencyHistogram::default();
+    let mut partitions = node.log.partitions();
+    partitions.sort_by(|a, b| (&a.topic().name, a.id()).cmp(&(&b.topic().name, b.id())));
+    for p in &partitions {
+        let l = format!("shard=\"{shard}\",topic=\"{}\",partition=\"{}\"", label(&p.topic().name), p.id());
+        let o = p.offsets();
+        let m = p.metrics();
+        let rows: [(&str, u64); 6] = [
+            ("sluice_partition_records_appended_total", m.records_appended.get()),
+            ("sluice_partition_bytes_appended_total", m.bytes_appended.get()),
+            ("sluice_partition_end_offset", o.visible_end().0),
+            ("sluice_partition_durable_offset", o.durable_end().0),
+            ("sluice_partition_log_start_offset", o.log_start().0),
+            ("sluice_partition_read_only", p.status().read_only.is_some() as u64),
+        ];
+        for (name, v) in rows {
+            let _ = writeln!(out, "{name}\t{name}{{{l}}} {v}");
+        }
+        queue += p.queue_depth();
+        sync.merge(&m.sync_latency);
+    }
+    let l = format!("shard=\"{shard}\"");
+    let _ = writeln!(out, "sluice_shard_append_queue_depth\tsluice_shard_append_queue_depth{{{l}}} {queue}");
+    let _ = writeln!(
+        out,
+        "sluice_shard_peer_requests_inflight\tsluice_shard_peer_requests_inflight{{{l}}} {}",
+        node.peer_inflight.get()
+    );
+    let _ = writeln!(out, "sluice_shard_connections\tsluice_shard_connections{{{l}}} {}", node.connections.get());
+    let mut h = String::new();
+    sync.render(&mut h, "sluice_shard_sync_latency_seconds", &l);
+    for line in h.lines() {
+        let _ = writeln!(out, "sluice_shard_sync_latency_seconds\t{line}");
+    }
+    out
+}
+
+/// Joins every shard's lines into one exposition, each metric's lines together under
+/// its HELP and TYPE.
+pub fn merge(parts: Vec<String>) -> String {
+    let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for part in &parts {
+        for line in part.lines() {
+            if let Some((name, sample)) = line.split_once('\t') {
+                by_name.entry(name).or_default().push(sample);
+            }
+        }
+    }
+    let mut out = String::new();
+    for (name, kind, help) in METRICS {
+        describe(&mut out, name, kind, help);
+        for sample in by_name.get(name).map(Vec::as_slice).unwrap_or_default() {
+            out.push_str(sample);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub async fn handle(node: &Node) -> HttpResponse {
+    match node.metrics_all().await {
+        Ok(text) => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text),
+        Err(e) => api_error(&e),
+    }
+}
