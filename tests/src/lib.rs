@@ -191,3 +191,58 @@ pub fn sluice_cli(args: &[&str], stdin: Option<&[u8]>) -> (ExitStatus, String, S
     let out = child.wait_with_output().expect("wait sluice");
     (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
+}
+
+/// Installs the real third-party clients (kcat, confluent-kafka, kafka-python, psycopg,
+/// duckdb) with the project's own idempotent script, once per test process.
+pub fn ensure_clients() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let script = repo_root().join("tools/install-clients.sh");
+        let status = Command::new("bash").arg(&script).status().expect("run tools/install-clients.sh");
+        assert!(status.success(), "tools/install-clients.sh failed");
+    });
+}
+
+/// Runs `tests/clients/<script>` with python3; panics unless it prints `OK ...` and exits 0.
+/// Returns the OK line.
+pub fn run_client(script: &str, args: &[&str]) -> String {
+    ensure_clients();
+    let dir = repo_root().join("tests/clients");
+    let out = Command::new("python3").arg(dir.join(script)).args(args).current_dir(&dir).output().expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let ok = stdout.lines().find(|l| l.starts_with("OK "));
+    match (out.status.success(), ok) {
+        (true, Some(line)) => line.to_string(),
+        _ => panic!("{script} {args:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status),
+    }
+}
+
+/// Runs kcat (librdkafka 2.0.2 on Debian 12) with `args` and `stdin`: (status, stdout, stderr).
+pub fn kcat(args: &[&str], stdin: Option<&[u8]>) -> (ExitStatus, String, String) {
+    ensure_clients();
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kcat");
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        std::io::Write::write_all(&mut pipe, input).expect("write kcat stdin");
+    }
+    let out = child.wait_with_output().expect("wait kcat");
+    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Writes a server config file next to `data_dir` and returns its path.
+pub fn config_file(data_dir: &Path, toml: &str) -> PathBuf {
+    let path = data_dir.with_extension("toml");
+    std::fs::write(&path, toml).expect("write config");
+    path
+}

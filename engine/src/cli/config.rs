@@ -38,6 +38,7 @@ pub struct KafkaSection {
     pub group_session_timeout_min_ms: Option<i32>,
     pub group_session_timeout_max_ms: Option<i32>,
     pub idle_ms: Option<u64>,
+    pub advertised_addr: Option<SocketAddr>,
 }
 
 impl KafkaSection {
@@ -77,6 +78,9 @@ impl KafkaSection {
         }
         if let Some(v) = self.idle_ms {
             k.idle_ms = v.max(1);
+        }
+        if let Some(a) = self.advertised_addr {
+            k.advertised_addr = Some(a);
         }
         Ok(())
     }

@@ -276,7 +276,8 @@ async fn accept_loop(
     let id = node.shard;
     let per_shard_max = config.connections_max.div_ceil(id.count);
     let limits = ConnectionLimits { frame_bytes_max: config.frame_bytes_max, idle_ms: config.idle_ms };
-    let kafka = Rc::new(KafkaContext { advertised: addr, config: config.kafka.clone() });
+    let advertised = config.kafka.advertised_addr.unwrap_or(addr);
+    let kafka = Rc::new(KafkaContext { advertised, config: config.kafka.clone() });
     let http = Rc::new(config.http.clone());
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {

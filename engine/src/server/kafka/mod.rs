@@ -36,6 +36,9 @@ pub struct KafkaConfig {
     pub group_session_timeout_max_ms: i32,
     /// A connection idle this long is closed (Kafka's `connections.max.idle.ms`).
     pub idle_ms: u64,
+    /// The address clients are told to connect to (Kafka's `advertised.listeners`), when
+    /// it is not the one bound: behind a proxy or a NAT.
+    pub advertised_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for KafkaConfig {
@@ -49,6 +52,7 @@ impl Default for KafkaConfig {
             group_session_timeout_min_ms: 1000,
             group_session_timeout_max_ms: 1_800_000,
             idle_ms: CONNECTION_IDLE_MS_DEFAULT,
+            advertised_addr: None,
         }
     }
 }

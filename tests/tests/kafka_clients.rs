@@ -1,0 +1,223 @@
+//! Real Kafka clients against a real `sluice serve`: Debian's kcat (librdkafka 2.0.2),
+//! confluent-kafka (librdkafka 2.16) and kafka-python, installed by
+//! `tools/install-clients.sh`. Each test checks content, not just that calls succeed.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice::log::StartPosition;
+use sluice::server::native::client::Client;
+use sluice::server::native::protocol::CreateTopic;
+use sluice_tests::{config_file, kcat, run_client, Server};
+
+/// A server whose groups rebalance without the initial delay (tests are short).
+fn start(dir: &tempfile::TempDir, extra_toml: &str) -> Server {
+    let data = dir.path().join("d");
+    let cfg = config_file(&data, &format!("[kafka]\ngroup_initial_rebalance_delay_ms = 0\n{extra_toml}"));
+    Server::start_with(&data, &["--config", cfg.to_str().unwrap()])
+}
+
+fn create(server: &Server, name: &str, partitions: u32) {
+    Client::connect(server.addr).unwrap().create_topic(&CreateTopic::new(name, partitions)).unwrap();
+}
+
+/// Every record value of a partition, read over the native protocol.
+fn values(server: &Server, topic: &str, partition: u32) -> Vec<String> {
+    let mut c = Client::connect(server.addr).unwrap();
+    let mut out = Vec::new();
+    let mut from = StartPosition::Earliest;
+    loop {
+        let f = c.fetch(topic, partition, from, 1 << 20, 0).unwrap();
+        if f.is_empty() {
+            return out;
+        }
+        out.extend(f.records().map(|(_, r)| String::from_utf8_lossy(r.value.as_slice()).into_owned()));
+        from = StartPosition::Offset(f.next_offset().0);
+    }
+}
+
+#[test]
+fn librdkafka_round_trip_with_keys_headers_timestamps_and_seeks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, "");
+    create(&server, "rt", 3);
+    let line = run_client("roundtrip_confluent.py", &[&server.kafka.to_string(), "rt", "3", "600"]);
+    assert!(line.contains("\"consumed\": 600"), "{line}");
+}
+
+#[test]
+fn kafka_python_round_trip_and_seeks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, "");
+    create(&server, "kp", 2);
+    let line = run_client("roundtrip_kafka_python.py", &[&server.kafka.to_string(), "kp", "2", "300"]);
+    assert!(line.contains("\"consumed\": 300"), "{line}");
+}
+
+#[test]
+fn kcat_produces_consumes_seeks_and_joins_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, "");
+    create(&server, "kc", 2);
+    let b = server.kafka.to_string();
+    let input: String = (0..20).map(|i| format!("key{i}:value{i}\n")).collect();
+    let (st, _, err) =
+        kcat(&["-b", &b, "-P", "-t", "kc", "-p", "0", "-K:", "-H", "src=kcat", "-z", "gzip"], Some(input.as_bytes()));
+    assert!(st.success(), "{err}");
+    let (st, out, err) = kcat(&["-b", &b, "-C", "-t", "kc", "-p", "0", "-e", "-f", "%k|%s|%h|%o|%T\\n"], None);
+    assert!(st.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 20, "{out}");
+    let mut stamps = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let f: Vec<&str> = l.split('|').collect();
+        assert_eq!(&f[..4], &[format!("key{i}").as_str(), &format!("value{i}"), "src=kcat", &i.to_string()], "{l}");
+        stamps.push(f[4].parse::<i64>().unwrap());
+    }
+    assert!(stamps[0] > 1_600_000_000_000, "producer timestamps are kept: {stamps:?}");
+    // From an offset.
+    let (_, out, _) = kcat(&["-b", &b, "-C", "-t", "kc", "-p", "0", "-o", "15", "-e", "-f", "%o %s\\n"], None);
+    assert_eq!(out.lines().next(), Some("15 value15"), "{out}");
+    // From a timestamp: the first record at or after it.
+    let ts = stamps[0];
+    let (_, out, _) =
+        kcat(&["-b", &b, "-C", "-t", "kc", "-p", "0", "-o", &format!("s@{ts}"), "-c", "1", "-f", "%o\\n"], None);
+    assert_eq!(out.trim(), "0", "{out}");
+    // A balanced consumer (consumer group) reads everything once; a second run of the same
+    // group finds its offsets committed and reads nothing again.
+    let group = ["-b", &b, "-G", "kcat-group", "-X", "auto.offset.reset=earliest", "-e", "-f", "%s\\n", "kc"];
+    let (st, out, err) = kcat(&group, None);
+    assert!(st.success(), "{err}");
+    assert_eq!(out.lines().count(), 20, "{out}\n{err}");
+    let (_, out, err) = kcat(&group, None);
+    assert_eq!(out.lines().count(), 0, "committed offsets were used: {out}\n{err}");
+}
+
+#[test]
+fn a_group_of_two_members_shares_partitions_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, "");
+    create(&server, "grp", 4);
+    let line = run_client("group_two_members.py", &[&server.kafka.to_string(), "grp", "4", "3000", "g2"]);
+    assert!(line.contains("\"delivered\": 3000"), "{line}");
+}
+
+#[test]
+fn records_and_committed_offsets_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&dir, "");
+    create(&server, "rs", 3);
+    run_client("produce_then_consume.py", &["produce", &server.kafka.to_string(), "rs", "500"]);
+    assert!(server.terminate(Duration::from_secs(30)).is_some_and(|s| s.success()));
+    let server = start(&dir, "");
+    run_client("produce_then_consume.py", &["consume", &server.kafka.to_string(), "rs", "500"]);
+    // The group committed its offsets: a later run of it finds nothing new.
+    let (_, out, _) = kcat(
+        &["-b", &server.kafka.to_string(), "-G", "after-restart", "-e", "-X", "auto.offset.reset=earliest", "rs"],
+        None,
+    );
+    assert_eq!(out.lines().count(), 0, "{out}");
+}
+
+/// A TCP proxy that forwards Kafka traffic but, `drops` times, swallows a Produce response
+/// and cuts the connection: the producer never hears of an append that happened.
+fn dropping_proxy(listener: TcpListener, upstream: SocketAddr, drops: usize) -> Arc<AtomicUsize> {
+    let budget = Arc::new(AtomicUsize::new(drops));
+    let b = budget.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(upstream) else { continue };
+            let apis: Arc<Mutex<HashMap<i32, i16>>> = Arc::default();
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let apis_w = apis.clone();
+            std::thread::spawn(move || {
+                while let Some(frame) = read_frame(&mut c_in) {
+                    let api = i16::from_be_bytes([frame[4], frame[5]]);
+                    let corr = i32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]);
+                    apis_w.lock().unwrap().insert(corr, api);
+                    if s_out.write_all(&frame).is_err() {
+                        return;
+                    }
+                }
+                let _ = s_out.shutdown(std::net::Shutdown::Both);
+            });
+            let b = b.clone();
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                while let Some(frame) = read_frame(&mut s_in) {
+                    let corr = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+                    let api = apis.lock().unwrap().remove(&corr);
+                    if api == Some(0)
+                        && b.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+                    {
+                        let _ = c_out.shutdown(std::net::Shutdown::Both);
+                        let _ = s_in.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    if c_out.write_all(&frame).is_err() {
+                        return;
+                    }
+                }
+                let _ = c_out.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    budget
+}
+
+/// One size-prefixed Kafka frame, prefix included.
+fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let n = i32::from_be_bytes(len).max(0) as usize;
+    let mut frame = vec![0u8; 4 + n];
+    frame[..4].copy_from_slice(&len);
+    s.read_exact(&mut frame[4..]).ok()?;
+    Some(frame)
+}
+
+#[test]
+fn an_idempotent_producer_retrying_through_lost_responses_writes_each_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    // Clients are told to connect to the proxy (Kafka's advertised listener).
+    let server = start(&dir, &format!("advertised_addr = \"{proxy_addr}\"\n"));
+    create(&server, "idem", 1);
+    let left = dropping_proxy(proxy, server.kafka, 2);
+    run_client("idempotent_producer.py", &[&proxy_addr.to_string(), "idem", "1000"]);
+    assert_eq!(left.load(Ordering::SeqCst), 0, "the proxy dropped two produce responses");
+    let got = values(&server, "idem", 0);
+    let want: Vec<String> = (0..1000).map(|i| format!("idem-{i}")).collect();
+    assert_eq!(got.len(), 1000, "each record exactly once (retries were de-duplicated)");
+    assert_eq!(got, want, "in order");
+}
+
+#[test]
+fn typed_topics_take_json_from_kafka_and_refuse_invalid_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, "");
+    let mut c = Client::connect(server.addr).unwrap();
+    let mut spec = CreateTopic::new("ticks", 1);
+    spec.schema = Some("ts TIMESTAMP NOT NULL, sym TEXT NOT NULL, px DOUBLE PRECISION".into());
+    spec.event_time = Some("ts".into());
+    c.create_topic(&spec).unwrap();
+    let b = server.kafka.to_string();
+    let good = "{\"ts\": \"2026-03-01T10:00:00Z\", \"sym\": \"ABC\", \"px\": 10.5}\n{\"ts\": 1772359201000, \"sym\": \"XYZ\"}\n";
+    let (st, _, err) = kcat(&["-b", &b, "-P", "-t", "ticks"], Some(good.as_bytes()));
+    assert!(st.success(), "{err}");
+    let bad = "{\"ts\": \"2026-03-01T10:00:02Z\", \"sym\": 7}\n";
+    let (_, _, err) = kcat(&["-b", &b, "-P", "-t", "ticks"], Some(bad.as_bytes()));
+    // librdkafka's words for INVALID_RECORD.
+    assert!(err.contains("Broker failed to validate record"), "{err}");
+    let (_, out, _) = kcat(&["-b", &b, "-C", "-t", "ticks", "-e", "-f", "%s\\n"], None);
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2, "the invalid event was not written: {out}");
+    assert_eq!(rows[0], serde_json::json!({"ts": "2026-03-01T10:00:00.000Z", "sym": "ABC", "px": 10.5}));
+    assert_eq!(rows[1], serde_json::json!({"ts": "2026-03-01T10:00:01.000Z", "sym": "XYZ", "px": null}));
+}
