@@ -28,7 +28,7 @@ fn topic_admin_and_errors_over_the_protocol() {
     let server = Server::start(&dir.path().join("d"));
     let mut c = Client::connect(server.addr).unwrap();
     let versions = c.api_versions().unwrap();
-    assert_eq!(versions.len(), 8, "{versions:?}");
+    assert_eq!(versions.len(), 9, "{versions:?}");
     let t = c.create_topic(&spec("a", 3)).unwrap();
     assert_eq!((t.name.as_str(), t.partitions), ("a", 3));
     c.create_topic(&spec("b", 1)).unwrap();

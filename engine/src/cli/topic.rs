@@ -69,6 +69,16 @@ pub enum TopicCommand {
         #[command(flatten)]
         addr: Addr,
     },
+    /// Add a version to a typed topic's schema (only nullable or defaulted columns may be
+    /// added at the end; old records read with the defaults).
+    AlterSchema {
+        name: String,
+        /// Every column of the new version: 'col TYPE [NOT NULL] [DEFAULT v], ...'.
+        #[arg(long)]
+        schema: String,
+        #[command(flatten)]
+        addr: Addr,
+    },
     /// Delete a topic and its data.
     Delete {
         name: String,
@@ -87,6 +97,15 @@ pub fn run(cmd: TopicCommand) -> CliResult {
             let (spec, addr) = args.spec();
             let c = connect(&addr)?.create_topic(&spec).map_err(|e| e.to_string())?;
             println!("created topic {} (partitions={}, durability={})", c.name, c.partitions, c.durability);
+        }
+        TopicCommand::AlterSchema { name, schema, addr } => {
+            let c = connect(&addr)?.alter_schema(&name, &schema, None).map_err(|e| e.to_string())?;
+            let version = c.schema().map_or(0, |s| s.version);
+            println!(
+                "topic {} now has schema version {version}: {}",
+                c.name,
+                c.schema().map(|s| s.declaration()).unwrap_or_default()
+            );
         }
         TopicCommand::List { internal, addr } => {
             let topics = connect(&addr)?.list_topics().map_err(|e| e.to_string())?;

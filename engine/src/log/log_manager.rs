@@ -185,6 +185,36 @@ impl LogManager {
         Ok(config)
     }
 
+    /// Rewrites an existing topic's metadata (a schema evolution): the durable act of the
+    /// change. Called on the coordinator; every shard then calls [`Self::update_topic_local`].
+    pub async fn alter_topic_meta(&self, config: TopicConfig) -> Result<TopicConfig, LogError> {
+        config.validate().map_err(LogError::InvalidConfig)?;
+        let Some(current) = self.topic(&config.name) else {
+            return Err(LogError::UnknownTopic(config.name));
+        };
+        if current.topic_id != config.topic_id || current.partitions != config.partitions {
+            return Err(LogError::InvalidConfig("a topic's identity and partition count cannot change".into()));
+        }
+        let mut e = Encoder::new();
+        config.encode(&mut e);
+        let bytes = encode_meta_file(TOPIC_META_MAGIC, TOPIC_META_VERSION, &e.finish());
+        self.storage.write_file_atomic(&self.topic_dir(&config.name).join(TOPIC_META_FILE), &bytes).await?;
+        Ok(config)
+    }
+
+    /// Replaces a topic's entry in this shard's catalog (its partitions keep their
+    /// settings, which cannot change; readers take schemas from the catalog).
+    pub fn update_topic_local(&self, config: TopicConfig) -> Result<(), LogError> {
+        let mut topics = self.topics.borrow_mut();
+        match topics.get_mut(&config.name) {
+            Some(entry) => {
+                *entry = Rc::new(config);
+                Ok(())
+            }
+            None => Err(LogError::UnknownTopic(config.name)),
+        }
+    }
+
     /// Adds a topic to this shard's catalog and opens the partitions it owns.
     pub async fn add_topic_local(&self, config: TopicConfig) -> Result<(), LogError> {
         let config = Rc::new(config);

@@ -136,6 +136,18 @@ pub enum ShardRequest {
         name: String,
         reply: Reply<()>,
     },
+    /// To the coordinator: add a version to a typed topic's schema.
+    EvolveSchema {
+        topic: String,
+        declaration: String,
+        event_time: Option<String>,
+        reply: Reply<TopicConfig>,
+    },
+    /// From the coordinator: a topic's metadata changed (a new schema version).
+    UpdateTopic {
+        config: TopicConfig,
+        reply: Reply<()>,
+    },
     /// From the coordinator: open your partitions of this new topic.
     AddTopic {
         config: TopicConfig,
@@ -347,6 +359,7 @@ impl Node {
         if max_wait_ms > 0 && from >= p.offsets().visible_end() {
             self.wait_local(topic, partition, from.0, max_wait_ms).await?;
         }
+        let config = self.topic(topic)?;
         let mut out = JsonFetch { next_offset: from.0, ..Default::default() };
         let mut next = from;
         'read: while out.records < max_records {
@@ -355,7 +368,7 @@ impl Node {
                 break;
             }
             for b in &batches {
-                for (i, line) in crate::server::http::records::batch_to_json(b, &p.topic().schemas, partition) {
+                for (i, line) in crate::server::http::records::batch_to_json(b, &config.schemas, partition) {
                     let offset = b.base_offset() + i as u64;
                     if offset < from.0 {
                         continue;
@@ -468,9 +481,11 @@ impl Node {
                 e.finish()
             }
             FetchFormat::Kafka => {
+                // Schemas from the catalog: it has every version, the partition's copy may not.
+                let config = self.topic(topic)?;
                 let mut out = Vec::with_capacity(capacity);
                 for b in &batches {
-                    write_kafka_batch(&mut out, b, &p.topic().schemas);
+                    write_kafka_batch(&mut out, b, &config.schemas);
                 }
                 out
             }
@@ -548,6 +563,45 @@ impl Node {
             return Err(e);
         }
         tracing::info!(topic = %config.name, partitions = config.partitions, durability = %config.durability, "topic created");
+        Ok(config)
+    }
+
+    /// Adds the next version of a typed topic's schema: only nullable or defaulted columns
+    /// may be added; anything else is refused, naming the incompatibility.
+    pub async fn evolve_schema(
+        &self,
+        topic: &str,
+        declaration: &str,
+        event_time: Option<&str>,
+    ) -> Result<TopicConfig, ApiError> {
+        if self.shard.index != COORDINATOR {
+            let (topic, declaration, event_time) =
+                (topic.to_string(), declaration.to_string(), event_time.map(str::to_string));
+            return self
+                .ask(COORDINATOR, |reply| ShardRequest::EvolveSchema { topic, declaration, event_time, reply })
+                .await;
+        }
+        let _permit = self.catalog_lock.acquire_permit(1).await.map_err(|_| gone())?;
+        let current = self.topic(topic)?;
+        let invalid = |m: String| ApiError::new(ErrorCode::InvalidConfig, m);
+        let Some(schema) = current.schema() else {
+            return Err(invalid(format!("topic '{topic}' is raw: it has no schema to evolve")));
+        };
+        // The event time stays what it was unless the declaration names it again.
+        let et_name =
+            event_time.map(str::to_string).or_else(|| schema.event_time.map(|i| schema.columns[i].name.clone()));
+        let next = crate::record::schema::Schema::parse(declaration, et_name.as_deref())
+            .map_err(|e| invalid(format!("invalid schema: {e}")))?;
+        let evolved = schema.evolve(&next).map_err(|e| invalid(e.to_string()))?;
+        let mut config = (*current).clone();
+        config.schemas.push(evolved);
+        let config = self.log.alter_topic_meta(config).await?;
+        self.on_every_shard(
+            || async { self.log.update_topic_local(config.clone()) },
+            |reply| ShardRequest::UpdateTopic { config: config.clone(), reply },
+        )
+        .await?;
+        tracing::info!(topic, version = config.schemas.len(), "schema evolved");
         Ok(config)
     }
 
@@ -648,6 +702,12 @@ impl Node {
             }
             ShardRequest::DeleteTopic { name, reply } => {
                 let _ = reply.send(self.delete_topic(&name).await);
+            }
+            ShardRequest::EvolveSchema { topic, declaration, event_time, reply } => {
+                let _ = reply.send(self.evolve_schema(&topic, &declaration, event_time.as_deref()).await);
+            }
+            ShardRequest::UpdateTopic { config, reply } => {
+                let _ = reply.send(self.log.update_topic_local(config).map_err(Into::into));
             }
             ShardRequest::AddTopic { config, reply } => {
                 let _ = reply.send(self.log.add_topic_local(config).await.map_err(Into::into));

@@ -5,7 +5,7 @@
 //! bodies are capped before they are read whole; every read and write has a deadline.
 //!
 //! Routes: `GET /health`, `GET /metrics`, `GET|POST /topics`, `GET|DELETE /topics/{t}`,
-//! `POST|GET /topics/{t}/records`.
+//! `PUT /topics/{t}/schema`, `POST|GET /topics/{t}/records`.
 
 mod health;
 mod io;
@@ -152,6 +152,10 @@ async fn route(node: Rc<Node>, config: Rc<HttpConfig>, req: Request<Incoming>) -
         (&Method::POST, ["topics"]) => topics::create(&node, req, &config).await,
         (&Method::GET, ["topics", name]) => topics::describe(&node, name).await,
         (&Method::DELETE, ["topics", name]) => topics::delete(&node, name).await,
+        (&Method::PUT, ["topics", name, "schema"]) => {
+            let name = name.to_string();
+            topics::evolve_schema(&node, &name, req, &config).await
+        }
         (&Method::POST, ["topics", name, "records"]) => {
             let name = name.to_string();
             records::produce(&node, &name, req, &config).await

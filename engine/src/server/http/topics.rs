@@ -142,3 +142,23 @@ pub async fn create(node: &Node, req: Request<Incoming>, config: &HttpConfig) ->
         Err(e) => api_error(&e),
     }
 }
+
+/// `PUT /topics/{t}/schema` with `{"schema": "col TYPE, ..."}`: the next schema version.
+pub async fn evolve_schema(node: &Node, name: &str, req: Request<Incoming>, config: &HttpConfig) -> HttpResponse {
+    let bytes = match body(req, config.body_bytes_max).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let spec: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
+    };
+    let Some(decl) = spec.get("schema").and_then(Value::as_str) else {
+        return error(StatusCode::BAD_REQUEST, "field 'schema' (a string) is required");
+    };
+    let event_time = spec.get("event_time").and_then(Value::as_str);
+    match node.evolve_schema(name, decl, event_time).await {
+        Ok(c) => json(StatusCode::OK, &topic_json(&c)),
+        Err(e) => api_error(&e),
+    }
+}

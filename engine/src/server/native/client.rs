@@ -204,6 +204,17 @@ impl Client {
         Ok((config, statuses))
     }
 
+    /// Adds a version to a typed topic's schema; returns the topic with every version.
+    pub fn alter_schema(
+        &mut self,
+        name: &str,
+        schema: &str,
+        event_time: Option<&str>,
+    ) -> Result<TopicConfig, ClientError> {
+        let reply = self.call(|c| encode::alter_schema(c, name, schema, event_time))?;
+        Ok(TopicConfig::decode(&mut reply.decoder())?)
+    }
+
     pub fn delete_topic(&mut self, name: &str) -> Result<(), ClientError> {
         self.call(|c| encode::delete_topic(c, name)).map(|_| ())
     }

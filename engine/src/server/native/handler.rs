@@ -48,6 +48,9 @@ async fn execute(node: &Node, corr: u32, request: Request) -> Result<Vec<u8>, Ap
             }
             e.raw(&reply.batches);
         }
+        Request::AlterSchema { name, schema, event_time } => {
+            node.evolve_schema(&name, &schema, event_time.as_deref()).await?.encode(&mut e);
+        }
         Request::ListOffsets { topic, partition, start } => {
             let r = node.list_offsets(&topic, partition, start).await?;
             e.u64(r.offset.0).u64(r.log_start.0).u64(r.visible_end.0);

@@ -28,10 +28,11 @@ pub enum ApiKey {
     Produce = 5,
     Fetch = 6,
     ListOffsets = 7,
+    AlterSchema = 8,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 8] = [
+    pub const ALL: [ApiKey; 9] = [
         ApiKey::ApiVersions,
         ApiKey::CreateTopic,
         ApiKey::ListTopics,
@@ -40,6 +41,7 @@ impl ApiKey {
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
+        ApiKey::AlterSchema,
     ];
 
     pub fn from_u16(v: u16) -> Option<ApiKey> {
@@ -212,11 +214,36 @@ pub enum Request {
     ApiVersions,
     CreateTopic(CreateTopic),
     ListTopics,
-    DescribeTopic { name: String },
-    DeleteTopic { name: String },
-    Produce { topic: String, partition: u32, body: AlignedVec, payload_start: usize },
-    Fetch { topic: String, partition: u32, start: StartPosition, max_bytes: u32, max_wait_ms: u32 },
-    ListOffsets { topic: String, partition: u32, start: StartPosition },
+    DescribeTopic {
+        name: String,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    Produce {
+        topic: String,
+        partition: u32,
+        body: AlignedVec,
+        payload_start: usize,
+    },
+    Fetch {
+        topic: String,
+        partition: u32,
+        start: StartPosition,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    },
+    ListOffsets {
+        topic: String,
+        partition: u32,
+        start: StartPosition,
+    },
+    /// Adds a schema version to a typed topic: `schema` declares every column.
+    AlterSchema {
+        name: String,
+        schema: String,
+        event_time: Option<String>,
+    },
 }
 
 /// The request header.
@@ -323,6 +350,11 @@ pub fn decode_request(body: AlignedVec) -> Result<(RequestHeader, Request), (Opt
             ApiKey::ListOffsets => {
                 Request::ListOffsets { topic: d.str()?.to_string(), partition: d.u32()?, start: decode_start(&mut d)? }
             }
+            ApiKey::AlterSchema => Request::AlterSchema {
+                name: d.str()?.to_string(),
+                schema: d.str()?.to_string(),
+                event_time: Some(d.str()?.to_string()).filter(|s| !s.is_empty()),
+            },
         })
     })()
     .map_err(fail)?;
@@ -408,6 +440,12 @@ pub mod encode {
         e.str(topic).u32(partition);
         encode_start(&mut e, start);
         e.u32(max_bytes).u32(max_wait_ms);
+        frame(e)
+    }
+
+    pub fn alter_schema(corr: u32, name: &str, schema: &str, event_time: Option<&str>) -> Vec<u8> {
+        let mut e = header(ApiKey::AlterSchema, corr);
+        e.str(name).str(schema).str(event_time.unwrap_or(""));
         frame(e)
     }
 
