@@ -205,3 +205,59 @@ fn json_row_decoder() {
         }
     }
 }
+
+/// Any bytes after a Kafka request header (a supported api key and version) through the
+/// request decoder: a request or an error, never a panic or an allocation the input does
+/// not pay for (kafka-protocol is patched for that; see third_party/README.md).
+#[test]
+fn kafka_request_decoder() {
+    use kafka_protocol::messages::ApiKey;
+    use sluice::server::kafka::handlers::{decode, supported_versions};
+    let keys: Vec<(ApiKey, i16, i16)> =
+        ApiKey::iter().filter_map(|k| supported_versions(k).map(|(lo, hi)| (k, lo, hi))).collect();
+    bolero::check!().with_iterations(iterations(50_000)).with_type::<(u8, u8, i32, Vec<u8>)>().for_each(
+        |(k, v, corr, tail)| {
+            let (key, lo, hi) = keys[*k as usize % keys.len()];
+            let version = lo + (*v as i16 % (hi - lo + 1));
+            let mut body = Vec::with_capacity(tail.len() + 8);
+            body.extend_from_slice(&(key as i16).to_be_bytes());
+            body.extend_from_slice(&version.to_be_bytes());
+            body.extend_from_slice(&corr.to_be_bytes());
+            body.extend_from_slice(tail);
+            let _ = decode(bytes::Bytes::from(body));
+        },
+    );
+    bolero::check!().with_iterations(iterations(20_000)).for_each(|bytes: &[u8]| {
+        let _ = decode(bytes::Bytes::copy_from_slice(bytes));
+    });
+}
+
+/// Kafka record batches at the door: the harness fixes up the framing and the CRC of a
+/// fuzzed batch so the parser is reached past its checksum; any outcome but a panic (or
+/// an allocation past the caps) is fine.
+#[test]
+fn kafka_record_batch_parser() {
+    use sluice::server::kafka::record_batch::{split_batches, to_raw_payload, to_typed_payload};
+    let schema = sluice::record::schema::Schema::parse("a BIGINT, b TEXT", None).unwrap();
+    bolero::check!().with_iterations(iterations(50_000)).with_type::<(u8, i32, Vec<u8>)>().for_each(
+        |(codec, count, tail)| {
+            let mut b = vec![0u8; 61];
+            b.extend_from_slice(tail);
+            let len = (b.len() - 12) as i32;
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+            b[16] = 2;
+            b[21..23].copy_from_slice(&(i16::from(*codec % 6)).to_be_bytes());
+            let c = *count % 4096;
+            b[23..27].copy_from_slice(&(c - 1).to_be_bytes());
+            b[57..61].copy_from_slice(&c.to_be_bytes());
+            let crc = crc32c::crc32c(&b[21..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            if let Ok(batches) = split_batches(&b) {
+                for one in batches {
+                    let _ = to_raw_payload(one, 1 << 20, 0);
+                    let _ = to_typed_payload(one, 1 << 20, 0, &schema);
+                }
+            }
+        },
+    );
+}

@@ -221,3 +221,138 @@ fn typed_topics_take_json_from_kafka_and_refuse_invalid_events() {
     assert_eq!(rows[0], serde_json::json!({"ts": "2026-03-01T10:00:00.000Z", "sym": "ABC", "px": 10.5}));
     assert_eq!(rows[1], serde_json::json!({"ts": "2026-03-01T10:00:01.000Z", "sym": "XYZ", "px": null}));
 }
+
+/// Sends raw bytes to the Kafka port on a fresh connection; returns what came back before
+/// the server closed it (or 3 s passed).
+fn hostile(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    hostile_for(addr, bytes, Duration::from_secs(3))
+}
+
+fn hostile_for(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
+    let Ok(mut s) = TcpStream::connect(addr) else { return Vec::new() };
+    s.set_read_timeout(Some(wait)).unwrap();
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn kafka_frame(api: i16, version: i16, corr: i32, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&((body.len() + 10) as i32).to_be_bytes());
+    f.extend_from_slice(&api.to_be_bytes());
+    f.extend_from_slice(&version.to_be_bytes());
+    f.extend_from_slice(&corr.to_be_bytes());
+    f.extend_from_slice(&(-1i16).to_be_bytes()); // null client id (header v1)
+    f.extend_from_slice(body);
+    f
+}
+
+/// A Produce v7 request (header v1) carrying `records` for `topic` partition 0.
+fn produce_frame(topic: &str, records: &[u8], corr: i32) -> Vec<u8> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let req =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default(
+        )
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_data(vec![PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(bytes::Bytes::copy_from_slice(records)))])]);
+    let mut body = bytes::BytesMut::new();
+    req.encode(&mut body, 7).unwrap();
+    kafka_frame(0, 7, corr, &body)
+}
+
+/// The error code of partition 0 in a Produce v7 response frame.
+fn produce_error(reply: &[u8]) -> Option<i16> {
+    use kafka_protocol::messages::ProduceResponse;
+    use kafka_protocol::protocol::Decodable;
+    let mut b = bytes::Bytes::copy_from_slice(reply.get(8..)?);
+    let r = ProduceResponse::decode(&mut b, 7).ok()?;
+    Some(r.responses.first()?.partition_responses.first()?.error_code)
+}
+
+#[test]
+fn hostile_kafka_frames_leave_a_well_behaved_client_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, "");
+    create(&server, "steady", 1);
+    create(&server, "victim", 1);
+    let kafka = server.kafka;
+    let steady = std::thread::spawn(move || run_client("steady_client.py", &[&kafka.to_string(), "steady", "12"]));
+    std::thread::sleep(Duration::from_secs(2));
+    // Oversized (refused before allocating), negative, short, truncated.
+    assert!(hostile(kafka, &(200i32 << 20).to_be_bytes()).is_empty(), "closed without a reply");
+    assert!(hostile(kafka, &(-5i32).to_be_bytes()).is_empty());
+    assert!(hostile(kafka, &[0, 0, 0, 3, 1, 2, 3]).is_empty());
+    assert!(hostile(kafka, &[0, 0, 0, 100, 0, 3, 0, 0]).is_empty());
+    // An unknown API, an unsupported version, a body that does not decode.
+    assert!(hostile(kafka, &kafka_frame(999, 0, 1, &[])).is_empty());
+    assert!(hostile(kafka, &kafka_frame(0, 99, 1, &[])).is_empty());
+    // A Metadata v1 request claiming 50 million topics in 8 bytes: no giant allocation.
+    let _ = hostile(kafka, &kafka_frame(3, 1, 7, &50_000_000i32.to_be_bytes()));
+    // A decompression bomb: 100 MB of zeros in ~100 KB of gzip, past the 64 MiB cap.
+    let zeros = vec![0u8; 100 << 20];
+    let bomb = sluice::server::kafka::record_batch::encode_batch_for_test(&[(0, None, Some(&zeros))], None, 1);
+    assert!(bomb.len() < 1 << 20);
+    let reply = hostile(kafka, &produce_frame("victim", &bomb, 11));
+    assert_eq!(produce_error(&reply), Some(10), "MESSAGE_TOO_LARGE for a decompression bomb");
+    // A batch whose CRC does not match; a batch claiming two billion records.
+    let mut corrupt = sluice::server::kafka::record_batch::encode_batch_for_test(&[(0, None, Some(b"x"))], None, 0);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    assert_eq!(produce_error(&hostile(kafka, &produce_frame("victim", &corrupt, 12))), Some(2), "CORRUPT_MESSAGE");
+    let mut lying = sluice::server::kafka::record_batch::encode_batch_for_test(&[(0, None, Some(b"x"))], None, 0);
+    lying[57..61].copy_from_slice(&2_000_000_000i32.to_be_bytes());
+    lying[23..27].copy_from_slice(&1_999_999_999i32.to_be_bytes());
+    let crc = crc32c::crc32c(&lying[21..]);
+    lying[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(produce_error(&hostile(kafka, &produce_frame("victim", &lying, 13))), Some(2));
+    // Random frames: random bytes, and random bodies behind valid headers.
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..300 {
+        let len = (next() % 300) as usize;
+        let body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let frame = if round % 2 == 0 {
+            let mut f = (len as i32).to_be_bytes().to_vec();
+            f.extend_from_slice(&body);
+            f
+        } else {
+            let apis = [0i16, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22, 32];
+            let api = apis[(next() % apis.len() as u64) as usize];
+            kafka_frame(api, (next() % 4) as i16, round, &body)
+        };
+        // A random request may be a valid long-poll: do not wait out its deadline.
+        let _ = hostile_for(kafka, &frame, Duration::from_millis(300));
+    }
+    let line = steady.join().expect("the well-behaved client saw no error and lost nothing");
+    assert!(line.contains("records"), "{line}");
+    assert!(values(&server, "victim", 0).is_empty(), "nothing hostile was appended");
+    // The server is still healthy.
+    let (st, _, err) = kcat(&["-b", &kafka.to_string(), "-L", "-t", "steady"], None);
+    assert!(st.success(), "{err}");
+}
+
+#[test]
+fn idle_and_stalled_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, "idle_ms = 1000\n");
+    let started = std::time::Instant::now();
+    // Half a frame, then silence: closed at the idle deadline.
+    let mut s = TcpStream::connect(server.kafka).unwrap();
+    s.write_all(&[0, 0, 0, 50, 0, 18]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "closed");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(8), "{waited:?}");
+}

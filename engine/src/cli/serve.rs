@@ -51,6 +51,8 @@ pub fn config_from(args: &ServeArgs) -> Result<ServerConfig, String> {
         (None, Some(a), _) => Some(a),
         (None, None, _) => c.kafka_addr,
     };
+    // The Kafka listener's idle deadline defaults to the server's; [kafka] may override it.
+    c.kafka.idle_ms = file.idle_ms.unwrap_or(c.kafka.idle_ms);
     file.kafka.apply(&mut c.kafka)?;
     c.http_addr = match (args.http_addr, file.http_addr, file.http_enabled) {
         (Some(a), _, _) => Some(a),
@@ -58,7 +60,7 @@ pub fn config_from(args: &ServeArgs) -> Result<ServerConfig, String> {
         (None, Some(a), _) => Some(a),
         (None, None, _) => c.http_addr,
     };
-    c.http.idle_ms = c.idle_ms;
+    c.http.idle_ms = file.idle_ms.unwrap_or(c.http.idle_ms);
     if let Some(max) = file.http_body_bytes_max {
         c.http.body_bytes_max = max;
     }
@@ -67,7 +69,6 @@ pub fn config_from(args: &ServeArgs) -> Result<ServerConfig, String> {
     c.frame_bytes_max = file.frame_bytes_max.unwrap_or(FRAME_BYTES_MAX_DEFAULT);
     c.connections_max = file.connections_max.unwrap_or(c.connections_max);
     c.idle_ms = file.idle_ms.unwrap_or(c.idle_ms);
-    c.kafka.idle_ms = c.idle_ms;
     if c.shards == 0 || c.shards > 1024 {
         return Err(format!("shards must be between 1 and 1024, not {}", c.shards));
     }
