@@ -273,10 +273,14 @@ impl Partition {
     /// Queues one batch for appending and returns what resolves once the topic's
     /// durability holds for it. Batches submitted in order are appended in order (the
     /// queue is first come, first served), so a client's pipelined appends keep their order.
+    ///
+    /// The topic's `batch_bytes_max` is checked at the door, against what the client sent
+    /// (a Kafka batch may grow when it is decompressed and archived); here only the hard
+    /// ceiling applies.
     pub async fn submit(&self, payload: BatchPayload) -> Result<PendingAppend, LogError> {
-        let max = self.inner.topic.batch_bytes_max as usize;
-        if payload.bytes().len() > max {
-            return Err(crate::record::PayloadError::TooLarge { len: payload.bytes().len(), max }.into());
+        let max = BATCH_BYTES_MAX_CEILING;
+        if payload.stored_len() > max {
+            return Err(crate::record::PayloadError::TooLarge { len: payload.stored_len(), max }.into());
         }
         if let Some(reason) = &self.inner.state.borrow().failure {
             return Err(self.inner.read_only(reason));

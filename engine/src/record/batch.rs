@@ -9,7 +9,7 @@ use rkyv::{Archived, Portable};
 
 use super::batch_header::{BatchHeader, FLAG_PRODUCER, FLAG_TYPED};
 use super::producer::{ProducerInfo, ProducerTrailer, PRODUCER_TRAILER_BYTES};
-use super::record::{ArchivedRecord, RawRecord, Record};
+use super::record::{ArchivedRecord, RawRecord, RawRecordRef, Record};
 use super::schema::{Row, Schema};
 use crate::io::ReadBuf;
 use crate::limits::{BATCH_HEADER_BYTES, BATCH_RECORDS_MAX};
@@ -237,6 +237,18 @@ fn empty_records() -> &'static ArchivedVec<ArchivedRecord<Vec<u8>>> {
     unsafe { access_payload::<Vec<u8>>(bytes) }
 }
 
+/// Archives borrowed raw records (see [`RawRecordRef`]) into a raw payload: one copy of
+/// the input, straight into the archive. `capacity` is a guess of the archive's size.
+#[allow(clippy::ptr_arg)] // rkyv serializes a Vec (its archive), not a slice
+pub fn raw_payload_from_refs(records: &Vec<RawRecordRef<'_>>, capacity: usize) -> Result<BatchPayload, PayloadError> {
+    let buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(records, AlignedVec::with_capacity(capacity))
+        .map_err(|e| PayloadError::Serialize(e.to_string()))?;
+    let summary = summarize(records.iter().map(|r| r.timestamp_ms), &buf)?;
+    // Archived with the layout of `Vec<RawRecord>` by construction.
+    debug_assert_eq!(validate_payload(&buf, usize::MAX).ok(), Some(summary));
+    Ok(BatchPayload::new(buf, 0, summary, false))
+}
+
 /// Collects records and archives them into a [`BatchPayload`]: the producer side.
 pub struct BatchBuilder<V = Vec<u8>> {
     records: Vec<Record<V>>,
@@ -271,7 +283,14 @@ where
 
     /// Archives the records. Fails on an empty or oversized batch.
     pub fn finish(&mut self) -> Result<BatchPayload, PayloadError> {
-        let buf = rkyv::to_bytes::<rancor::Error>(&self.records).map_err(|e| PayloadError::Serialize(e.to_string()))?;
+        self.finish_with_capacity(0)
+    }
+
+    /// As [`Self::finish`], into a buffer of `capacity` bytes to start with: a good guess
+    /// saves the archive from growing (and being copied) while it is written.
+    pub fn finish_with_capacity(&mut self, capacity: usize) -> Result<BatchPayload, PayloadError> {
+        let buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&self.records, AlignedVec::with_capacity(capacity))
+            .map_err(|e| PayloadError::Serialize(e.to_string()))?;
         let summary = summarize(self.records.iter().map(|r| r.timestamp_ms), &buf)?;
         self.records.clear();
         let typed = std::any::TypeId::of::<V>() != std::any::TypeId::of::<Vec<u8>>();

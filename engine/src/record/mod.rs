@@ -13,11 +13,14 @@ mod producer;
 mod record;
 pub mod schema;
 
-pub use batch::{access_payload, validate_payload, Batch, BatchBuilder, BatchPayload, PayloadError, PayloadSummary};
+pub use batch::{
+    access_payload, raw_payload_from_refs, validate_payload, Batch, BatchBuilder, BatchPayload, PayloadError,
+    PayloadSummary,
+};
 pub use batch_header::{BatchHeader, HeaderError, BATCH_MAGIC, BATCH_VERSION, FLAG_PRODUCER, FLAG_TYPED};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{ProducerInfo, ProducerTrailer, PRODUCER_TRAILER_BYTES};
 pub use record::{
-    ArchivedRecord, ArchivedRecordHeader, RawRecord, Record, RecordHeader, DEAD_LETTER_ERROR_HEADER,
-    DEAD_LETTER_SOURCE_HEADER, NULL_VALUE_HEADER,
+    ArchivedRecord, ArchivedRecordHeader, BytesRef, RawRecord, RawRecordRef, Record, RecordHeader, RecordHeaderRef,
+    StrRef, DEAD_LETTER_ERROR_HEADER, DEAD_LETTER_SOURCE_HEADER, NULL_VALUE_HEADER,
 };
