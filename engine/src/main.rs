@@ -16,6 +16,15 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A panic is a bug. A task that panicked inside a shard leaves the shard without it
+    // (an appender, a connection's reply writer) and could hang it; stop the whole process
+    // instead: restart and recovery from the log is the tested path (kill -9 tests).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        eprintln!("sluice: internal error (a bug): stopping the process; data acknowledged so far is safe on disk");
+        std::process::abort();
+    }));
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

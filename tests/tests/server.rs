@@ -527,7 +527,7 @@ fn typed_topics_declare_a_schema() {
     let (_, out, _) = sluice_cli(&[&["topic", "describe", "ticks"][..], &a].concat(), None);
     assert!(
         out.contains(
-            "schema v1: ts TIMESTAMP NOT NULL, symbol TEXT NOT NULL, price DOUBLE PRECISION, qty INT event_time=ts"
+            "schema v1: ts TIMESTAMP NOT NULL, symbol TEXT NOT NULL, price DOUBLE PRECISION, qty INT DEFAULT 1 event_time=ts"
         ),
         "{out}"
     );
@@ -538,10 +538,31 @@ fn typed_topics_declare_a_schema() {
     assert!(!st.success() && err.contains("must be TIMESTAMP or BIGINT"), "{err}");
     let (st, _, err) = sluice_cli(&[&["topic", "create", "bad", "--event-time", "ts"][..], &a].concat(), None);
     assert!(!st.success() && err.contains("needs a schema"), "{err}");
+    // Rows through the CLI: JSON lines in, checked; JSON lines out.
+    let lines = "{\"ts\": \"2026-02-03T04:05:06Z\", \"symbol\": \"AB\", \"price\": 2.5}\n{\"ts\": 7, \"symbol\": \"CD\", \"qty\": 9}\n";
+    let (st, _, err) = sluice_cli(&[&["produce", "ticks", "--key", "symbol"][..], &a].concat(), Some(lines.as_bytes()));
+    assert!(st.success(), "{err}");
+    let (_, out, _) = sluice_cli(&[&["consume", "ticks"][..], &a].concat(), None);
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(
+        rows.contains(&serde_json::json!({"ts": "2026-02-03T04:05:06.000Z", "symbol": "AB", "price": 2.5, "qty": 1}))
+    );
+    assert!(
+        rows.contains(&serde_json::json!({"ts": "1970-01-01T00:00:00.007Z", "symbol": "CD", "price": null, "qty": 9}))
+    );
+    let (st, _, err) = sluice_cli(&[&["produce", "ticks"][..], &a].concat(), Some(b"{\"ts\": 1}\n"));
+    assert!(!st.success() && err.contains("field 'symbol'"), "{err}");
+    // Raw records are refused by a typed topic.
+    let raw = Client::connect(server.addr).unwrap().produce("ticks", 0, &batch(0, 1, 10, 0)).unwrap_err();
+    assert_eq!(api_code(raw), ErrorCode::InvalidBatch);
     assert!(server.terminate(Duration::from_secs(20)).is_some_and(|s| s.success()));
     let server = Server::start(&data);
     let (config, _) = Client::connect(server.addr).unwrap().describe_topic("ticks").unwrap();
     let schema = config.schema().expect("schema survives a restart");
-    assert_eq!(schema.declaration(), "ts TIMESTAMP NOT NULL, symbol TEXT NOT NULL, price DOUBLE PRECISION, qty INT");
+    assert_eq!(
+        schema.declaration(),
+        "ts TIMESTAMP NOT NULL, symbol TEXT NOT NULL, price DOUBLE PRECISION, qty INT DEFAULT 1"
+    );
     assert_eq!(schema.event_time, Some(0));
 }

@@ -1,9 +1,10 @@
-//! `sluice consume`: one record value per stdout line.
+//! `sluice consume`: one record value per stdout line (a typed topic's rows as JSON).
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use sluice::log::StartPosition;
+use sluice::record::schema::{row_to_json, Row};
 
 use super::{connect, Addr, CliResult};
 
@@ -50,6 +51,21 @@ pub fn run(args: ConsumeArgs) -> CliResult {
             }
             let wait = if args.follow && partitions.len() == 1 { 500 } else { 0 };
             let f = client.fetch(&args.topic, p, next[i], 1 << 20, wait).map_err(|e| e.to_string())?;
+            if let Some(schema) = topic.schema() {
+                for (offset, rec) in f.rows() {
+                    if printed >= max {
+                        break;
+                    }
+                    let row = rkyv::deserialize::<Row, rkyv::rancor::Error>(&rec.value).map_err(|e| e.to_string())?;
+                    let json = row_to_json(schema, &schema.upcast(row));
+                    if args.verbose {
+                        let key = rec.key.as_ref().map(|k| String::from_utf8_lossy(k.as_slice()).into_owned());
+                        write!(out, "{p}\t{offset}\t{}\t", key.unwrap_or_default()).map_err(|e| e.to_string())?;
+                    }
+                    writeln!(out, "{json}").map_err(|e| e.to_string())?;
+                    printed += 1;
+                }
+            }
             for (offset, rec) in f.records() {
                 if printed >= max {
                     break;

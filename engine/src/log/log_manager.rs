@@ -327,8 +327,9 @@ impl LogManager {
     pub async fn close(&self) -> Result<(), LogError> {
         let mut first_err = None;
         let all: Vec<Partition> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
-        for p in all {
-            if let Err(e) = p.close().await {
+        // Concurrently: each close waits for its own sync.
+        for result in futures::future::join_all(all.iter().map(|p| p.close())).await {
+            if let Err(e) = result {
                 first_err.get_or_insert(e);
             }
         }

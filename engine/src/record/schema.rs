@@ -326,11 +326,17 @@ impl Schema {
         Ok(Schema { version, columns, event_time })
     }
 
-    /// `col TYPE [NOT NULL], ...` as it would be declared.
+    /// `col TYPE [NOT NULL] [DEFAULT v], ...` as it would be declared.
     pub fn declaration(&self) -> String {
         self.columns
             .iter()
-            .map(|c| format!("{} {}{}", c.name, c.ty, if c.nullable { "" } else { " NOT NULL" }))
+            .map(|c| {
+                let default = match &c.default {
+                    None => String::new(),
+                    Some(v) => format!(" DEFAULT {}", sql_literal(v)),
+                };
+                format!("{} {}{}{default}", c.name, c.ty, if c.nullable { "" } else { " NOT NULL" })
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -376,6 +382,14 @@ fn parse_column(part: &str) -> Result<Column, SchemaError> {
         }
     }
     Ok(Column { name, ty, nullable, default })
+}
+
+/// A value as a SQL literal (for declarations).
+fn sql_literal(v: &Value) -> String {
+    match value_to_json(v) {
+        serde_json::Value::String(s) => format!("'{}'", s.replace('\'', "''")),
+        other => other.to_string(),
+    }
 }
 
 /// SQL-ish literal to JSON: 'text', numbers, true/false, null.
@@ -481,7 +495,7 @@ mod tests {
         assert_eq!(s.event_time, Some(0));
         assert_eq!(
             s.declaration(),
-            "ts TIMESTAMP NOT NULL, symbol TEXT NOT NULL, price DOUBLE PRECISION, qty INT, raw BYTEA"
+            "ts TIMESTAMP NOT NULL, symbol TEXT NOT NULL, price DOUBLE PRECISION, qty INT DEFAULT 1, raw BYTEA"
         );
         assert!(matches!(Schema::parse("a UUID", None), Err(SchemaError::UnknownType(_))));
         assert!(matches!(Schema::parse("a INT, A TEXT", None), Err(SchemaError::Duplicate(_))));

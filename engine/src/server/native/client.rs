@@ -91,6 +91,27 @@ impl Fetched {
         })
     }
 
+    /// Every typed row from `start` on (a typed topic's records), checked as they are read.
+    pub fn rows(&self) -> impl Iterator<Item = (u64, &ArchivedRecord<crate::record::schema::Row>)> {
+        let start = self.start.0;
+        self.batches.iter().filter(|(h, _)| h.flags & crate::record::FLAG_TYPED != 0 && h.schema_version > 0).flat_map(
+            move |(h, at)| {
+                let payload = &self.body[*at..*at + records_len(h)];
+                let records = rkyv::access::<
+                    rkyv::vec::ArchivedVec<ArchivedRecord<crate::record::schema::Row>>,
+                    rkyv::rancor::Error,
+                >(payload)
+                .map(|r| r.as_slice())
+                .unwrap_or(&[]);
+                records
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, r)| (h.base_offset + i as u64, r))
+                    .filter(move |(o, _)| *o >= start)
+            },
+        )
+    }
+
     pub fn next_offset(&self) -> Offset {
         self.batches.last().map_or(self.start, |(h, _)| Offset(h.end_offset().max(self.start.0)))
     }
