@@ -495,6 +495,8 @@ fn main() {
     let mut consume: std::collections::BTreeMap<(Broker, usize), Vec<f64>> = Default::default();
     let mut cpu: std::collections::BTreeMap<(Broker, usize), Vec<f64>> = Default::default();
     let mut native: Vec<f64> = Vec::new();
+    // (native, Kafka) broker CPU seconds per million records, run by run.
+    let mut native_cpu: Vec<(f64, f64)> = Vec::new();
     let mut kafka_for_native: Vec<f64> = Vec::new();
     for round in 0..rounds {
         for &size in sizes {
@@ -528,12 +530,15 @@ fn main() {
                 if b == Broker::SluiceNone && size == 100 {
                     // The same records over the native protocol, against the Kafka run just made.
                     create_topic(broker.kafka, "bench-native", Some("none"));
+                    let cpu0 = cpu_seconds(broker.child.id());
                     let nat = native_throughput(broker.native.expect("native address"), "bench-native", n, size, 5_000);
+                    let nat_cpu = (cpu_seconds(broker.child.id()) - cpu0) / n as f64 * 1e6;
                     eprintln!(
-                        "round {round}      native   100 B: produce {nat:>9.0} rec/s {:>7.1} MB/s",
+                        "round {round}      native   100 B: produce {nat:>9.0} rec/s {:>7.1} MB/s (broker {nat_cpu:.2} CPU-s per M)",
                         nat * 100.0 / 1e6
                     );
                     native.push(nat);
+                    native_cpu.push((nat_cpu, m.broker_cpu_s_per_m));
                     kafka_for_native.push(p);
                 }
             }
@@ -598,6 +603,12 @@ fn main() {
             "kafka_vs_native_produce".into(),
             serde_json::json!((r.iter().sum::<f64>() / r.len() as f64 * 100.0).round() / 100.0),
         );
+        // The server's own cost of each protocol (the client's is not in it).
+        let r: Vec<f64> = native_cpu.iter().filter(|(_, k)| *k > 0.0).map(|(n, k)| n / k).collect();
+        if !r.is_empty() {
+            let v = (r.iter().sum::<f64>() / r.len() as f64 * 100.0).round() / 100.0;
+            json.insert("kafka_vs_native_produce_cpu".into(), serde_json::json!(v));
+        }
     }
     // Latency, open loop, 100 B records at a fixed rate.
     let mut lat = serde_json::Map::new();
