@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
 pub mod clock;
+pub mod dataflow;
 pub mod io;
 pub mod limits;
 pub mod log;
@@ -10,4 +11,6 @@ pub mod metrics;
 pub mod record;
 pub mod runtime;
 pub mod server;
+pub mod sql;
+pub mod view;
 pub mod wire;

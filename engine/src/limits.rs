@@ -79,6 +79,21 @@ pub const HTTP_BODY_BYTES_MAX_DEFAULT: usize = 64 << 20;
 /// Most records one HTTP fetch returns.
 pub const HTTP_FETCH_RECORDS_MAX: u32 = 100_000;
 
+/// Rows (groups and windows) a view keeps per shard by default; past it, new ones are
+/// refused and counted (`state_rows_max` in the view's WITH options).
+pub const VIEW_STATE_ROWS_MAX_DEFAULT: usize = 10_000_000;
+/// A source partition caught up and silent this long stops holding a view's watermark back.
+pub const VIEW_IDLE_TIMEOUT_MS_DEFAULT: i64 = 5_000;
+
+/// Most windows of a hopping window one event falls in (size / slide).
+pub const HOP_WINDOWS_PER_EVENT_MAX: usize = 1_000;
+/// Most parameters ($1, $2, ...) of one SQL statement (the protocol's limit).
+pub const SQL_PARAMS_MAX: usize = 65_535;
+/// Partitions of a topic created by SQL without `partitions = N`.
+pub const SQL_PARTITIONS_DEFAULT: u32 = 4;
+/// Most rows one SELECT returns before it is refused (use LIMIT).
+pub const SQL_RESULT_ROWS_MAX: usize = 10_000_000;
+
 /// Cross-shard queue slots per pair of shards; a full queue suspends the sender.
 pub const SHARD_QUEUE_DEPTH: usize = 256;
 /// Requests from one peer shard served at once before its queue backs up.

@@ -77,7 +77,7 @@ impl AggFunc {
             AggFunc::LastValue => Acc::Last(None),
             AggFunc::CountDistinct => Acc::Distinct(BTreeSet::new()),
             AggFunc::ApproxCountDistinct => Acc::Hll(Box::new(Hll::new())),
-            AggFunc::ApproxPercentile(_) => Acc::Sketch(Box::new(DDSketch::new(sketch_config()))),
+            AggFunc::ApproxPercentile(_) => Acc::Sketch(Box::new(Sketch(DDSketch::new(sketch_config())))),
         }
     }
 }
@@ -99,16 +99,34 @@ pub struct Position {
 pub enum Acc {
     Count(i64),
     /// Integer sums stay exact until they overflow, then continue in floating point.
-    Sum { int: i64, float: f64, is_float: bool, any: bool },
+    Sum {
+        int: i64,
+        float: f64,
+        is_float: bool,
+        any: bool,
+    },
     Min(Option<OwnedDatum>),
     Max(Option<OwnedDatum>),
-    Avg { sum: f64, count: i64 },
+    Avg {
+        sum: f64,
+        count: i64,
+    },
     First(Option<(Position, OwnedDatum)>),
     Last(Option<(Position, OwnedDatum)>),
     /// Encoded distinct values (`Datum::encode_key`).
     Distinct(BTreeSet<Vec<u8>>),
     Hll(Box<Hll>),
-    Sketch(Box<DDSketch>),
+    Sketch(Box<Sketch>),
+}
+
+/// DDSketch, with the `Debug` the accumulator needs.
+#[derive(Clone)]
+pub struct Sketch(pub DDSketch);
+
+impl std::fmt::Debug for Sketch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sketch(n={})", self.0.count())
+    }
 }
 
 impl Acc {
@@ -183,7 +201,7 @@ impl Acc {
             }
             Acc::Sketch(s) => {
                 if let Some(x) = v.as_f64() {
-                    s.add(x);
+                    s.0.add(x);
                 }
             }
         }
@@ -193,10 +211,7 @@ impl Acc {
     pub fn merge(&mut self, other: &Acc) {
         match (self, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
-            (
-                Acc::Sum { int, float, is_float, any },
-                Acc::Sum { int: i2, float: f2, is_float: fl2, any: any2 },
-            ) => {
+            (Acc::Sum { int, float, is_float, any }, Acc::Sum { int: i2, float: f2, is_float: fl2, any: any2 }) => {
                 *any |= *any2;
                 if !*is_float && !*fl2 {
                     match int.checked_add(*i2) {
@@ -247,7 +262,7 @@ impl Acc {
             }
             (Acc::Hll(a), Acc::Hll(b)) => a.merge(b),
             (Acc::Sketch(a), Acc::Sketch(b)) => {
-                let _ = a.merge(b);
+                let _ = a.0.merge(&b.0);
             }
             _ => {}
         }
@@ -272,7 +287,7 @@ impl Acc {
             Acc::Distinct(s) => Datum::Int(s.len() as i64),
             Acc::Hll(h) => Datum::Int(h.estimate().round() as i64),
             Acc::Sketch(s) => match func {
-                AggFunc::ApproxPercentile(q) => s.quantile(q).ok().flatten().map_or(Datum::Null, Datum::Double),
+                AggFunc::ApproxPercentile(q) => s.0.quantile(q).ok().flatten().map_or(Datum::Null, Datum::Double),
                 _ => Datum::Null,
             },
         }
@@ -290,7 +305,7 @@ impl Acc {
             Acc::First(Some((_, d))) | Acc::Last(Some((_, d))) => 24 + datum(d),
             Acc::Distinct(s) => s.iter().map(|k| k.len() + 48).sum(),
             Acc::Hll(_) => 1 << HLL_PRECISION,
-            Acc::Sketch(s) => 16 * s.length().min(4096) + 128,
+            Acc::Sketch(s) => 16 * s.0.length().min(4096) + 128,
             _ => 0,
         }
     }
@@ -332,7 +347,7 @@ impl Acc {
                 e.u8(8).bytes(&h.registers);
             }
             Acc::Sketch(s) => {
-                let bytes = bincode::serialize(&**s).unwrap_or_default();
+                let bytes = bincode::serialize(&s.0).unwrap_or_default();
                 e.u8(9).bytes(&bytes);
             }
         }
@@ -341,12 +356,7 @@ impl Acc {
     pub fn decode(d: &mut Decoder<'_>) -> Result<Acc, WireError> {
         Ok(match d.u8()? {
             0 => Acc::Count(d.i64()?),
-            1 => Acc::Sum {
-                int: d.i64()?,
-                float: f64::from_bits(d.u64()?),
-                is_float: d.u8()? != 0,
-                any: d.u8()? != 0,
-            },
+            1 => Acc::Sum { int: d.i64()?, float: f64::from_bits(d.u64()?), is_float: d.u8()? != 0, any: d.u8()? != 0 },
             2 => Acc::Min(decode_opt_datum(d)?),
             3 => Acc::Max(decode_opt_datum(d)?),
             4 => Acc::Avg { sum: f64::from_bits(d.u64()?), count: d.i64()? },
@@ -385,7 +395,7 @@ impl Acc {
             9 => {
                 let s: DDSketch =
                     bincode::deserialize(d.bytes()?).map_err(|_| WireError::Invalid("percentile sketch"))?;
-                Acc::Sketch(Box::new(s))
+                Acc::Sketch(Box::new(Sketch(s)))
             }
             _ => return Err(WireError::Invalid("accumulator kind")),
         })

@@ -110,6 +110,11 @@ impl PartitionReader {
         PartitionReader { partition, next: from, cursor: None }
     }
 
+    /// The partition being read.
+    pub fn partition(&self) -> &Partition {
+        &self.partition
+    }
+
     /// The offset after the last batch handed out.
     pub fn position(&self) -> Offset {
         self.next

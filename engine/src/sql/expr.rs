@@ -130,9 +130,7 @@ impl Expr {
         match self {
             Expr::Column(i) => out.push(*i),
             Expr::Literal(_) => {}
-            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull { expr: e, .. } | Expr::IsBool { expr: e, .. } => {
-                e.columns(out)
-            }
+            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull { expr: e, .. } | Expr::IsBool { expr: e, .. } => e.columns(out),
             Expr::Cast { expr, .. } => expr.columns(out),
             Expr::Binary { left, right, .. } => {
                 left.columns(out);
@@ -274,19 +272,13 @@ impl Expr {
                     _ => Datum::Null,
                 }
             }
-            Expr::Like { expr, pattern, negated, case_insensitive } => {
-                match (expr.eval(row), pattern.eval(row)) {
-                    (Datum::Text(s), Datum::Text(p)) => {
-                        let m = if *case_insensitive {
-                            like(&s.to_lowercase(), &p.to_lowercase())
-                        } else {
-                            like(&s, &p)
-                        };
-                        Datum::Bool(m != *negated)
-                    }
-                    _ => Datum::Null,
+            Expr::Like { expr, pattern, negated, case_insensitive } => match (expr.eval(row), pattern.eval(row)) {
+                (Datum::Text(s), Datum::Text(p)) => {
+                    let m = if *case_insensitive { like(&s.to_lowercase(), &p.to_lowercase()) } else { like(&s, &p) };
+                    Datum::Bool(m != *negated)
                 }
-            }
+                _ => Datum::Null,
+            },
         }
     }
 }
@@ -341,7 +333,9 @@ fn arith<'a>(op: BinOp, l: Datum<'_>, r: Datum<'_>) -> Datum<'a> {
         (BinOp::Sub, Timestamp(a), Timestamp(b)) => a.checked_sub(*b).map_or(Null, Interval),
         (BinOp::Add, Interval(a), Interval(b)) => a.checked_add(*b).map_or(Null, Interval),
         (BinOp::Sub, Interval(a), Interval(b)) => a.checked_sub(*b).map_or(Null, Interval),
-        (BinOp::Mul, Interval(a), Int(b)) | (BinOp::Mul, Int(b), Interval(a)) => a.checked_mul(*b).map_or(Null, Interval),
+        (BinOp::Mul, Interval(a), Int(b)) | (BinOp::Mul, Int(b), Interval(a)) => {
+            a.checked_mul(*b).map_or(Null, Interval)
+        }
         (_, Int(a), Int(b)) => {
             let (a, b) = (*a, *b);
             let v = match op {
@@ -568,7 +562,11 @@ fn call_strict<'a, R: Row + ?Sized>(func: Func, a: Datum<'a>, args: &'a [Expr], 
                 Some(n) => ((from - 1 + n).max(0) as usize).min(chars.len()),
                 None => chars.len(),
             };
-            text(chars.get(begin.min(chars.len())..end.max(begin.min(chars.len()))).map_or(String::new(), |c| c.iter().collect()))
+            text(
+                chars
+                    .get(begin.min(chars.len())..end.max(begin.min(chars.len())))
+                    .map_or(String::new(), |c| c.iter().collect()),
+            )
         }
         Func::Trim => text(s().trim().to_string()),
         Func::Ltrim => text(s().trim_start().to_string()),
@@ -678,10 +676,7 @@ mod tests {
         assert_eq!(bin(BinOp::And, null_eq, t).eval(&r), Datum::Null);
         assert_eq!(bin(BinOp::Div, Expr::Column(0), Expr::lit(Datum::Int(2))).eval(&r), Datum::Int(3));
         assert_eq!(bin(BinOp::Div, Expr::Column(0), Expr::lit(Datum::Int(0))).eval(&r), Datum::Null);
-        assert_eq!(
-            bin(BinOp::Div, Expr::Column(0), Expr::lit(Datum::Double(2.0))).eval(&r),
-            Datum::Double(3.5)
-        );
+        assert_eq!(bin(BinOp::Div, Expr::Column(0), Expr::lit(Datum::Double(2.0))).eval(&r), Datum::Double(3.5));
         let plus = bin(BinOp::Add, Expr::Column(3), Expr::lit(Datum::Interval(500)));
         assert_eq!(plus.eval(&r), Datum::Timestamp(90_062_000));
     }
@@ -691,13 +686,19 @@ mod tests {
         let r = row();
         let f = |func, args| Expr::Func { func, args };
         assert_eq!(f(Func::Upper, vec![Expr::Column(1)]).eval(&r), Datum::Text("HELLO".into()));
-        assert_eq!(f(Func::Substr, vec![Expr::Column(1), Expr::lit(Datum::Int(2)), Expr::lit(Datum::Int(3))]).eval(&r), Datum::Text("ell".into()));
+        assert_eq!(
+            f(Func::Substr, vec![Expr::Column(1), Expr::lit(Datum::Int(2)), Expr::lit(Datum::Int(3))]).eval(&r),
+            Datum::Text("ell".into())
+        );
         assert_eq!(f(Func::Coalesce, vec![Expr::Column(2), Expr::Column(0)]).eval(&r), Datum::Int(7));
         let day = f(Func::DateTrunc, vec![Expr::lit(Datum::Text("day".into())), Expr::Column(3)]);
         assert_eq!(day.eval(&r), Datum::Timestamp(86_400_000));
         let case = Expr::Case {
             operand: None,
-            branches: vec![(bin(BinOp::Gt, Expr::Column(0), Expr::lit(Datum::Int(5))), Expr::lit(Datum::Text("big".into())))],
+            branches: vec![(
+                bin(BinOp::Gt, Expr::Column(0), Expr::lit(Datum::Int(5))),
+                Expr::lit(Datum::Text("big".into())),
+            )],
             otherwise: Some(Box::new(Expr::lit(Datum::Text("small".into())))),
         };
         assert_eq!(case.eval(&r), Datum::Text("big".into()));

@@ -117,6 +117,12 @@ pub enum Datum<'a> {
 /// A datum that borrows nothing.
 pub type OwnedDatum = Datum<'static>;
 
+impl Default for Datum<'_> {
+    fn default() -> Self {
+        Datum::Null
+    }
+}
+
 impl<'a> Datum<'a> {
     pub fn is_null(&self) -> bool {
         matches!(self, Datum::Null)

@@ -1,0 +1,781 @@
+//! A view running on one shard: its sources (the partitions this shard owns), the first
+//! operators (enrich, filter, partial aggregation, window assignment), and the state of
+//! the keys this shard owns (aggregate, interval join, appended rows).
+//!
+//! The same code runs whether the sources are at the live head or far in the past:
+//! replay is only a start offset. A driver task reads batches (read-ahead, in place),
+//! folds them, and sends what it made to the owning shards through the exchange; state
+//! updates happen synchronously, between awaits, so a reader never sees half a batch.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use event_listener::Event;
+
+use crate::dataflow::accumulator::Position;
+use crate::dataflow::aggregate::{AggregateState, Change, PartialGroup, PartialTable};
+use crate::dataflow::append::{AppendState, RowId};
+use crate::dataflow::enrich::TableReplica;
+use crate::dataflow::exchange::{DataBody, DataMsg, Stage, ViewKey};
+use crate::dataflow::interval_join::{IntervalJoinState, JoinRow, Side};
+use crate::dataflow::plan::{ColumnInfo, LatePolicy, ViewPlan};
+use crate::dataflow::row::{encode_exprs, event_time, owned_row, owner_of, SourceRow};
+use crate::dataflow::watermark::{InputWatermarks, PartitionClock, SourceClocks};
+use crate::log::{Offset, Partition, PartitionReader, TopicConfig};
+use crate::metrics::Counter;
+use crate::record::{Batch, BatchPayload};
+use crate::runtime::ShardId;
+use crate::sql::expr::{Joined, Row};
+use crate::sql::types::OwnedDatum;
+
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// What a running view needs from the shard it runs on.
+pub trait DataflowHost {
+    fn shard(&self) -> ShardId;
+    fn topic(&self, name: &str) -> Option<Rc<TopicConfig>>;
+    /// A partition this shard owns.
+    fn local_partition(&self, topic: &str, partition: u32) -> Option<Partition>;
+    /// Appends to any topic (routed to the owning shard); resolves when durable.
+    fn append(&self, topic: String, partition: u32, payload: BatchPayload) -> LocalFuture<'_, Result<(), String>>;
+    /// Sends a message to a shard's view (never this shard).
+    fn send(&self, to: usize, msg: DataMsg) -> LocalFuture<'_, Result<(), ()>>;
+    /// Resolves when the shard stops.
+    fn stopped(&self) -> LocalFuture<'_, ()>;
+}
+
+/// What a view counts (shard-local; rendered by `/metrics`).
+#[derive(Debug, Default)]
+pub struct ViewMetrics {
+    pub events: Counter,
+    pub bytes_read: Counter,
+    pub late_dropped: Counter,
+    pub late_side: Counter,
+    pub late_updated: Counter,
+    pub filtered_out: Counter,
+    pub unmatched: Counter,
+}
+
+/// One input of the view on this shard: the partitions it owns and their clocks.
+struct SideSource {
+    side: Side,
+    topic: String,
+    columns: Rc<Vec<ColumnInfo>>,
+    event_time: Option<usize>,
+    clocks: SourceClocks,
+    /// Next offset to read, per owned partition.
+    positions: Vec<(u32, Offset)>,
+}
+
+/// The table feed of a stream–table join: partitions of the table this shard owns.
+struct TableSource {
+    positions: Vec<(u32, Offset)>,
+}
+
+/// The view's state on this shard.
+pub struct ViewState {
+    left: SideSource,
+    right: Option<SideSource>,
+    table_source: Option<TableSource>,
+    partials: PartialTable,
+    join_out: Vec<Vec<(Side, Box<[u8]>, JoinRow)>>,
+    scratch: Vec<u8>,
+    /// Operators.
+    pub agg: AggregateState,
+    pub agg_watermarks: InputWatermarks,
+    pub join: IntervalJoinState,
+    pub join_watermarks: InputWatermarks,
+    pub append: AppendState,
+    pub table: TableReplica,
+    table_ready: Vec<bool>,
+    second_partials: PartialTable,
+    /// Changes not yet written to the changelog.
+    pub changes: Vec<Change>,
+    pub append_changes: Vec<(RowId, bool)>,
+    /// Records that arrived late, for a side topic: (partition, JSON).
+    late_side: Vec<String>,
+}
+
+pub struct ViewRuntime {
+    pub key: ViewKey,
+    pub name: String,
+    pub plan: Rc<ViewPlan>,
+    pub shard: ShardId,
+    pub state: RefCell<ViewState>,
+    pub metrics: ViewMetrics,
+    stopped: Cell<bool>,
+    wake: Event,
+}
+
+/// Messages for other shards, collected while processing, sent afterwards.
+pub struct Outbox {
+    pub per_shard: Vec<Vec<DataBody>>,
+}
+
+impl Outbox {
+    pub fn new(shards: usize) -> Self {
+        Outbox { per_shard: (0..shards).map(|_| Vec::new()).collect() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.per_shard.iter().all(Vec::is_empty)
+    }
+}
+
+impl ViewRuntime {
+    /// Sets up the view on this shard: the partitions it owns of every topic the view
+    /// reads, each starting at `start(topic, partition)`.
+    pub fn new(
+        key: ViewKey,
+        name: &str,
+        plan: Rc<ViewPlan>,
+        host: &dyn DataflowHost,
+        start: &dyn Fn(&str, u32) -> Offset,
+    ) -> Result<ViewRuntime, String> {
+        let shard = host.shard();
+        let owned = |topic: &str| -> Result<Vec<(u32, Offset)>, String> {
+            let config = host.topic(topic).ok_or_else(|| format!("topic '{topic}' does not exist"))?;
+            Ok((0..config.partitions)
+                .filter(|&p| host.local_partition(topic, p).is_some())
+                .map(|p| (p, start(topic, p)))
+                .collect())
+        };
+        let side = |side: Side, src: &crate::dataflow::plan::SourcePlan| -> Result<SideSource, String> {
+            let positions = owned(&src.topic)?;
+            let clocks =
+                SourceClocks::new(positions.iter().map(|(p, _)| PartitionClock::new(*p, src.lateness_ms)).collect());
+            Ok(SideSource {
+                side,
+                topic: src.topic.clone(),
+                columns: Rc::new(src.columns.clone()),
+                event_time: src.event_time,
+                clocks,
+                positions,
+            })
+        };
+        let left = side(Side::Left, &plan.source)?;
+        let right = match &plan.interval_join {
+            Some(j) => Some(side(Side::Right, &j.right)?),
+            None => None,
+        };
+        let table_source = match &plan.table_join {
+            // The table is read whole, from its start, on every (re)start.
+            Some(t) => Some(TableSource {
+                positions: owned(&t.table)?
+                    .into_iter()
+                    .map(|(p, _)| {
+                        let start = host.local_partition(&t.table, p).map_or(Offset(0), |x| x.offsets().log_start());
+                        (p, start)
+                    })
+                    .collect(),
+            }),
+            None => None,
+        };
+        let shards = shard.count;
+        let state = ViewState {
+            left,
+            right,
+            table_source,
+            partials: PartialTable::new(shards),
+            join_out: (0..shards).map(|_| Vec::new()).collect(),
+            scratch: Vec::with_capacity(64),
+            agg: AggregateState::new(),
+            agg_watermarks: InputWatermarks::new(shards),
+            join: IntervalJoinState::default(),
+            join_watermarks: InputWatermarks::new(shards),
+            append: AppendState::default(),
+            table: TableReplica::default(),
+            table_ready: vec![plan.table_join.is_none(); shards],
+            second_partials: PartialTable::new(shards),
+            changes: Vec::new(),
+            append_changes: Vec::new(),
+            late_side: Vec::new(),
+        };
+        Ok(ViewRuntime {
+            key,
+            name: name.to_string(),
+            plan,
+            shard,
+            state: RefCell::new(state),
+            metrics: ViewMetrics::default(),
+            stopped: Cell::new(false),
+            wake: Event::new(),
+        })
+    }
+
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.wake.notify(usize::MAX);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// Source positions: (topic, partition, next offset).
+    pub fn positions(&self) -> Vec<(String, u32, Offset)> {
+        let st = self.state.borrow();
+        let mut out: Vec<(String, u32, Offset)> =
+            st.left.positions.iter().map(|(p, o)| (st.left.topic.clone(), *p, *o)).collect();
+        if let Some(r) = &st.right {
+            out.extend(r.positions.iter().map(|(p, o)| (r.topic.clone(), *p, *o)));
+        }
+        out
+    }
+
+    /// Stage 1: folds one batch of a source partition.
+    pub fn process_batch(&self, side: Side, partition: u32, batch: &Batch) {
+        let plan = &self.plan;
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        let Some(rows) = batch.rows() else { return };
+        let source = match side {
+            Side::Left => &mut st.left,
+            Side::Right => match st.right.as_mut() {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let columns = source.columns.clone();
+        let event_col = source.event_time;
+        let next = source.positions.iter().find(|(p, _)| *p == partition).map_or(0, |(_, o)| o.0);
+        let Some(clock) = source.clocks.get_mut(partition) else { return };
+        clock.touched();
+        let width = columns.len();
+        let mut end = next;
+        for (i, rec) in rows.iter().enumerate() {
+            let offset = batch.base_offset() + i as u64;
+            if offset < next {
+                continue;
+            }
+            end = offset + 1;
+            let row = SourceRow { values: &rec.value, columns: &columns };
+            let ts = event_time(&row, event_col, rec.timestamp_ms.to_native());
+            let pos = Position { ts, partition, offset };
+            self.metrics.events.add(1);
+            if clock.observe(ts) {
+                match &plan.options.late {
+                    LatePolicy::Drop => {
+                        self.metrics.late_dropped.add(1);
+                        continue;
+                    }
+                    LatePolicy::Side(_) => {
+                        self.metrics.late_side.add(1);
+                        let json: serde_json::Map<String, serde_json::Value> = columns
+                            .iter()
+                            .enumerate()
+                            .map(|(c, col)| (col.name.clone(), row.get(c).to_json()))
+                            .collect();
+                        st.late_side.push(serde_json::Value::Object(json).to_string());
+                        continue;
+                    }
+                    LatePolicy::Update => self.metrics.late_updated.add(1),
+                }
+            }
+            match (&plan.interval_join, side) {
+                (Some(j), _) => {
+                    // Both sides go to the shard owning the join key.
+                    st.scratch.clear();
+                    let keys = if side == Side::Left { &j.left_key } else { &j.right_key };
+                    encode_exprs(keys, &row, &mut st.scratch);
+                    let owner = owner_of(&st.scratch, self.shard.count);
+                    let values = owned_row(&row, width);
+                    st.join_out[owner].push((side, st.scratch.as_slice().into(), JoinRow { ts, pos, values }));
+                }
+                (None, _) => {
+                    // Enrichment, as of the event.
+                    let table_row: Option<&[OwnedDatum]> = match &plan.table_join {
+                        Some(t) => {
+                            st.scratch.clear();
+                            encode_exprs(&t.stream_key, &row, &mut st.scratch);
+                            let found = st.table.lookup(&st.scratch, ts);
+                            if found.is_none() && !t.keep_unmatched {
+                                self.metrics.unmatched.add(1);
+                                continue;
+                            }
+                            found
+                        }
+                        None => None,
+                    };
+                    let input = Joined { left: &row, left_width: width, right: table_row };
+                    if let Some(f) = &plan.filter {
+                        if !f.holds(&input) {
+                            self.metrics.filtered_out.add(1);
+                            continue;
+                        }
+                    }
+                    match &plan.aggregate {
+                        Some(agg) => st.partials.add(agg, &input, ts, pos),
+                        None => {
+                            let out: Vec<OwnedDatum> =
+                                plan.output.iter().map(|c| c.expr.eval(&input).into_owned()).collect();
+                            let id = (partition, offset, 0, 0);
+                            if st.append.insert(id, ts, out, plan.options.state_rows_max) {
+                                st.append_changes.push((id, true));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let source = match side {
+            Side::Left => &mut st.left,
+            Side::Right => st.right.as_mut().expect("right source"),
+        };
+        if let Some(p) = source.positions.iter_mut().find(|(p, _)| *p == partition) {
+            p.1 = Offset(p.1 .0.max(end).max(batch.end_offset()));
+        }
+    }
+
+    /// The stage-1 watermark of this shard (minimum over its sides).
+    fn source_watermark(&self, st: &mut ViewState) -> i64 {
+        let idle = Duration::from_millis(self.plan.options.idle_timeout_ms.max(0) as u64);
+        let mut wm = st.left.clocks.watermark(idle);
+        if let Some(r) = st.right.as_mut() {
+            wm = wm.min(r.clocks.watermark(idle));
+        }
+        wm
+    }
+
+    /// Moves what stage 1 made into the outbox, each destination's batch followed by the
+    /// watermark it is covered by.
+    pub fn flush(&self, outbox: &mut Outbox) {
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        let wm = self.source_watermark(st);
+        if self.plan.interval_join.is_some() {
+            for (shard, rows) in st.join_out.iter_mut().enumerate() {
+                let mut left = Vec::new();
+                let mut right = Vec::new();
+                for (side, k, r) in rows.drain(..) {
+                    match side {
+                        Side::Left => left.push((k, r)),
+                        Side::Right => right.push((k, r)),
+                    }
+                }
+                for (side, rows) in [(Side::Left, left), (Side::Right, right)] {
+                    if !rows.is_empty() {
+                        outbox.per_shard[shard].push(DataBody::JoinRows { side, rows, watermark: wm });
+                    }
+                }
+                outbox.per_shard[shard].push(DataBody::Watermark { stage: Stage::First, watermark: wm });
+            }
+            return;
+        }
+        let mut per: Vec<Vec<PartialGroup>> = (0..self.shard.count).map(|_| Vec::new()).collect();
+        st.partials.drain(|owner, g| per[owner].push(g));
+        for (shard, groups) in per.into_iter().enumerate() {
+            if groups.is_empty() {
+                outbox.per_shard[shard].push(DataBody::Watermark { stage: Stage::First, watermark: wm });
+            } else {
+                outbox.per_shard[shard].push(DataBody::Partials { stage: Stage::First, groups, watermark: wm });
+            }
+        }
+    }
+
+    /// Applies a message from shard `from` to this shard's state. What it makes for the
+    /// next stage goes into `next` (sent on the second mesh).
+    pub fn receive(&self, from: usize, body: DataBody, next: &mut Outbox) {
+        let plan = &self.plan;
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        match body {
+            DataBody::Partials { stage, groups, watermark } => {
+                if let Some(agg) = &plan.aggregate {
+                    let inputs = match stage {
+                        Stage::First => &mut st.agg_watermarks,
+                        Stage::Second => &mut st.agg_watermarks,
+                    };
+                    let current = inputs.current();
+                    for g in groups {
+                        st.agg.apply(agg, &plan.options, current, g, &mut st.changes);
+                    }
+                    if let Some(wm) = inputs.update(from, watermark) {
+                        st.agg.advance(agg, &plan.options, wm, &mut st.changes);
+                    }
+                }
+            }
+            DataBody::Watermark { stage: _, watermark } => {
+                if plan.interval_join.is_some() {
+                    self.join_watermark(st, from, watermark, next);
+                } else if let Some(agg) = &plan.aggregate {
+                    if let Some(wm) = st.agg_watermarks.update(from, watermark) {
+                        st.agg.advance(agg, &plan.options, wm, &mut st.changes);
+                    }
+                } else if let Some(wm) = st.agg_watermarks.update(from, watermark) {
+                    if let Some(ttl) = plan.options.state_ttl_ms {
+                        for id in st.append.evict_before(wm.saturating_sub(ttl)) {
+                            st.append_changes.push((id, false));
+                        }
+                    }
+                }
+            }
+            DataBody::JoinRows { side, rows, watermark } => {
+                let Some(j) = &plan.interval_join else { return };
+                let rows_max = plan.options.state_rows_max;
+                for (key, row) in rows {
+                    let mut pairs: Vec<(Vec<OwnedDatum>, i64, Position, Position)> = Vec::new();
+                    st.join.add(side, &key, row, j.lower_ms, j.upper_ms, rows_max, |l, r| {
+                        let mut values = l.values.clone();
+                        values.extend(r.values.iter().cloned());
+                        pairs.push((values, l.ts, l.pos, r.pos));
+                    });
+                    for (values, ts, lpos, rpos) in pairs {
+                        if let Some(f) = &plan.filter {
+                            if !f.holds(&values) {
+                                self.metrics.filtered_out.add(1);
+                                continue;
+                            }
+                        }
+                        match &plan.aggregate {
+                            Some(agg) => st.second_partials.add(agg, &values, ts, lpos),
+                            None => {
+                                let out: Vec<OwnedDatum> =
+                                    plan.output.iter().map(|c| c.expr.eval(&values).into_owned()).collect();
+                                let id = (lpos.partition, lpos.offset, rpos.partition, rpos.offset);
+                                if st.append.insert(id, ts, out, rows_max) {
+                                    st.append_changes.push((id, true));
+                                }
+                            }
+                        }
+                    }
+                }
+                self.join_watermark(st, from, watermark, next);
+            }
+            DataBody::TableRows { rows } => {
+                for (k, ts, row) in rows {
+                    st.table.upsert(&k, ts, row);
+                }
+            }
+            DataBody::TableReady => {
+                if let Some(r) = st.table_ready.get_mut(from) {
+                    *r = true;
+                }
+                self.wake.notify(usize::MAX);
+            }
+            DataBody::Barrier { .. } => {}
+        }
+    }
+
+    /// The join's input watermark moved: prune, and pass the join's output on.
+    fn join_watermark(&self, st: &mut ViewState, from: usize, watermark: i64, next: &mut Outbox) {
+        let Some(j) = &self.plan.interval_join else { return };
+        let advanced = st.join_watermarks.update(from, watermark);
+        if let Some(wm) = advanced {
+            st.join.prune(wm, j.lower_ms, j.upper_ms);
+            if self.plan.aggregate.is_none() {
+                if let Some(ttl) = self.plan.options.state_ttl_ms {
+                    for id in st.append.evict_before(wm.saturating_sub(ttl)) {
+                        st.append_changes.push((id, false));
+                    }
+                }
+            }
+        }
+        if self.plan.aggregate.is_some() {
+            let wm = st.join_watermarks.current();
+            let mut per: Vec<Vec<PartialGroup>> = (0..self.shard.count).map(|_| Vec::new()).collect();
+            st.second_partials.drain(|owner, g| per[owner].push(g));
+            for (shard, groups) in per.into_iter().enumerate() {
+                if groups.is_empty() {
+                    if advanced.is_some() {
+                        next.per_shard[shard].push(DataBody::Watermark { stage: Stage::Second, watermark: wm });
+                    }
+                } else {
+                    next.per_shard[shard].push(DataBody::Partials { stage: Stage::Second, groups, watermark: wm });
+                }
+            }
+        }
+    }
+
+    /// Marks whether a source partition's reader has reached its end (idle detection).
+    fn set_caught_up(&self, side: Side, partition: u32, caught_up: bool) {
+        let mut st = self.state.borrow_mut();
+        let src = match side {
+            Side::Left => Some(&mut st.left),
+            Side::Right => st.right.as_mut(),
+        };
+        if let Some(c) = src.and_then(|s| s.clocks.get_mut(partition)) {
+            c.caught_up = caught_up;
+        }
+    }
+
+    /// Takes the late records bound for the side topic.
+    pub fn take_late_side(&self) -> Vec<String> {
+        std::mem::take(&mut self.state.borrow_mut().late_side)
+    }
+
+    /// Whether every shard has sent the table rows it had at the start.
+    pub fn table_ready(&self) -> bool {
+        self.state.borrow().table_ready.iter().all(|r| *r)
+    }
+}
+
+/// Runs a view on this shard until it is stopped: reads its partitions from their
+/// positions, processes, exchanges, and waits for new data when caught up.
+pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
+    let shards = rt.shard.count;
+    let me = rt.shard.index;
+    // The table of a stream–table join first: every row it has now, to every shard.
+    if rt.plan.table_join.is_some() {
+        if let Err(e) = feed_table(&*host, &rt, true).await {
+            tracing::error!(view = %rt.name, error = %e, "reading the table failed");
+        }
+        while !rt.table_ready() && !rt.is_stopped() {
+            let l = rt.wake.listen();
+            if rt.table_ready() || rt.is_stopped() {
+                break;
+            }
+            let _ = glommio::timer::timeout(Duration::from_millis(50), async {
+                l.await;
+                Ok(())
+            })
+            .await;
+        }
+    }
+    let mut readers: Vec<(Side, u32, PartitionReader)> = Vec::new();
+    {
+        let st = rt.state.borrow();
+        for (side, src) in std::iter::once(&st.left).chain(st.right.iter()).map(|s| (s.side, s)) {
+            for (p, from) in &src.positions {
+                if let Some(part) = host.local_partition(&src.topic, *p) {
+                    readers.push((side, *p, PartitionReader::new(part, *from)));
+                }
+            }
+        }
+    }
+    let mut next = Outbox::new(shards);
+    loop {
+        if rt.is_stopped() {
+            return;
+        }
+        let mut progressed = false;
+        for (side, p, reader) in readers.iter_mut() {
+            // A few batches per partition per round: fair, and a bounded outbox.
+            for _ in 0..READ_BATCHES_PER_ROUND {
+                match reader.next_batch().await {
+                    Ok(Some(batch)) => {
+                        rt.metrics.bytes_read.add(batch.payload().len() as u64);
+                        rt.process_batch(*side, *p, &batch);
+                        progressed = true;
+                    }
+                    Ok(None) => {
+                        rt.set_caught_up(*side, *p, true);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(view = %rt.name, partition = *p, error = %e, "reading the source failed");
+                        glommio::timer::sleep(Duration::from_millis(200)).await;
+                        break;
+                    }
+                }
+            }
+            if progressed {
+                rt.set_caught_up(*side, *p, false);
+            }
+        }
+        if rt.plan.table_join.is_some() {
+            let _ = feed_table(&*host, &rt, false).await;
+        }
+        // Late records for a side topic.
+        let late = rt.take_late_side();
+        if !late.is_empty() {
+            if let LatePolicy::Side(topic) = &rt.plan.options.late {
+                write_json_lines(&*host, topic, me as u32, late).await;
+            }
+        }
+        let mut outbox = Outbox::new(shards);
+        rt.flush(&mut outbox);
+        deliver(&*host, &rt, outbox, &mut next).await;
+        if !next.is_empty() {
+            let n = std::mem::replace(&mut next, Outbox::new(shards));
+            deliver_second(&*host, &rt, n).await;
+        }
+        write_changes(&*host, &rt).await;
+        if !progressed {
+            wait_for_data(&*host, &rt, &readers).await;
+        }
+    }
+}
+
+/// Batches read from one partition before the driver moves to the next.
+const READ_BATCHES_PER_ROUND: usize = 8;
+/// How long a caught-up view waits before it re-sends its watermark (idle detection).
+const IDLE_TICK_MS: u64 = 100;
+
+/// Sends the outbox: this shard's part applied here, the rest over the first mesh.
+async fn deliver(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, outbox: Outbox, next: &mut Outbox) {
+    let me = rt.shard.index;
+    for (shard, bodies) in outbox.per_shard.into_iter().enumerate() {
+        for body in bodies {
+            if shard == me {
+                rt.receive(me, body, next);
+            } else {
+                let msg = DataMsg { view: rt.key, from: me, body };
+                if host.send(shard, msg).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sends what the first operator made for the second (the aggregate after a join).
+pub async fn deliver_second(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, outbox: Outbox) {
+    let me = rt.shard.index;
+    let mut sink = Outbox::new(rt.shard.count);
+    for (shard, bodies) in outbox.per_shard.into_iter().enumerate() {
+        for body in bodies {
+            if shard == me {
+                rt.receive(me, body, &mut sink);
+            } else {
+                let msg = DataMsg { view: rt.key | SECOND_MESH_BIT, from: me, body };
+                if host.send(shard, msg).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Set on a message's view key when it travels on the second mesh.
+pub const SECOND_MESH_BIT: u64 = 1 << 63;
+
+/// Waits until any source partition has data past the reader, the view stops, or the
+/// idle tick passes.
+async fn wait_for_data(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, readers: &[(Side, u32, PartitionReader)]) {
+    let tick = Duration::from_millis(IDLE_TICK_MS);
+    let listener = rt.wake.listen();
+    let mut waits: Vec<LocalFuture<'_, bool>> = readers
+        .iter()
+        .map(|(_, _, r)| {
+            let part = r.partition().clone();
+            let at = r.position();
+            Box::pin(async move { part.wait_for(at, tick).await }) as LocalFuture<'_, bool>
+        })
+        .collect();
+    waits.push(Box::pin(async move {
+        listener.await;
+        true
+    }));
+    waits.push(Box::pin(async move {
+        host.stopped().await;
+        true
+    }));
+    waits.push(Box::pin(async move {
+        glommio::timer::sleep(tick).await;
+        false
+    }));
+    let _ = futures::future::select_all(waits).await;
+}
+
+/// Reads the table's partitions this shard owns from where it left off and sends the
+/// rows to every shard; `initial`: then tell every shard this shard's start is complete.
+async fn feed_table(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, initial: bool) -> Result<(), String> {
+    let Some(t) = rt.plan.table_join.clone() else { return Ok(()) };
+    let positions: Vec<(u32, Offset)> =
+        rt.state.borrow().table_source.as_ref().map(|s| s.positions.clone()).unwrap_or_default();
+    let mut rows: Vec<(Box<[u8]>, i64, Vec<OwnedDatum>)> = Vec::new();
+    let columns: Vec<ColumnInfo> = t.columns.clone();
+    let mut new_positions = Vec::new();
+    for (p, from) in positions {
+        let Some(part) = host.local_partition(&t.table, p) else { continue };
+        let mut reader = PartitionReader::new(part, from);
+        while let Some(batch) = reader.next_batch().await.map_err(|e| e.to_string())? {
+            let Some(recs) = batch.rows() else { continue };
+            for (i, rec) in recs.iter().enumerate() {
+                if batch.base_offset() + (i as u64) < from.0 {
+                    continue;
+                }
+                let row = SourceRow { values: &rec.value, columns: &columns };
+                let ts = event_time(&row, t.event_time, rec.timestamp_ms.to_native());
+                let mut key = Vec::new();
+                for &k in &t.primary_key {
+                    row.get(k).encode_key(&mut key);
+                }
+                rows.push((key.into_boxed_slice(), ts, owned_row(&row, columns.len())));
+            }
+        }
+        new_positions.push((p, reader.position()));
+    }
+    if let Some(src) = rt.state.borrow_mut().table_source.as_mut() {
+        src.positions = new_positions;
+    }
+    let me = rt.shard.index;
+    for shard in 0..rt.shard.count {
+        let mut bodies = Vec::new();
+        if !rows.is_empty() {
+            bodies.push(DataBody::TableRows { rows: rows.clone() });
+        }
+        if initial {
+            bodies.push(DataBody::TableReady);
+        }
+        for body in bodies {
+            if shard == me {
+                rt.receive(me, body, &mut Outbox::new(rt.shard.count));
+            } else if host.send(shard, DataMsg { view: rt.key, from: me, body }).await.is_err() {
+                return Err("a shard went away".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends JSON lines to a raw topic (late records, changelog rows).
+async fn write_json_lines(host: &dyn DataflowHost, topic: &str, partition_hint: u32, lines: Vec<String>) {
+    let Some(config) = host.topic(topic) else {
+        tracing::warn!(topic, "the view's output topic does not exist; records dropped");
+        return;
+    };
+    let mut b: crate::record::BatchBuilder = crate::record::BatchBuilder::new();
+    let now = crate::clock::now_ms();
+    for l in &lines {
+        b.push(crate::record::RawRecord::new(now, None, l.as_bytes()));
+    }
+    if let Ok(payload) = b.finish() {
+        let p = partition_hint % config.partitions;
+        if let Err(e) = host.append(topic.to_string(), p, payload).await {
+            tracing::warn!(topic, error = %e, "writing the view's output failed");
+        }
+    }
+}
+
+/// Writes the view's pending changes to its changelog topic, if it has one.
+pub async fn write_changes(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>) {
+    let (changes, appended) = {
+        let mut st = rt.state.borrow_mut();
+        (std::mem::take(&mut st.changes), std::mem::take(&mut st.append_changes))
+    };
+    let Some(topic) = rt.plan.options.changelog.clone() else { return };
+    if changes.is_empty() && appended.is_empty() {
+        return;
+    }
+    let Some(config) = host.topic(&topic) else { return };
+    let lines = crate::view::changelog::render(rt, &changes, &appended);
+    // Keyed rows: one batch per partition.
+    let mut per: std::collections::BTreeMap<u32, crate::record::BatchBuilder> = Default::default();
+    let now = crate::clock::now_ms();
+    for (key, line) in lines {
+        let p = crate::record::partition_for_key(&key, config.partitions);
+        per.entry(p).or_default().push(crate::record::RawRecord::new(now, Some(&key), line.as_bytes()));
+    }
+    for (p, mut b) in per {
+        if let Ok(payload) = b.finish() {
+            if let Err(e) = host.append(topic.clone(), p, payload).await {
+                tracing::warn!(view = %rt.name, error = %e, "writing the changelog failed");
+            }
+        }
+    }
+}
+
+/// Serves a message from another shard: applies it, then sends on what it made.
+pub async fn on_message(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, from: usize, body: DataBody) {
+    let mut next = Outbox::new(rt.shard.count);
+    rt.receive(from, body, &mut next);
+    if !next.is_empty() {
+        deliver_second(host, rt, next).await;
+    }
+    write_changes(host, rt).await;
+}

@@ -1,0 +1,86 @@
+//! The views running on one shard: their definitions, runtimes and driver tasks.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use glommio::Task;
+use hashbrown::HashMap;
+
+use super::catalog::ViewDef;
+use crate::dataflow::exchange::ViewKey;
+use crate::dataflow::runtime::{drive, DataflowHost, ViewRuntime};
+use crate::sql::types::DataType;
+
+pub struct ViewEntry {
+    pub def: ViewDef,
+    pub runtime: Rc<ViewRuntime>,
+    /// The view's columns (name, type), as SELECT shows them.
+    pub columns: Vec<(String, DataType)>,
+    task: Option<Task<()>>,
+}
+
+#[derive(Default)]
+pub struct ViewManager {
+    entries: RefCell<BTreeMap<String, ViewEntry>>,
+    by_key: RefCell<HashMap<ViewKey, Rc<ViewRuntime>>>,
+}
+
+impl ViewManager {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a view's runtime on this shard (not started: messages for it are
+    /// accepted from now on).
+    pub fn add(&self, def: ViewDef, runtime: Rc<ViewRuntime>, columns: Vec<(String, DataType)>) {
+        self.by_key.borrow_mut().insert(def.key(), runtime.clone());
+        let name = def.name.clone();
+        self.entries.borrow_mut().insert(name, ViewEntry { def, runtime, columns, task: None });
+    }
+
+    /// Starts the view's driver on this shard.
+    pub fn start(&self, name: &str, host: Rc<dyn DataflowHost>) -> bool {
+        let mut entries = self.entries.borrow_mut();
+        let Some(e) = entries.get_mut(name) else { return false };
+        if e.task.is_none() {
+            e.task = Some(glommio::spawn_local(drive(host, e.runtime.clone())));
+        }
+        true
+    }
+
+    /// Stops and forgets a view on this shard.
+    pub async fn remove(&self, name: &str) -> Option<ViewDef> {
+        let entry = self.entries.borrow_mut().remove(name)?;
+        self.by_key.borrow_mut().remove(&entry.def.key());
+        entry.runtime.stop();
+        if let Some(t) = entry.task {
+            t.await;
+        }
+        Some(entry.def)
+    }
+
+    /// Stops every view (shutdown).
+    pub async fn stop_all(&self) {
+        let names: Vec<String> = self.entries.borrow().keys().cloned().collect();
+        for n in names {
+            self.remove(&n).await;
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<(ViewDef, Rc<ViewRuntime>, Vec<(String, DataType)>)> {
+        self.entries.borrow().get(name).map(|e| (e.def.clone(), e.runtime.clone(), e.columns.clone()))
+    }
+
+    pub fn runtime(&self, key: ViewKey) -> Option<Rc<ViewRuntime>> {
+        self.by_key.borrow().get(&key).cloned()
+    }
+
+    pub fn defs(&self) -> Vec<ViewDef> {
+        self.entries.borrow().values().map(|e| e.def.clone()).collect()
+    }
+
+    pub fn runtimes(&self) -> Vec<Rc<ViewRuntime>> {
+        self.entries.borrow().values().map(|e| e.runtime.clone()).collect()
+    }
+}
