@@ -74,6 +74,8 @@ pub const GROUP_TICK_MS: u64 = 100;
 /// Longest a fetch may wait for `min_bytes`.
 pub const KAFKA_FETCH_WAIT_MS_MAX: i32 = 30_000;
 
+/// Largest Postgres protocol message accepted by default (a query or its parameters).
+pub const PG_MESSAGE_BYTES_MAX_DEFAULT: usize = 64 << 20;
 /// Largest HTTP request body accepted by default.
 pub const HTTP_BODY_BYTES_MAX_DEFAULT: usize = 64 << 20;
 /// Most records one HTTP fetch returns.
@@ -96,6 +98,9 @@ pub const SQL_RESULT_ROWS_MAX: usize = 10_000_000;
 
 /// Cross-shard queue slots per pair of shards; a full queue suspends the sender.
 pub const SHARD_QUEUE_DEPTH: usize = 256;
+/// Exchange queue slots per pair of shards, per mesh (messages of up to a round of
+/// batches each); a full queue pauses the sending view's log readers.
+pub const EXCHANGE_QUEUE_DEPTH: usize = 64;
 /// Requests from one peer shard served at once before its queue backs up.
 pub const SHARD_INFLIGHT_MAX: usize = 512;
 

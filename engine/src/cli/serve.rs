@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// HTTP listen address; port 0 picks a free port [default: 127.0.0.1:9600].
     #[arg(long)]
     http_addr: Option<SocketAddr>,
+    /// Postgres wire protocol (SQL) listen address; port 0 picks a free port [default: 127.0.0.1:6875].
+    #[arg(long)]
+    pg_addr: Option<SocketAddr>,
     /// Number of shards (one per core by default).
     #[arg(long)]
     shards: Option<usize>,
@@ -64,6 +67,13 @@ pub fn config_from(args: &ServeArgs) -> Result<ServerConfig, String> {
     if let Some(max) = file.http_body_bytes_max {
         c.http.body_bytes_max = max;
     }
+    c.pg_addr = match (args.pg_addr, file.pg_addr, file.pg_enabled) {
+        (Some(a), _, _) => Some(a),
+        (None, _, Some(false)) => None,
+        (None, Some(a), _) => Some(a),
+        (None, None, _) => c.pg_addr,
+    };
+    c.pg.idle_ms = file.idle_ms.unwrap_or(c.pg.idle_ms);
     c.shards = args.shards.or(file.shards).unwrap_or(c.shards);
     c.pin = !args.no_pin && file.pin.unwrap_or(true);
     c.frame_bytes_max = file.frame_bytes_max.unwrap_or(FRAME_BYTES_MAX_DEFAULT);

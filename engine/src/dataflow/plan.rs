@@ -46,6 +46,8 @@ pub struct TableJoinPlan {
     pub stream_key: Vec<Expr>,
     /// LEFT JOIN: a stream row without a match is kept, with the table's columns NULL.
     pub keep_unmatched: bool,
+    /// A view's changelog used as a table: its `_op` column, where `'delete'` removes the key.
+    pub op_column: Option<usize>,
 }
 
 /// An interval join of two topics: `left.k = right.k AND right.ts BETWEEN left.ts +

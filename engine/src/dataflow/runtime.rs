@@ -23,7 +23,7 @@ use crate::dataflow::exchange::{DataBody, DataMsg, Stage, ViewKey};
 use crate::dataflow::interval_join::{IntervalJoinState, JoinRow, Side};
 use crate::dataflow::plan::{ColumnInfo, LatePolicy, ViewPlan};
 use crate::dataflow::row::{encode_exprs, event_time, owned_row, owner_of, SourceRow};
-use crate::dataflow::watermark::{InputWatermarks, PartitionClock, SourceClocks};
+use crate::dataflow::watermark::{InputWatermarks, PartitionClock, SourceClocks, WATERMARK_IDLE, WATERMARK_UNKNOWN};
 use crate::log::{Offset, Partition, PartitionReader, TopicConfig};
 use crate::metrics::Counter;
 use crate::record::{Batch, BatchPayload};
@@ -90,6 +90,7 @@ pub struct ViewState {
     pub join_watermarks: InputWatermarks,
     pub append: AppendState,
     pub table: TableReplica,
+    table_pruned_at: i64,
     table_ready: Vec<bool>,
     second_partials: PartialTable,
     /// Changes not yet written to the changelog.
@@ -188,6 +189,7 @@ impl ViewRuntime {
             join_watermarks: InputWatermarks::new(shards),
             append: AppendState::default(),
             table: TableReplica::default(),
+            table_pruned_at: i64::MIN,
             table_ready: vec![plan.table_join.is_none(); shards],
             second_partials: PartialTable::new(shards),
             changes: Vec::new(),
@@ -213,6 +215,16 @@ impl ViewRuntime {
 
     pub fn is_stopped(&self) -> bool {
         self.stopped.get()
+    }
+
+    /// The watermark of the view's last stateful operator (milliseconds).
+    pub fn watermark(&self) -> i64 {
+        let st = self.state.borrow();
+        if self.plan.interval_join.is_some() && self.plan.aggregate.is_none() {
+            st.join_watermarks.current()
+        } else {
+            st.agg_watermarks.current()
+        }
     }
 
     /// Source positions: (topic, partition, next offset).
@@ -346,6 +358,21 @@ impl ViewRuntime {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
         let wm = self.source_watermark(st);
+        // Table versions no event can meet any more go (at most once per second of
+        // event time: pruning walks every key). Late rows that update keep them to the TTL.
+        if self.plan.table_join.is_some() && wm != WATERMARK_UNKNOWN && wm != WATERMARK_IDLE {
+            let cut = match (&self.plan.options.late, self.plan.options.state_ttl_ms) {
+                (LatePolicy::Update, Some(ttl)) => Some(wm.saturating_sub(ttl)),
+                (LatePolicy::Update, None) => None,
+                _ => Some(wm),
+            };
+            if let Some(cut) = cut {
+                if cut.saturating_sub(st.table_pruned_at) >= TABLE_PRUNE_EVERY_MS {
+                    st.table.prune(cut);
+                    st.table_pruned_at = cut;
+                }
+            }
+        }
         if self.plan.interval_join.is_some() {
             for (shard, rows) in st.join_out.iter_mut().enumerate() {
                 let mut left = Vec::new();
@@ -398,8 +425,8 @@ impl ViewRuntime {
                     }
                 }
             }
-            DataBody::Watermark { stage: _, watermark } => {
-                if plan.interval_join.is_some() {
+            DataBody::Watermark { stage, watermark } => {
+                if plan.interval_join.is_some() && stage == Stage::First {
                     self.join_watermark(st, from, watermark, next);
                 } else if let Some(agg) = &plan.aggregate {
                     if let Some(wm) = st.agg_watermarks.update(from, watermark) {
@@ -413,7 +440,9 @@ impl ViewRuntime {
                     }
                 }
             }
-            DataBody::JoinRows { side, rows, watermark } => {
+            // The rows only: the sender's watermark follows in its own message, after the
+            // rows of both sides (applying it here would prune before the other side's rows).
+            DataBody::JoinRows { side, rows, watermark: _ } => {
                 let Some(j) = &plan.interval_join else { return };
                 let rows_max = plan.options.state_rows_max;
                 for (key, row) in rows {
@@ -443,11 +472,15 @@ impl ViewRuntime {
                         }
                     }
                 }
-                self.join_watermark(st, from, watermark, next);
+                if plan.aggregate.is_some() {
+                    // Pass what the join made on now; the watermark follows it.
+                    self.join_output(st, None, next);
+                }
             }
             DataBody::TableRows { rows } => {
+                let first_from_start = plan.table_join.as_ref().is_some_and(|t| t.event_time.is_none());
                 for (k, ts, row) in rows {
-                    st.table.upsert(&k, ts, row);
+                    st.table.upsert(&k, ts, row, first_from_start);
                 }
             }
             DataBody::TableReady => {
@@ -475,17 +508,23 @@ impl ViewRuntime {
             }
         }
         if self.plan.aggregate.is_some() {
-            let wm = st.join_watermarks.current();
-            let mut per: Vec<Vec<PartialGroup>> = (0..self.shard.count).map(|_| Vec::new()).collect();
-            st.second_partials.drain(|owner, g| per[owner].push(g));
-            for (shard, groups) in per.into_iter().enumerate() {
-                if groups.is_empty() {
-                    if advanced.is_some() {
-                        next.per_shard[shard].push(DataBody::Watermark { stage: Stage::Second, watermark: wm });
-                    }
-                } else {
-                    next.per_shard[shard].push(DataBody::Partials { stage: Stage::Second, groups, watermark: wm });
+            self.join_output(st, advanced, next);
+        }
+    }
+
+    /// Sends the aggregate partials the join made to their owners, with the join's
+    /// watermark (a bare watermark where there is nothing else and it `advanced`).
+    fn join_output(&self, st: &mut ViewState, advanced: Option<i64>, next: &mut Outbox) {
+        let wm = st.join_watermarks.current();
+        let mut per: Vec<Vec<PartialGroup>> = (0..self.shard.count).map(|_| Vec::new()).collect();
+        st.second_partials.drain(|owner, g| per[owner].push(g));
+        for (shard, groups) in per.into_iter().enumerate() {
+            if groups.is_empty() {
+                if advanced.is_some() {
+                    next.per_shard[shard].push(DataBody::Watermark { stage: Stage::Second, watermark: wm });
                 }
+            } else {
+                next.per_shard[shard].push(DataBody::Partials { stage: Stage::Second, groups, watermark: wm });
             }
         }
     }
@@ -595,11 +634,13 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         }
         write_changes(&*host, &rt).await;
         if !progressed {
-            wait_for_data(&*host, &rt, &readers).await;
+            wait_for_data(&rt, &readers).await;
         }
     }
 }
 
+/// How far (event time) the watermark moves between prunings of a table replica.
+const TABLE_PRUNE_EVERY_MS: i64 = 1_000;
 /// Batches read from one partition before the driver moves to the next.
 const READ_BATCHES_PER_ROUND: usize = 8;
 /// How long a caught-up view waits before it re-sends its watermark (idle detection).
@@ -645,7 +686,7 @@ pub const SECOND_MESH_BIT: u64 = 1 << 63;
 
 /// Waits until any source partition has data past the reader, the view stops, or the
 /// idle tick passes.
-async fn wait_for_data(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, readers: &[(Side, u32, PartitionReader)]) {
+async fn wait_for_data(rt: &Rc<ViewRuntime>, readers: &[(Side, u32, PartitionReader)]) {
     let tick = Duration::from_millis(IDLE_TICK_MS);
     let listener = rt.wake.listen();
     let mut waits: Vec<LocalFuture<'_, bool>> = readers
@@ -658,10 +699,6 @@ async fn wait_for_data(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, readers: &
         .collect();
     waits.push(Box::pin(async move {
         listener.await;
-        true
-    }));
-    waits.push(Box::pin(async move {
-        host.stopped().await;
         true
     }));
     waits.push(Box::pin(async move {
@@ -695,7 +732,9 @@ async fn feed_table(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, initial: bool
                 for &k in &t.primary_key {
                     row.get(k).encode_key(&mut key);
                 }
-                rows.push((key.into_boxed_slice(), ts, owned_row(&row, columns.len())));
+                let deleted = t.op_column.is_some_and(|c| row.get(c).as_str() == Some("delete"));
+                let values = if deleted { Vec::new() } else { owned_row(&row, columns.len()) };
+                rows.push((key.into_boxed_slice(), ts, values));
             }
         }
         new_positions.push((p, reader.position()));
@@ -753,19 +792,29 @@ pub async fn write_changes(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>) {
         return;
     }
     let Some(config) = host.topic(&topic) else { return };
-    let lines = crate::view::changelog::render(rt, &changes, &appended);
+    let Some(schema) = config.schema().cloned() else { return };
+    let rows = crate::view::changelog::render(rt, &changes, &appended);
     // Keyed rows: one batch per partition.
-    let mut per: std::collections::BTreeMap<u32, crate::record::BatchBuilder> = Default::default();
+    let mut per: std::collections::BTreeMap<u32, Vec<crate::record::Record<crate::record::schema::Row>>> =
+        Default::default();
     let now = crate::clock::now_ms();
-    for (key, line) in lines {
+    for (key, row) in rows {
         let p = crate::record::partition_for_key(&key, config.partitions);
-        per.entry(p).or_default().push(crate::record::RawRecord::new(now, Some(&key), line.as_bytes()));
+        per.entry(p).or_default().push(crate::record::Record {
+            timestamp_ms: now,
+            key: Some(key),
+            value: row,
+            headers: Vec::new(),
+        });
     }
-    for (p, mut b) in per {
-        if let Ok(payload) = b.finish() {
-            if let Err(e) = host.append(topic.clone(), p, payload).await {
-                tracing::warn!(view = %rt.name, error = %e, "writing the changelog failed");
+    for (p, records) in per {
+        match BatchPayload::from_rows(&records, &schema) {
+            Ok(payload) => {
+                if let Err(e) = host.append(topic.clone(), p, payload).await {
+                    tracing::warn!(view = %rt.name, error = %e, "writing the changelog failed");
+                }
             }
+            Err(e) => tracing::warn!(view = %rt.name, error = %e, "encoding the changelog failed"),
         }
     }
 }

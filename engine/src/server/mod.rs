@@ -10,6 +10,9 @@ pub mod http;
 pub mod kafka;
 pub mod native;
 pub mod node;
+pub mod pg;
+pub mod sql;
+pub mod views;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
@@ -20,10 +23,11 @@ use std::time::Duration;
 
 use glommio::sync::Gate;
 
+use crate::dataflow::exchange::DataMsg;
 use crate::io::{DirLock, Storage};
 use crate::limits::{
-    CONNECTIONS_MAX_DEFAULT, CONNECTION_IDLE_MS_DEFAULT, FRAME_BYTES_MAX_DEFAULT, RETENTION_CHECK_INTERVAL_MS,
-    SHARD_QUEUE_DEPTH,
+    CONNECTIONS_MAX_DEFAULT, CONNECTION_IDLE_MS_DEFAULT, EXCHANGE_QUEUE_DEPTH, FRAME_BYTES_MAX_DEFAULT,
+    RETENTION_CHECK_INTERVAL_MS, SHARD_QUEUE_DEPTH,
 };
 use crate::log::{LogManager, Placement};
 use crate::runtime::{start_shards, MeshSetup, ShardId, ShutdownSignal};
@@ -43,6 +47,9 @@ pub struct ServerConfig {
     /// The HTTP listener; `None` turns it off.
     pub http_addr: Option<SocketAddr>,
     pub http: http::HttpConfig,
+    /// The Postgres wire protocol listener; `None` turns it off.
+    pub pg_addr: Option<SocketAddr>,
+    pub pg: pg::PgConfig,
     pub shards: usize,
     /// Pin each shard to its own CPU.
     pub pin: bool,
@@ -60,6 +67,8 @@ impl Default for ServerConfig {
             kafka: KafkaConfig::default(),
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9600))),
             http: http::HttpConfig::default(),
+            pg_addr: Some(SocketAddr::from(([127, 0, 0, 1], 6875))),
+            pg: pg::PgConfig::default(),
             shards: crate::runtime::default_shard_count(),
             pin: true,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
@@ -75,6 +84,7 @@ pub struct ReadyInfo {
     pub native: SocketAddr,
     pub kafka: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    pub pg: Option<SocketAddr>,
 }
 
 impl ReadyInfo {
@@ -83,6 +93,9 @@ impl ReadyInfo {
         let mut line = format!("sluice ready native={}", self.native);
         if let Some(k) = self.kafka {
             line.push_str(&format!(" kafka={k}"));
+        }
+        if let Some(p) = self.pg {
+            line.push_str(&format!(" pg={p}"));
         }
         if let Some(h) = self.http {
             line.push_str(&format!(" http={h}"));
@@ -107,6 +120,7 @@ enum Protocol {
     Native,
     Kafka,
     Http,
+    Pg,
 }
 
 /// A bound listening socket, duplicated once per shard.
@@ -147,16 +161,35 @@ pub fn run(config: ServerConfig, shutdown: ShutdownSignal, ready: impl FnOnce(Re
     if let Some(addr) = config.http_addr {
         listeners.push(bind(Protocol::Http, addr, config.shards)?);
     }
+    if let Some(addr) = config.pg_addr {
+        listeners.push(bind(Protocol::Pg, addr, config.shards)?);
+    }
     let find = |p: Protocol| listeners.iter().find(|l| l.protocol == p).map(|l| l.addr);
-    let info = ReadyInfo { native: listeners[0].addr, kafka: find(Protocol::Kafka), http: find(Protocol::Http) };
+    let info = ReadyInfo {
+        native: listeners[0].addr,
+        kafka: find(Protocol::Kafka),
+        http: find(Protocol::Http),
+        pg: find(Protocol::Pg),
+    };
     let mesh = MeshSetup::<ShardRequest>::new(config.shards, SHARD_QUEUE_DEPTH);
+    let data_meshes = (
+        MeshSetup::<DataMsg>::new(config.shards, EXCHANGE_QUEUE_DEPTH),
+        MeshSetup::<DataMsg>::new(config.shards, EXCHANGE_QUEUE_DEPTH),
+    );
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let shard_config = config.clone();
     let shard_shutdown = shutdown.clone();
     let handles = start_shards(config.shards, config.pin, move |id| {
         let mine: Vec<(Protocol, SocketAddr, RawFd)> =
             listeners.iter().map(|l| (l.protocol, l.addr, l.fds[id.index])).collect();
-        shard_main(id, shard_config.clone(), mine, mesh.clone(), shard_shutdown.clone(), ready_tx.clone())
+        shard_main(
+            id,
+            shard_config.clone(),
+            mine,
+            (mesh.clone(), data_meshes.0.clone(), data_meshes.1.clone()),
+            shard_shutdown.clone(),
+            ready_tx.clone(),
+        )
     })
     .map_err(ServerError::Startup)?;
     let mut startup_error = None;
@@ -193,7 +226,7 @@ async fn shard_main(
     id: ShardId,
     config: ServerConfig,
     listeners: Vec<(Protocol, SocketAddr, RawFd)>,
-    mesh: MeshSetup<ShardRequest>,
+    meshes: (MeshSetup<ShardRequest>, MeshSetup<DataMsg>, MeshSetup<DataMsg>),
     shutdown: ShutdownSignal,
     ready: mpsc::Sender<Result<(), String>>,
 ) -> Result<(), String> {
@@ -202,7 +235,9 @@ async fn shard_main(
         // SAFETY: each fd is a listening socket duplicated for this shard alone.
         .map(|(p, addr, fd)| (p, addr, unsafe { glommio::net::TcpListener::from_raw_fd(fd) }))
         .collect();
-    let (peers, receivers) = match mesh.join().await {
+    let (mesh, first, second) = meshes;
+    let joined = async { Ok::<_, String>((mesh.join().await?, first.join().await?, second.join().await?)) };
+    let ((peers, receivers), first, second) = match joined.await {
         Ok(m) => m,
         Err(e) => {
             let _ = ready.send(Err(e.clone()));
@@ -224,8 +259,15 @@ async fn shard_main(
     for (_, rx) in receivers {
         glommio::spawn_local(serve_peer_queue(node.clone(), rx)).detach();
     }
+    *node.data.borrow_mut() = Some(views::DataMeshes { first: first.0, second: second.0 });
+    for (_, rx) in first.1.into_iter().chain(second.1) {
+        glommio::spawn_local(views::serve_data_queue(node.clone(), rx)).detach();
+    }
     if let Err(e) = node.start_internal().await {
         return fail(format!("shard {}: starting the internal topics failed: {e}", id.index));
+    }
+    if let Err(e) = node.restore_views().await {
+        return fail(format!("shard {}: restoring the views failed: {e}", id.index));
     }
     let retention = glommio::spawn_local(retention_loop(node.clone()));
     let group_timers = {
@@ -253,6 +295,8 @@ async fn shard_main(
         a.await;
     }
     let _ = connections.close().await;
+    // Views stop before any shard closes its log (they append to changelog topics).
+    node.views.stop_all().await;
     // Phase 0: every shard has stopped accepting and drained its connections, so no
     // request can reach a partition any more. Peers keep being served while we wait.
     shutdown.phase_barrier(0, id.count).await;
@@ -279,6 +323,7 @@ async fn accept_loop(
     let advertised = config.kafka.advertised_addr.unwrap_or(addr);
     let kafka = Rc::new(KafkaContext { advertised, config: config.kafka.clone() });
     let http = Rc::new(config.http.clone());
+    let pg = Rc::new(config.pg.clone());
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             node.stopped().await;
@@ -297,13 +342,14 @@ async fn accept_loop(
                     drop(stream);
                     continue;
                 }
-                let (node, kafka, http) = (node.clone(), kafka.clone(), http.clone());
+                let (node, kafka, http, pg) = (node.clone(), kafka.clone(), http.clone(), pg.clone());
                 node.connections.set(node.connections.get() + 1);
                 let served = connections.spawn(async move {
                     match protocol {
                         Protocol::Native => native::serve_connection(node.clone(), stream, limits).await,
                         Protocol::Kafka => kafka::connection::serve_connection(node.clone(), kafka, stream).await,
                         Protocol::Http => http::serve_connection(node.clone(), http, stream).await,
+                        Protocol::Pg => pg::serve_connection(node.clone(), pg, stream).await,
                     }
                     node.connections.set(node.connections.get() - 1);
                 });

@@ -61,7 +61,7 @@ pub struct OffsetsReply {
     pub visible_end: Offset,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+pub(super) type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
 /// A request from one shard to another.
 pub enum ShardRequest {
@@ -158,11 +158,13 @@ pub enum ShardRequest {
         name: String,
         reply: Reply<()>,
     },
+    /// Views (see `views.rs`).
+    View(super::views::ViewRequest),
 }
 
-const COORDINATOR: usize = 0;
+pub(super) const COORDINATOR: usize = 0;
 
-fn gone() -> ApiError {
+pub(super) fn gone() -> ApiError {
     ApiError::new(ErrorCode::ShuttingDown, "the owning shard is shutting down")
 }
 
@@ -171,17 +173,23 @@ pub struct Node {
     pub log: LogManager,
     /// The consumer groups this shard coordinates.
     pub groups: Rc<GroupCoordinator>,
-    peers: ShardSender<ShardRequest>,
+    pub(super) peers: ShardSender<ShardRequest>,
     /// The last producer id handed out by this shard (see `allocate_producer_id`).
     last_producer_id: Cell<i64>,
     /// Serialises catalog changes on the coordinator.
-    catalog_lock: glommio::sync::Semaphore,
+    pub(super) catalog_lock: glommio::sync::Semaphore,
     stopping: Cell<bool>,
     stop_event: Event,
     /// Requests from peer shards being served now (a queue depth for `/metrics`).
     pub peer_inflight: Cell<usize>,
     /// Open client connections on this shard, all protocols.
     pub connections: Cell<usize>,
+    /// The materialized views, each running on every shard.
+    pub views: crate::view::manager::ViewManager,
+    /// The dataflow exchanges (set once the shard has joined them).
+    pub(super) data: std::cell::RefCell<Option<super::views::DataMeshes>>,
+    /// Spreads unkeyed SQL inserts over partitions.
+    pub(super) insert_round_robin: Cell<u32>,
 }
 
 impl Node {
@@ -197,10 +205,14 @@ impl Node {
             stop_event: Event::new(),
             peer_inflight: Cell::new(0),
             connections: Cell::new(0),
+            views: crate::view::manager::ViewManager::new(),
+            data: std::cell::RefCell::new(None),
+            insert_round_robin: Cell::new(0),
         }
     }
 
     pub fn stop(&self) {
+        self.views.signal_stop_all();
         self.stopping.set(true);
         self.stop_event.notify(usize::MAX);
     }
@@ -242,7 +254,11 @@ impl Node {
         Ok((config, owner))
     }
 
-    async fn ask<T>(&self, shard: usize, make: impl FnOnce(Reply<T>) -> ShardRequest) -> Result<T, ApiError> {
+    pub(super) async fn ask<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(Reply<T>) -> ShardRequest,
+    ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
         self.peers.send_to(shard, make(tx)).await.map_err(|_| gone())?;
         rx.await.unwrap_or_else(|_| Err(gone()))
@@ -543,6 +559,18 @@ impl Node {
             return self.ask(COORDINATOR, |reply| ShardRequest::CreateTopic { config, reply }).await;
         }
         let _permit = self.catalog_lock.acquire_permit(1).await.map_err(|_| gone())?;
+        self.create_topic_locked(config).await
+    }
+
+    /// Creates a topic on every shard; the caller holds the catalog lock (coordinator).
+    pub(super) async fn create_topic_locked(&self, config: TopicConfig) -> Result<TopicConfig, ApiError> {
+        debug_assert_eq!(self.shard.index, COORDINATOR);
+        if self.views.get(&config.name).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::TopicExists,
+                format!("a materialized view named '{}' exists; topics and views share one namespace", config.name),
+            ));
+        }
         let config = self.log.create_topic_meta(config).await?;
         let added = self
             .on_every_shard(
@@ -612,6 +640,12 @@ impl Node {
         }
         let _permit = self.catalog_lock.acquire_permit(1).await.map_err(|_| gone())?;
         self.topic(name)?;
+        if let Some(view) = self.views.dependent_of(name) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidConfig,
+                format!("cannot drop topic '{name}': materialized view '{view}' depends on it; drop the view first"),
+            ));
+        }
         self.on_every_shard(
             || self.log.remove_topic_local(name),
             |reply| ShardRequest::RemoveTopic { name: name.to_string(), reply },
@@ -642,7 +676,7 @@ impl Node {
 
     /// Applies a catalog change on every shard, in shard order: this one directly, the
     /// others by message, each waited for before the next.
-    async fn on_every_shard<Fut>(
+    pub(super) async fn on_every_shard<Fut>(
         &self,
         local: impl FnOnce() -> Fut,
         remote: impl Fn(Reply<()>) -> ShardRequest,
@@ -664,7 +698,7 @@ impl Node {
     }
 
     /// Serves one request from a peer shard.
-    async fn serve_peer(&self, request: ShardRequest) {
+    async fn serve_peer(self: &Rc<Self>, request: ShardRequest) {
         match request {
             ShardRequest::Produce { topic, partition, payload, reply } => {
                 let _ = reply.send(self.produce(&topic, partition, payload).await);
@@ -715,6 +749,7 @@ impl Node {
             ShardRequest::RemoveTopic { name, reply } => {
                 let _ = reply.send(self.log.remove_topic_local(&name).await.map_err(Into::into));
             }
+            ShardRequest::View(request) => self.serve_view_request(request).await,
         }
     }
 }

@@ -311,12 +311,14 @@ pub fn view_options(opts: &ast::CreateTableOptions) -> Result<ViewOptions, SqlEr
                     .filter(|ms| *ms > 0)
                     .ok_or_else(|| bad(&k, &v, "not a positive interval"))?
             }
-            other => return Err(SqlError::new(
-                sqlstate::INVALID_PARAMETER_VALUE,
-                format!(
+            other => {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!(
                     "unknown view option '{other}' (options: late, state_ttl, changelog, state_rows_max, idle_timeout)"
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(o)
@@ -437,6 +439,7 @@ pub fn plan_view(catalog: &dyn Catalog, query: &ast::Query, options: ViewOptions
                 event_time: right.topic.schema().and_then(|s| s.event_time),
                 stream_key: stream_key.into_iter().flatten().collect(),
                 keep_unmatched,
+                op_column: right.columns.iter().position(|c| c.name == crate::view::changelog::OP_COLUMN),
             });
         } else {
             if keep_unmatched {
@@ -659,7 +662,14 @@ pub fn plan_view(catalog: &dyn Catalog, query: &ast::Query, options: ViewOptions
         Some(a) => output
             .iter()
             .enumerate()
-            .filter(|(_, c)| matches!(c.expr, Expr::Column(i) if i < a.key_width()))
+            // A session's end moves as it grows: it is identified by its start.
+            .filter(|(_, c)| match c.expr {
+                Expr::Column(i) => {
+                    i < a.key_width()
+                        && !(matches!(a.window, Some(WindowPlan::Session { .. })) && i == a.keys.len() + 1)
+                }
+                _ => false,
+            })
             .map(|(i, _)| i)
             .collect(),
         None => Vec::new(),

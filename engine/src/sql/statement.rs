@@ -294,6 +294,10 @@ pub fn table_key(schema: &Schema, primary_key: &[String], row: &[Value]) -> Vec<
     serde_json::Value::Array(values).to_string().into_bytes()
 }
 
+fn is_placeholder(e: &ast::Expr) -> bool {
+    matches!(e, ast::Expr::Value(v) if matches!(v.value, ast::Value::Placeholder(_)))
+}
+
 fn plan_insert(catalog: &dyn Catalog, ins: &ast::Insert, params: &mut Params) -> Result<Planned, SqlError> {
     let ast::TableObject::TableName(table) = &ins.table else {
         return Err(SqlError::unsupported("INSERT INTO a table function is not supported"));
@@ -363,10 +367,16 @@ fn plan_insert(catalog: &dyn Catalog, ins: &ast::Insert, params: &mut Params) ->
             )));
         }
         let mut out: Vec<Option<Value>> = vec![None; schema.columns.len()];
+        // Planned before its parameters are bound (Parse): only their types are learnt.
+        let unbound = params.values.is_none();
         for (e, &i) in row.iter().zip(&targets) {
             let c = &schema.columns[i];
             let ty = DataType::from_column(c.ty);
             let d = constant(e, ty, params)?;
+            if unbound && is_placeholder(e) {
+                out[i] = Some(Value::Null);
+                continue;
+            }
             let v = super::expr::cast(d.clone(), ty);
             if !d.is_null() && v.is_null() {
                 return Err(SqlError::mismatch(format!("column \"{}\" is of type {}, not {e}", c.name, ty.name())));
@@ -383,7 +393,7 @@ fn plan_insert(catalog: &dyn Catalog, ins: &ast::Insert, params: &mut Params) ->
             .zip(&schema.columns)
             .map(|(v, c)| {
                 let v = v.or_else(|| c.default.clone()).unwrap_or(Value::Null);
-                if v == Value::Null && !c.nullable {
+                if v == Value::Null && !c.nullable && !unbound {
                     return Err(SqlError::new(
                         sqlstate::NOT_NULL_VIOLATION,
                         format!(
@@ -473,6 +483,9 @@ pub fn plan(catalog: &dyn Catalog, sql: &str, stmt: &Stmt, params: &mut Params) 
             Statement::Commit { .. } => Ok(Planned::Command { tag: "COMMIT".into() }),
             Statement::Rollback { .. } => Ok(Planned::Command { tag: "ROLLBACK".into() }),
             Statement::Discard { .. } => Ok(Planned::Command { tag: "DISCARD ALL".into() }),
+            Statement::Deallocate { name, .. } => Ok(Planned::Command {
+                tag: if name.value.eq_ignore_ascii_case("all") { "DEALLOCATE ALL".into() } else { "DEALLOCATE".into() },
+            }),
             other => Err(SqlError::unsupported(format!(
                 "statement not supported: {}",
                 other.to_string().chars().take(80).collect::<String>()

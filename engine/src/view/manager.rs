@@ -24,6 +24,8 @@ pub struct ViewEntry {
 pub struct ViewManager {
     entries: RefCell<BTreeMap<String, ViewEntry>>,
     by_key: RefCell<HashMap<ViewKey, Rc<ViewRuntime>>>,
+    /// The highest view id handed out (ids are never reused in a data directory).
+    last_id: std::cell::Cell<u64>,
 }
 
 impl ViewManager {
@@ -60,6 +62,21 @@ impl ViewManager {
         Some(entry.def)
     }
 
+    pub fn last_id(&self) -> u64 {
+        self.last_id.get()
+    }
+
+    pub fn set_last_id(&self, id: u64) {
+        self.last_id.set(self.last_id.get().max(id));
+    }
+
+    /// Tells every view's driver to stop (without waiting for it).
+    pub fn signal_stop_all(&self) {
+        for e in self.entries.borrow().values() {
+            e.runtime.stop();
+        }
+    }
+
     /// Stops every view (shutdown).
     pub async fn stop_all(&self) {
         let names: Vec<String> = self.entries.borrow().keys().cloned().collect();
@@ -74,6 +91,17 @@ impl ViewManager {
 
     pub fn runtime(&self, key: ViewKey) -> Option<Rc<ViewRuntime>> {
         self.by_key.borrow().get(&key).cloned()
+    }
+
+    /// A view that reads `topic` or writes its changes to it.
+    pub fn dependent_of(&self, topic: &str) -> Option<String> {
+        self.entries
+            .borrow()
+            .values()
+            .find(|e| {
+                e.runtime.plan.topics().contains(&topic) || e.runtime.plan.options.changelog.as_deref() == Some(topic)
+            })
+            .map(|e| e.def.name.clone())
     }
 
     pub fn defs(&self) -> Vec<ViewDef> {

@@ -1,0 +1,437 @@
+//! Materialized views across shards: creating and dropping them (serialised on the
+//! coordinator, like topics), starting them on every shard, reading them (a lookup asks
+//! the shard owning the key; a scan asks every shard), and the host the dataflow runs on.
+//!
+//! A view is registered on every shard before it starts on any, so no shard receives
+//! exchange messages for a view it does not know. Nothing is half-created: a failure on
+//! any shard removes the view everywhere, and its definition.
+
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use glommio::channels::shared_channel::ConnectedReceiver;
+
+use super::native::protocol::{ApiError, ErrorCode};
+use super::node::{gone, Node, Reply, ShardRequest, COORDINATOR};
+use crate::dataflow::exchange::DataMsg;
+use crate::dataflow::plan::ViewPlan;
+use crate::dataflow::runtime::{on_message, DataflowHost, LocalFuture, ViewRuntime, SECOND_MESH_BIT};
+use crate::log::{Offset, Partition, TopicConfig};
+use crate::record::BatchPayload;
+use crate::runtime::{ShardId, ShardSender};
+use crate::sql::error::{sqlstate, SqlError};
+use crate::sql::parse::Stmt;
+use crate::sql::plan_view::{plan_view, view_options, Catalog, PlannedView};
+use crate::sql::types::{DataType, OwnedDatum};
+use crate::view::catalog::{self, ViewDef};
+use crate::view::read::{read_rows, state_size, ReadRequest};
+
+/// The two exchanges between shards (see `dataflow::exchange`).
+pub struct DataMeshes {
+    pub first: ShardSender<DataMsg>,
+    pub second: ShardSender<DataMsg>,
+}
+
+/// How big a view is on one shard, and what it counted.
+#[derive(Debug, Clone, Default)]
+pub struct ViewShardStats {
+    pub rows: u64,
+    pub keys: u64,
+    pub bytes: u64,
+    pub events: u64,
+    pub late_dropped: u64,
+    pub watermark_ms: i64,
+}
+
+/// Requests between shards about views.
+pub enum ViewRequest {
+    /// To the coordinator.
+    Create {
+        name: String,
+        sql: String,
+        if_not_exists: bool,
+        reply: oneshot::Sender<Result<bool, SqlError>>,
+    },
+    /// To the coordinator.
+    Drop {
+        name: String,
+        if_exists: bool,
+        reply: oneshot::Sender<Result<bool, SqlError>>,
+    },
+    /// From the coordinator: plan the view and register it (not started).
+    Add {
+        def: ViewDef,
+        reply: Reply<()>,
+    },
+    /// From the coordinator: start its driver.
+    Start {
+        name: String,
+        reply: Reply<()>,
+    },
+    /// From the coordinator: stop and forget it.
+    Remove {
+        name: String,
+        reply: Reply<()>,
+    },
+    Read {
+        name: String,
+        request: ReadRequest,
+        reply: Reply<Vec<Vec<OwnedDatum>>>,
+    },
+    Stats {
+        name: String,
+        reply: Reply<ViewShardStats>,
+    },
+}
+
+/// The catalog as the SQL planner sees it from this shard.
+pub struct NodeCatalog<'a>(pub &'a Node);
+
+impl Catalog for NodeCatalog<'_> {
+    fn topic(&self, name: &str) -> Option<Rc<TopicConfig>> {
+        self.0.log.topic(name)
+    }
+
+    fn view(&self, name: &str) -> Option<(Vec<(String, DataType)>, Rc<ViewPlan>)> {
+        self.0.views.get(name).map(|(_, rt, columns)| (columns, rt.plan.clone()))
+    }
+}
+
+/// What a view's dataflow uses of its shard.
+pub struct ShardHost {
+    pub node: Rc<Node>,
+}
+
+impl DataflowHost for ShardHost {
+    fn shard(&self) -> ShardId {
+        self.node.shard
+    }
+
+    fn topic(&self, name: &str) -> Option<Rc<TopicConfig>> {
+        self.node.log.topic(name)
+    }
+
+    fn local_partition(&self, topic: &str, partition: u32) -> Option<Partition> {
+        self.node.log.partition(topic, partition).ok()
+    }
+
+    fn append(&self, topic: String, partition: u32, payload: BatchPayload) -> LocalFuture<'_, Result<(), String>> {
+        Box::pin(
+            async move { self.node.produce(&topic, partition, payload).await.map(|_| ()).map_err(|e| e.to_string()) },
+        )
+    }
+
+    fn send(&self, to: usize, msg: DataMsg) -> LocalFuture<'_, Result<(), ()>> {
+        Box::pin(async move {
+            let sender = {
+                let data = self.node.data.borrow();
+                let Some(d) = data.as_ref() else { return Err(()) };
+                if msg.view & SECOND_MESH_BIT != 0 {
+                    d.second.clone()
+                } else {
+                    d.first.clone()
+                }
+            };
+            sender.send_to(to, msg).await
+        })
+    }
+
+    fn stopped(&self) -> LocalFuture<'_, ()> {
+        Box::pin(self.node.stopped())
+    }
+}
+
+/// Serves the exchange messages one peer shard sends on one mesh, in order.
+pub async fn serve_data_queue(node: Rc<Node>, from: ConnectedReceiver<DataMsg>) {
+    let host = ShardHost { node: node.clone() };
+    while let Some(msg) = from.recv().await {
+        let key = msg.view & !SECOND_MESH_BIT;
+        // A view dropped meanwhile: its messages go nowhere.
+        if let Some(rt) = node.views.runtime(key) {
+            on_message(&host, &rt, msg.from, msg.body).await;
+        }
+    }
+}
+
+fn sql_error(e: ApiError) -> SqlError {
+    SqlError::from(e)
+}
+
+/// Parses and plans a view's definition against this shard's catalog.
+fn plan_def(node: &Node, sql: &str) -> Result<PlannedView, SqlError> {
+    let stmts = crate::sql::parse::parse(sql)?;
+    let [(_, Stmt::Std(stmt))] = stmts.as_slice() else {
+        return Err(SqlError::syntax("a view's definition is one CREATE MATERIALIZED VIEW statement"));
+    };
+    let sqlparser::ast::Statement::CreateView(cv) = stmt.as_ref() else {
+        return Err(SqlError::syntax("a view's definition is one CREATE MATERIALIZED VIEW statement"));
+    };
+    plan_view(&NodeCatalog(node), &cv.query, view_options(&cv.options)?)
+}
+
+impl Node {
+    /// Creates a materialized view (on the coordinator): checks it, makes its changelog
+    /// topic if it names one that does not exist, writes its definition, registers it on
+    /// every shard, then starts it everywhere. `Ok(false)`: it existed (IF NOT EXISTS).
+    pub async fn create_view(self: &Rc<Self>, name: &str, sql: &str, if_not_exists: bool) -> Result<bool, SqlError> {
+        if self.shard.index != COORDINATOR {
+            let (tx, rx) = oneshot::channel();
+            let request =
+                ViewRequest::Create { name: name.to_string(), sql: sql.to_string(), if_not_exists, reply: tx };
+            self.peers.send_to(COORDINATOR, ShardRequest::View(request)).await.map_err(|_| sql_error(gone()))?;
+            return rx.await.unwrap_or_else(|_| Err(sql_error(gone())));
+        }
+        let _permit = self.catalog_lock.acquire_permit(1).await.map_err(|_| sql_error(gone()))?;
+        if self.views.get(name).is_some() || self.log.topic(name).is_some() {
+            if if_not_exists && self.views.get(name).is_some() {
+                return Ok(false);
+            }
+            return Err(SqlError::new(sqlstate::DUPLICATE_TABLE, format!("relation \"{name}\" already exists")));
+        }
+        let planned = plan_def(self, sql)?;
+        if let Some(topic) = &planned.plan.options.changelog {
+            match self.log.topic(topic) {
+                Some(existing) => crate::view::changelog::compatible(&existing, &planned.columns)
+                    .map_err(|e| SqlError::new(sqlstate::DATATYPE_MISMATCH, e))?,
+                None => {
+                    let partitions = self.log.topic(&planned.plan.source.topic).map_or(1, |t| t.partitions);
+                    let config = crate::view::changelog::changelog_config(
+                        topic,
+                        &planned.columns,
+                        &planned.plan.key,
+                        partitions,
+                    );
+                    self.create_topic_locked(config).await.map_err(sql_error)?;
+                }
+            }
+        }
+        if let crate::dataflow::plan::LatePolicy::Side(topic) = &planned.plan.options.late {
+            if self.log.topic(topic).is_none() {
+                let config = TopicConfig::new(topic, 1);
+                self.create_topic_locked(config).await.map_err(sql_error)?;
+            }
+        }
+        let id = self.views.defs().iter().map(|d| d.id).max().unwrap_or(0).max(self.views.last_id()) + 1;
+        self.views.set_last_id(id);
+        let def = ViewDef {
+            name: name.to_string(),
+            id,
+            version: 1,
+            sql: sql.to_string(),
+            created_ms: crate::clock::now_ms(),
+        };
+        catalog::write_def(self.log.storage(), self.log.data_dir(), &def)
+            .await
+            .map_err(|e| SqlError::new(sqlstate::IO_ERROR, e.to_string()))?;
+        if let Err(e) = self.install_view(&def).await {
+            let _ = self.remove_view_everywhere(name).await;
+            let _ = catalog::remove(self.log.storage(), self.log.data_dir(), name).await;
+            return Err(sql_error(e));
+        }
+        tracing::info!(view = name, id, "materialized view created");
+        Ok(true)
+    }
+
+    /// Registers a view on every shard, then starts it on every shard.
+    async fn install_view(self: &Rc<Self>, def: &ViewDef) -> Result<(), ApiError> {
+        for shard in 0..self.shard.count {
+            if shard == self.shard.index {
+                self.add_view_local(def.clone())?;
+            } else {
+                let def = def.clone();
+                self.ask(shard, |reply| ShardRequest::View(ViewRequest::Add { def, reply })).await?;
+            }
+        }
+        for shard in 0..self.shard.count {
+            if shard == self.shard.index {
+                self.start_view_local(&def.name);
+            } else {
+                let name = def.name.clone();
+                self.ask(shard, |reply| ShardRequest::View(ViewRequest::Start { name, reply })).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_view_everywhere(self: &Rc<Self>, name: &str) -> Result<(), ApiError> {
+        for shard in 0..self.shard.count {
+            if shard == self.shard.index {
+                self.views.remove(name).await;
+            } else {
+                let name = name.to_string();
+                self.ask(shard, |reply| ShardRequest::View(ViewRequest::Remove { name, reply })).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a view (on the coordinator): stops it everywhere, then removes its
+    /// definition and state. The topics it read and wrote stay.
+    pub async fn drop_view(self: &Rc<Self>, name: &str, if_exists: bool) -> Result<bool, SqlError> {
+        if self.shard.index != COORDINATOR {
+            let (tx, rx) = oneshot::channel();
+            let request = ViewRequest::Drop { name: name.to_string(), if_exists, reply: tx };
+            self.peers.send_to(COORDINATOR, ShardRequest::View(request)).await.map_err(|_| sql_error(gone()))?;
+            return rx.await.unwrap_or_else(|_| Err(sql_error(gone())));
+        }
+        let _permit = self.catalog_lock.acquire_permit(1).await.map_err(|_| sql_error(gone()))?;
+        if self.views.get(name).is_none() {
+            if if_exists {
+                return Ok(false);
+            }
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_TABLE,
+                format!("materialized view \"{name}\" does not exist"),
+            ));
+        }
+        self.remove_view_everywhere(name).await.map_err(sql_error)?;
+        catalog::remove(self.log.storage(), self.log.data_dir(), name)
+            .await
+            .map_err(|e| SqlError::new(sqlstate::IO_ERROR, e.to_string()))?;
+        tracing::info!(view = name, "materialized view dropped");
+        Ok(true)
+    }
+
+    /// Restores every view in the data directory (the coordinator, at startup).
+    pub async fn restore_views(self: &Rc<Self>) -> Result<(), String> {
+        if self.shard.index != COORDINATOR {
+            return Ok(());
+        }
+        let defs = catalog::read_defs(self.log.storage(), self.log.data_dir()).await.map_err(|e| e.to_string())?;
+        for def in defs {
+            self.views.set_last_id(self.views.last_id().max(def.id));
+            if let Err(e) = self.install_view(&def).await {
+                // One broken view does not keep the others (or the log) from serving.
+                tracing::error!(view = %def.name, error = %e, "the view could not be restored");
+                let _ = self.remove_view_everywhere(&def.name).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans a view from its definition and registers it on this shard, reading every
+    /// source partition this shard owns from its start.
+    pub fn add_view_local(self: &Rc<Self>, def: ViewDef) -> Result<(), ApiError> {
+        let planned = plan_def(self, &def.sql).map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.message))?;
+        let host = ShardHost { node: self.clone() };
+        let start = |topic: &str, p: u32| -> Offset {
+            self.log.partition(topic, p).map_or(Offset(0), |part| part.offsets().log_start())
+        };
+        let runtime = ViewRuntime::new(def.key(), &def.name, Rc::new(planned.plan), &host, &start)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
+        self.views.add(def, Rc::new(runtime), planned.columns);
+        Ok(())
+    }
+
+    pub fn start_view_local(self: &Rc<Self>, name: &str) {
+        let host: Rc<dyn DataflowHost> = Rc::new(ShardHost { node: self.clone() });
+        self.views.start(name, host);
+    }
+
+    /// A view's rows (as the view shows them) that pass the request's filter: from the
+    /// shard owning the key for a lookup, else from every shard.
+    pub async fn read_view(&self, name: &str, request: ReadRequest) -> Result<Vec<Vec<OwnedDatum>>, SqlError> {
+        let shards: Vec<usize> = match &request.group_key {
+            Some(k) => vec![crate::dataflow::row::owner_of(k, self.shard.count)],
+            None => (0..self.shard.count).collect(),
+        };
+        let mut rows = Vec::new();
+        for shard in shards {
+            let part = if shard == self.shard.index {
+                self.read_view_local(name, &request)?
+            } else {
+                let (name, request) = (name.to_string(), request.clone());
+                self.ask(shard, |reply| ShardRequest::View(ViewRequest::Read { name, request, reply }))
+                    .await
+                    .map_err(sql_error)?
+            };
+            rows.extend(part);
+            if rows.len() > crate::limits::SQL_RESULT_ROWS_MAX {
+                return Err(SqlError::new(
+                    sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                    format!(
+                        "the result has more than {} rows: add a WHERE or a LIMIT",
+                        crate::limits::SQL_RESULT_ROWS_MAX
+                    ),
+                ));
+            }
+            if request.limit.is_some_and(|l| rows.len() >= l) {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
+    fn read_view_local(&self, name: &str, request: &ReadRequest) -> Result<Vec<Vec<OwnedDatum>>, ApiError> {
+        let (_, rt, _) = self.views.get(name).ok_or_else(|| {
+            ApiError::new(ErrorCode::UnknownTopic, format!("materialized view '{name}' does not exist"))
+        })?;
+        Ok(read_rows(&rt, request))
+    }
+
+    fn view_stats_local(&self, name: &str) -> Result<ViewShardStats, ApiError> {
+        let (_, rt, _) = self.views.get(name).ok_or_else(|| {
+            ApiError::new(ErrorCode::UnknownTopic, format!("materialized view '{name}' does not exist"))
+        })?;
+        let (rows, keys, bytes) = state_size(&rt);
+        let agg_late = rt.state.borrow().agg.counters.late_dropped;
+        Ok(ViewShardStats {
+            rows: rows as u64,
+            keys: keys as u64,
+            bytes: bytes as u64,
+            events: rt.metrics.events.get(),
+            late_dropped: rt.metrics.late_dropped.get() + agg_late,
+            watermark_ms: rt.watermark(),
+        })
+    }
+
+    /// A view's statistics summed over every shard (the watermark: the lowest).
+    pub async fn view_stats(&self, name: &str) -> Result<ViewShardStats, SqlError> {
+        let mut total = ViewShardStats { watermark_ms: i64::MAX, ..Default::default() };
+        for shard in 0..self.shard.count {
+            let s = if shard == self.shard.index {
+                self.view_stats_local(name).map_err(sql_error)?
+            } else {
+                let name = name.to_string();
+                self.ask(shard, |reply| ShardRequest::View(ViewRequest::Stats { name, reply }))
+                    .await
+                    .map_err(sql_error)?
+            };
+            total.rows += s.rows;
+            total.keys += s.keys;
+            total.bytes += s.bytes;
+            total.events += s.events;
+            total.late_dropped += s.late_dropped;
+            total.watermark_ms = total.watermark_ms.min(s.watermark_ms);
+        }
+        Ok(total)
+    }
+
+    pub(super) async fn serve_view_request(self: &Rc<Self>, request: ViewRequest) {
+        match request {
+            ViewRequest::Create { name, sql, if_not_exists, reply } => {
+                let _ = reply.send(self.create_view(&name, &sql, if_not_exists).await);
+            }
+            ViewRequest::Drop { name, if_exists, reply } => {
+                let _ = reply.send(self.drop_view(&name, if_exists).await);
+            }
+            ViewRequest::Add { def, reply } => {
+                let _ = reply.send(self.add_view_local(def));
+            }
+            ViewRequest::Start { name, reply } => {
+                self.start_view_local(&name);
+                let _ = reply.send(Ok(()));
+            }
+            ViewRequest::Remove { name, reply } => {
+                self.views.remove(&name).await;
+                let _ = reply.send(Ok(()));
+            }
+            ViewRequest::Read { name, request, reply } => {
+                let _ = reply.send(self.read_view_local(&name, &request));
+            }
+            ViewRequest::Stats { name, reply } => {
+                let _ = reply.send(self.view_stats_local(&name));
+            }
+        }
+    }
+}
