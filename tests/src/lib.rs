@@ -76,6 +76,8 @@ pub struct Server {
     pub kafka: SocketAddr,
     /// The HTTP listener's address.
     pub http: SocketAddr,
+    /// The Postgres listener's address.
+    pub pg: SocketAddr,
     pub data_dir: PathBuf,
 }
 
@@ -109,6 +111,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--http-addr",
                 "127.0.0.1:0",
+                "--pg-addr",
+                "127.0.0.1:0",
             ])
             .arg("--data-dir")
             .arg(data_dir)
@@ -130,12 +134,17 @@ impl Server {
             let _ = child.kill();
             panic!("sluice serve did not become ready within 60 s")
         });
-        let fields = (ready_field(&line, "native"), ready_field(&line, "kafka"), ready_field(&line, "http"));
-        let (Some(addr), Some(kafka), Some(http)) = fields else {
+        let fields = (
+            ready_field(&line, "native"),
+            ready_field(&line, "kafka"),
+            ready_field(&line, "http"),
+            ready_field(&line, "pg"),
+        );
+        let (Some(addr), Some(kafka), Some(http), Some(pg)) = fields else {
             let _ = child.kill();
             panic!("unexpected ready line {line:?}; see {}", data_dir.with_extension("stderr.log").display())
         };
-        Server { child: Some(child), addr, kafka, http, data_dir: data_dir.to_path_buf() }
+        Server { child: Some(child), addr, kafka, http, pg, data_dir: data_dir.to_path_buf() }
     }
 
     pub fn pid(&self) -> u32 {
@@ -282,4 +291,47 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Runs a SQL script over HTTP (`POST /sql`): the JSON answer, and whether it succeeded.
+pub fn sql(http_addr: SocketAddr, script: &str) -> (bool, serde_json::Value) {
+    let (status, body) = http(http_addr, "POST", "/sql", script.as_bytes());
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("bad /sql answer {status}: {body}"));
+    (status == 200, v)
+}
+
+/// Runs a SQL script that must succeed; returns the rows of its last statement.
+pub fn sql_rows(http_addr: SocketAddr, script: &str) -> Vec<Vec<serde_json::Value>> {
+    let (ok, v) = sql(http_addr, script);
+    assert!(ok, "SQL failed: {script}\n{v}");
+    let last = v["results"].as_array().and_then(|r| r.last()).cloned().unwrap_or_default();
+    last["rows"]
+        .as_array()
+        .map(|rows| rows.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect())
+        .unwrap_or_default()
+}
+
+/// Runs a SQL script that must fail; returns the SQLSTATE and the message.
+pub fn sql_error(http_addr: SocketAddr, script: &str) -> (String, String) {
+    let (ok, v) = sql(http_addr, script);
+    assert!(!ok, "SQL should have failed: {script}\n{v}");
+    (
+        v["error"]["code"].as_str().unwrap_or_default().to_string(),
+        v["error"]["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Waits (up to `timeout`) until `check` holds, polling.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

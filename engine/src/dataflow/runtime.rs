@@ -257,6 +257,7 @@ impl ViewRuntime {
         let Some(clock) = source.clocks.get_mut(partition) else { return };
         clock.touched();
         let width = columns.len();
+        let time_bound = plan.interval_join.is_some() || plan.aggregate.as_ref().is_some_and(|a| a.window.is_some());
         let mut end = next;
         for (i, rec) in rows.iter().enumerate() {
             let offset = batch.base_offset() + i as u64;
@@ -268,7 +269,9 @@ impl ViewRuntime {
             let ts = event_time(&row, event_col, rec.timestamp_ms.to_native());
             let pos = Position { ts, partition, offset };
             self.metrics.events.add(1);
-            if clock.observe(ts) {
+            // Lateness only matters where event time decides the result (windows, and
+            // the interval join, whose state the watermark prunes).
+            if clock.observe(ts) && time_bound {
                 match &plan.options.late {
                     LatePolicy::Drop => {
                         self.metrics.late_dropped.add(1);

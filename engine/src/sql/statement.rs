@@ -368,7 +368,7 @@ fn plan_insert(catalog: &dyn Catalog, ins: &ast::Insert, params: &mut Params) ->
         }
         let mut out: Vec<Option<Value>> = vec![None; schema.columns.len()];
         // Planned before its parameters are bound (Parse): only their types are learnt.
-        let unbound = params.values.is_none();
+        let unbound = params.values.is_none() && row.iter().any(is_placeholder);
         for (e, &i) in row.iter().zip(&targets) {
             let c = &schema.columns[i];
             let ty = DataType::from_column(c.ty);

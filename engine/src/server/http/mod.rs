@@ -11,6 +11,7 @@ mod health;
 mod io;
 pub mod metrics;
 pub mod records;
+mod sql;
 mod topics;
 
 use std::convert::Infallible;
@@ -164,9 +165,15 @@ async fn route(node: Rc<Node>, config: Rc<HttpConfig>, req: Request<Incoming>) -
             let name = name.to_string();
             records::fetch(&node, &name, &req).await
         }
-        (_, ["health"] | ["metrics"] | ["topics"] | ["topics", _] | ["topics", _, "records"]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", req.uri().path()))
+        (&Method::POST, ["sql"]) => sql::post(&node, req, &config).await,
+        (&Method::GET, ["views", name]) => {
+            let name = name.to_string();
+            sql::read_view(&node, &name, &req).await
         }
+        (
+            _,
+            ["health"] | ["metrics"] | ["topics"] | ["topics", _] | ["topics", _, "records"] | ["sql"] | ["views", _],
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", req.uri().path())),
         _ => error(StatusCode::NOT_FOUND, format!("no such resource: {}", req.uri().path())),
     }
 }
