@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real third-party clients the test suite drives: Debian's kcat (librdkafka
-# 2.0.2), and from PyPI confluent-kafka, kafka-python, psycopg and duckdb. Idempotent:
+# 2.0.2) and psql, and from PyPI confluent-kafka, kafka-python, psycopg and duckdb. Idempotent:
 # whatever is already there at the pinned version is left alone. Safe to run concurrently
 # (a lock serialises runs).
 set -euo pipefail
@@ -19,11 +19,15 @@ sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-if ! command -v kcat >/dev/null 2>&1; then
-  echo "install-clients: installing kcat (Debian)" >&2
-  if ! sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends kcat >/dev/null 2>&1; then
+# Debian packages: kcat (librdkafka 2.0.2) and psql (postgresql-client).
+apt_packages=()
+command -v kcat >/dev/null 2>&1 || apt_packages+=(kcat)
+command -v psql >/dev/null 2>&1 || apt_packages+=(postgresql-client)
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+  echo "install-clients: installing ${apt_packages[*]} (Debian)" >&2
+  if ! sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${apt_packages[@]}" >/dev/null 2>&1; then
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends kcat >/dev/null
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${apt_packages[@]}" >/dev/null
   fi
 fi
 

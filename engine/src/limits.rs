@@ -96,6 +96,11 @@ pub const SQL_PARTITIONS_DEFAULT: u32 = 4;
 /// Most rows one SELECT returns before it is refused (use LIMIT).
 pub const SQL_RESULT_ROWS_MAX: usize = 10_000_000;
 
+/// How often each view is checkpointed by default.
+pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 10_000;
+/// A checkpoint not complete on every shard by then is abandoned (the view goes on).
+pub const CHECKPOINT_TIMEOUT_MS: u64 = 30_000;
+
 /// Cross-shard queue slots per pair of shards; a full queue suspends the sender.
 pub const SHARD_QUEUE_DEPTH: usize = 256;
 /// Exchange queue slots per pair of shards, per mesh (messages of up to a round of

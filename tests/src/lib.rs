@@ -118,6 +118,10 @@ impl Server {
             .arg(data_dir)
             .args(shards)
             .args(extra)
+            .env(
+                "SLUICE_LOG",
+                std::env::var("SLUICE_LOG").unwrap_or_else(|_| "warn,glommio=error,sluice::server::views=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

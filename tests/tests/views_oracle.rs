@@ -165,7 +165,9 @@ fn reference(evs: &[Ev], ev2: &[(u32, Ev2)]) -> BTreeMap<&'static str, Vec<Vec<V
         }
         out.insert(
             "hop",
-            g.into_iter().map(|((k, ws), (n, s))| vec![json!(k), ts_json(ws), ts_json(ws + 6_000), json!(n), json!(s)]).collect(),
+            g.into_iter()
+                .map(|((k, ws), (n, s))| vec![json!(k), ts_json(ws), ts_json(ws + 6_000), json!(n), json!(s)])
+                .collect(),
         );
     }
     // sess: 1.5 s gap
@@ -211,7 +213,12 @@ fn reference(evs: &[Ev], ev2: &[(u32, Ev2)]) -> BTreeMap<&'static str, Vec<Vec<V
                     let mut xs: Vec<f64> = es.iter().map(|e| e.x).collect();
                     xs.sort_by(f64::total_cmp);
                     let rank = 0.9 * (xs.len() - 1) as f64;
-                    vec![json!(k), json!(es.len()), json!(distinct.len()), json!([xs[rank.floor() as usize], xs[rank.ceil() as usize]])]
+                    vec![
+                        json!(k),
+                        json!(es.len()),
+                        json!(distinct.len()),
+                        json!([xs[rank.floor() as usize], xs[rank.ceil() as usize]]),
+                    ]
                 })
                 .collect(),
         );
@@ -236,7 +243,10 @@ fn reference(evs: &[Ev], ev2: &[(u32, Ev2)]) -> BTreeMap<&'static str, Vec<Vec<V
                 c.1 += e.v.unwrap_or(0);
             }
         }
-        out.insert("enriched", g.into_iter().map(|((grp, ws), (n, s))| vec![json!(grp), ts_json(ws), json!(n), json!(s)]).collect());
+        out.insert(
+            "enriched",
+            g.into_iter().map(|((grp, ws), (n, s))| vec![json!(grp), ts_json(ws), json!(n), json!(s)]).collect(),
+        );
     }
     // joined: interval join (b.ts within [a.ts - 1 s, a.ts + 2 s]) of on-time rows
     {
@@ -474,7 +484,12 @@ fn run_seed(seed: u64) {
         last = check("");
         last.is_empty()
     });
-    assert!(live_ok, "{} mismatches (seed {seed}), first ones:\n{}", last.len(), last.iter().take(12).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        live_ok,
+        "{} mismatches (seed {seed}), first ones:\n{}",
+        last.len(),
+        last.iter().take(12).cloned().collect::<Vec<_>>().join("\n")
+    );
     eprintln!("live views matched the reference after {:?}", started.elapsed());
     // Every late event went to the side topic, once, as JSON.
     let mut side = Vec::new();
@@ -509,5 +524,9 @@ fn run_seed(seed: u64) {
         diff.is_empty()
     });
     eprintln!("replayed views matched after {:?}", started.elapsed());
-    assert!(replay_ok, "replay differs from live (seed {seed}):\n{}", diff.iter().take(12).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        replay_ok,
+        "replay differs from live (seed {seed}):\n{}",
+        diff.iter().take(12).cloned().collect::<Vec<_>>().join("\n")
+    );
 }

@@ -24,6 +24,7 @@ pub struct ConfigFile {
     /// `false` turns the HTTP listener off.
     pub http_enabled: Option<bool>,
     pub http_body_bytes_max: Option<usize>,
+    pub checkpoint_interval_ms: Option<u64>,
     pub pg_addr: Option<SocketAddr>,
     /// `false` turns the Postgres listener off.
     pub pg_enabled: Option<bool>,

@@ -79,6 +79,7 @@ pub fn config_from(args: &ServeArgs) -> Result<ServerConfig, String> {
     c.frame_bytes_max = file.frame_bytes_max.unwrap_or(FRAME_BYTES_MAX_DEFAULT);
     c.connections_max = file.connections_max.unwrap_or(c.connections_max);
     c.idle_ms = file.idle_ms.unwrap_or(c.idle_ms);
+    c.checkpoint_interval_ms = file.checkpoint_interval_ms.unwrap_or(c.checkpoint_interval_ms);
     if c.shards == 0 || c.shards > 1024 {
         return Err(format!("shards must be between 1 and 1024, not {}", c.shards));
     }

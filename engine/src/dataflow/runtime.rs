@@ -30,6 +30,9 @@ use crate::record::{Batch, BatchPayload};
 use crate::runtime::ShardId;
 use crate::sql::expr::{Joined, Row};
 use crate::sql::types::OwnedDatum;
+use crate::view::checkpoint::{ShardState, SourcePosition};
+use crate::wire::{Decoder, Encoder};
+use hashbrown::HashMap;
 
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
@@ -45,6 +48,9 @@ pub trait DataflowHost {
     fn send(&self, to: usize, msg: DataMsg) -> LocalFuture<'_, Result<(), ()>>;
     /// Resolves when the shard stops.
     fn stopped(&self) -> LocalFuture<'_, ()>;
+    /// Makes this shard's part of a checkpoint durable (its sources synced up to the
+    /// offsets it covers, then its state) and reports to the coordinator.
+    fn checkpoint<'a>(&'a self, rt: &'a Rc<ViewRuntime>, state: ShardState) -> LocalFuture<'a, ()>;
 }
 
 /// What a view counts (shard-local; rendered by `/metrics`).
@@ -109,6 +115,21 @@ pub struct ViewRuntime {
     pub metrics: ViewMetrics,
     stopped: Cell<bool>,
     wake: Event,
+    checkpoint: RefCell<Checkpointing>,
+}
+
+/// Where this shard stands in the view's checkpoints (aligned barriers).
+#[derive(Debug, Default)]
+struct Checkpointing {
+    /// The coordinator asked for this checkpoint: the driver sends its barriers next round.
+    requested: Option<u64>,
+    /// The driver waits after its barriers until the coordinator resumes this id.
+    resumed: u64,
+    /// Barriers received per checkpoint, on the first and the second exchange.
+    first: HashMap<u64, usize>,
+    second: HashMap<u64, usize>,
+    /// Every barrier is in: the state is exactly what came before them.
+    ready: Option<u64>,
 }
 
 /// Messages for other shards, collected while processing, sent afterwards.
@@ -205,7 +226,87 @@ impl ViewRuntime {
             metrics: ViewMetrics::default(),
             stopped: Cell::new(false),
             wake: Event::new(),
+            checkpoint: RefCell::new(Checkpointing::default()),
         })
+    }
+
+    /// Asks for checkpoint `id`: the driver sends its barriers at its next round.
+    pub fn request_checkpoint(&self, id: u64) {
+        self.checkpoint.borrow_mut().requested = Some(id);
+        self.wake.notify(usize::MAX);
+    }
+
+    /// Lets the driver go on after checkpoint `id` (taken or abandoned).
+    pub fn resume(&self, id: u64) {
+        let mut c = self.checkpoint.borrow_mut();
+        c.resumed = c.resumed.max(id);
+        if c.requested.is_some_and(|r| r <= id) {
+            c.requested = None;
+        }
+        drop(c);
+        self.wake.notify(usize::MAX);
+    }
+
+    fn resumed(&self, id: u64) -> bool {
+        self.checkpoint.borrow().resumed >= id
+    }
+
+    /// This shard's part of checkpoint `id`: source positions and clocks, and every
+    /// operator's state. Taken between messages, so it holds whole batches only.
+    pub fn snapshot(&self, id: u64) -> ShardState {
+        let st = self.state.borrow();
+        let mut sources = Vec::new();
+        for src in std::iter::once(&st.left).chain(st.right.iter()) {
+            for (p, next) in &src.positions {
+                let max_ts =
+                    src.clocks.partitions.iter().find(|c| c.partition == *p).map_or(WATERMARK_UNKNOWN, |c| c.max_ts);
+                sources.push(SourcePosition { topic: src.topic.clone(), partition: *p, next: *next, max_ts });
+            }
+        }
+        let mut e = Encoder::new();
+        st.agg.encode(&mut e);
+        encode_watermarks(&st.agg_watermarks, &mut e);
+        st.join.encode(&mut e);
+        encode_watermarks(&st.join_watermarks, &mut e);
+        st.append.encode(&mut e);
+        ShardState {
+            view_key: self.key,
+            id,
+            shards: self.shard.count as u32,
+            shard: self.shard.index as u32,
+            sources,
+            operators: e.finish(),
+        }
+    }
+
+    /// Puts this shard's part of a checkpoint back: sources continue from its offsets.
+    pub fn restore(&self, saved: &ShardState) -> Result<(), String> {
+        let mut d = Decoder::new(&saved.operators);
+        let bad = |e: crate::wire::WireError| format!("checkpoint {} of view {}: {e}", saved.id, self.name);
+        let agg = AggregateState::decode(&mut d).map_err(bad)?;
+        let agg_wm = decode_watermarks(&mut d).map_err(bad)?;
+        let join = IntervalJoinState::decode(&mut d).map_err(bad)?;
+        let join_wm = decode_watermarks(&mut d).map_err(bad)?;
+        let append = AppendState::decode(&mut d).map_err(bad)?;
+        d.end().map_err(bad)?;
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        st.agg = agg;
+        st.agg_watermarks.restore(&agg_wm.0, agg_wm.1);
+        st.join = join;
+        st.join_watermarks.restore(&join_wm.0, join_wm.1);
+        st.append = append;
+        for src in std::iter::once(&mut st.left).chain(st.right.as_mut()) {
+            let mut clocks = Vec::new();
+            for s in saved.sources.iter().filter(|s| s.topic == src.topic) {
+                if let Some(p) = src.positions.iter_mut().find(|(p, _)| *p == s.partition) {
+                    p.1 = s.next;
+                    clocks.push((s.partition, s.max_ts));
+                }
+            }
+            src.clocks.restore(&clocks);
+        }
+        Ok(())
     }
 
     pub fn stop(&self) {
@@ -492,7 +593,25 @@ impl ViewRuntime {
                 }
                 self.wake.notify(usize::MAX);
             }
-            DataBody::Barrier { .. } => {}
+            DataBody::Barrier { stage, id } => {
+                let mut ck = self.checkpoint.borrow_mut();
+                let counts = if stage == Stage::First { &mut ck.first } else { &mut ck.second };
+                let n = counts.entry(id).or_insert(0);
+                *n += 1;
+                if *n >= self.shard.count {
+                    counts.remove(&id);
+                    if stage == Stage::First && plan.interval_join.is_some() && plan.aggregate.is_some() {
+                        // The join's state is complete: its output so far, then the barrier,
+                        // go on to the aggregate.
+                        self.join_output(st, None, next);
+                        for bodies in next.per_shard.iter_mut() {
+                            bodies.push(DataBody::Barrier { stage: Stage::Second, id });
+                        }
+                    } else {
+                        ck.ready = Some(id);
+                    }
+                }
+            }
         }
     }
 
@@ -593,6 +712,34 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         if rt.is_stopped() {
             return;
         }
+        let requested = rt.checkpoint.borrow_mut().requested.take();
+        if let Some(id) = requested {
+            // Everything sent so far is before the barrier; nothing more is sent until
+            // every shard has taken its part of the checkpoint.
+            let mut outbox = Outbox::new(shards);
+            for bodies in outbox.per_shard.iter_mut() {
+                bodies.push(DataBody::Barrier { stage: Stage::First, id });
+            }
+            deliver(&*host, &rt, outbox, &mut next).await;
+            if !next.is_empty() {
+                let n = std::mem::replace(&mut next, Outbox::new(shards));
+                deliver_second(&*host, &rt, n).await;
+            }
+            write_changes(&*host, &rt).await;
+            maybe_checkpoint(&*host, &rt).await;
+            while !rt.resumed(id) && !rt.is_stopped() {
+                let l = rt.wake.listen();
+                if rt.resumed(id) || rt.is_stopped() {
+                    break;
+                }
+                let _ = glommio::timer::timeout(Duration::from_millis(IDLE_TICK_MS), async {
+                    l.await;
+                    Ok(())
+                })
+                .await;
+            }
+            continue;
+        }
         let mut progressed = false;
         for (side, p, reader) in readers.iter_mut() {
             // A few batches per partition per round: fair, and a bounded outbox.
@@ -636,6 +783,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
             deliver_second(&*host, &rt, n).await;
         }
         write_changes(&*host, &rt).await;
+        maybe_checkpoint(&*host, &rt).await;
         if !progressed {
             wait_for_data(&rt, &readers).await;
         }
@@ -830,4 +978,32 @@ pub async fn on_message(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, from: usi
         deliver_second(host, rt, next).await;
     }
     write_changes(host, rt).await;
+    maybe_checkpoint(host, rt).await;
+}
+
+/// Takes this shard's part of a checkpoint once every barrier is in (its changes are
+/// written first, so the changelog never lags a checkpoint).
+async fn maybe_checkpoint(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>) {
+    let ready = rt.checkpoint.borrow_mut().ready.take();
+    if let Some(id) = ready {
+        let state = rt.snapshot(id);
+        host.checkpoint(rt, state).await;
+    }
+}
+
+fn encode_watermarks(w: &InputWatermarks, e: &mut Encoder) {
+    e.u32(w.senders().len() as u32);
+    for s in w.senders() {
+        e.i64(*s);
+    }
+    e.i64(w.current());
+}
+
+fn decode_watermarks(d: &mut Decoder<'_>) -> Result<(Vec<i64>, i64), crate::wire::WireError> {
+    let n = d.u32()? as usize;
+    if n > d.remaining() {
+        return Err(crate::wire::WireError::Invalid("sender count"));
+    }
+    let senders = (0..n).map(|_| d.i64()).collect::<Result<_, _>>()?;
+    Ok((senders, d.i64()?))
 }

@@ -122,7 +122,8 @@ impl InputWatermarks {
     /// Records a sender's watermark; returns the operator's new watermark if it advanced.
     pub fn update(&mut self, sender: usize, wm: i64) -> Option<i64> {
         if let Some(s) = self.per_sender.get_mut(sender) {
-            *s = (*s).max(wm);
+            // A sender that was idle and has data again counts again (from where it is).
+            *s = if *s == WATERMARK_IDLE { wm } else { (*s).max(wm) };
         }
         let min = self.per_sender.iter().copied().min().unwrap_or(WATERMARK_UNKNOWN);
         // Every sender idle: hold what was reached.

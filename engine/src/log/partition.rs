@@ -450,6 +450,21 @@ impl Partition {
         Ok(deleted)
     }
 
+    /// Makes every record before `offset` durable now, whatever the topic's durability
+    /// (a view's checkpoint must not count records a crash could still take back).
+    pub async fn sync_to(&self, offset: Offset) -> Result<(), LogError> {
+        let inner = &self.inner;
+        if inner.state.borrow().offsets.durable_end() >= offset {
+            return Ok(());
+        }
+        inner.wait_written(offset).await;
+        let failure = inner.state.borrow().failure.clone();
+        if let Some(f) = failure {
+            return Err(inner.read_only(&f));
+        }
+        inner.sync_active().await
+    }
+
     /// Stops taking appends, finishes the queued ones, syncs and persists the watermark.
     pub async fn close(&self) -> Result<(), LogError> {
         let inner = &self.inner;

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub frame_bytes_max: usize,
     pub connections_max: usize,
     pub idle_ms: u64,
+    /// How often views are checkpointed (0: never; a restart then rebuilds them).
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +76,7 @@ impl Default for ServerConfig {
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             idle_ms: CONNECTION_IDLE_MS_DEFAULT,
+            checkpoint_interval_ms: crate::limits::CHECKPOINT_INTERVAL_MS_DEFAULT,
         }
     }
 }
@@ -270,6 +273,7 @@ async fn shard_main(
         return fail(format!("shard {}: restoring the views failed: {e}", id.index));
     }
     let retention = glommio::spawn_local(retention_loop(node.clone()));
+    let checkpoints = glommio::spawn_local(node.clone().checkpoint_loop(config.checkpoint_interval_ms));
     let group_timers = {
         let node2 = node.clone();
         glommio::spawn_local(node.groups.clone().tick_loop(async move { node2.stopped().await }))
@@ -295,16 +299,26 @@ async fn shard_main(
         a.await;
     }
     let _ = connections.close().await;
-    // Views stop before any shard closes its log (they append to changelog topics).
-    node.views.stop_all().await;
     // Phase 0: every shard has stopped accepting and drained its connections, so no
     // request can reach a partition any more. Peers keep being served while we wait.
     shutdown.phase_barrier(0, id.count).await;
+    // A last checkpoint of every view (restarts then replay nothing), while every
+    // shard's views still run; then the views stop, before any log closes (they append
+    // to changelog topics).
+    checkpoints.cancel().await;
+    if id.index == 0 && config.checkpoint_interval_ms > 0 {
+        for def in node.views.defs() {
+            node.checkpoint_view(&def).await;
+        }
+    }
+    shutdown.phase_barrier(1, id.count).await;
+    node.views.stop_all().await;
+    shutdown.phase_barrier(2, id.count).await;
     retention.cancel().await;
     group_timers.await;
     watcher.cancel().await;
     let result = node.log.close().await.map_err(|e| format!("shard {}: closing the log: {e}", id.index));
-    shutdown.phase_barrier(1, id.count).await;
+    shutdown.phase_barrier(3, id.count).await;
     result
 }
 

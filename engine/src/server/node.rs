@@ -212,7 +212,6 @@ impl Node {
     }
 
     pub fn stop(&self) {
-        self.views.signal_stop_all();
         self.stopping.set(true);
         self.stop_event.notify(usize::MAX);
     }

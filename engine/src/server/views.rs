@@ -24,6 +24,7 @@ use crate::sql::parse::Stmt;
 use crate::sql::plan_view::{plan_view, view_options, Catalog, PlannedView};
 use crate::sql::types::{DataType, OwnedDatum};
 use crate::view::catalog::{self, ViewDef};
+use crate::view::checkpoint::{self, CheckpointMeta, ShardState};
 use crate::view::read::{read_rows, state_size, ReadRequest};
 
 /// The two exchanges between shards (see `dataflow::exchange`).
@@ -82,6 +83,25 @@ pub enum ViewRequest {
         name: String,
         reply: Reply<ViewShardStats>,
     },
+    /// From the coordinator: send barriers for checkpoint `id`.
+    BeginCheckpoint {
+        name: String,
+        id: u64,
+        reply: Reply<()>,
+    },
+    /// To the coordinator: this shard's part of checkpoint `id` is durable (or failed).
+    CheckpointDone {
+        name: String,
+        id: u64,
+        ok: bool,
+        reply: Reply<()>,
+    },
+    /// From the coordinator: go on after checkpoint `id`.
+    Resume {
+        name: String,
+        id: u64,
+        reply: Reply<()>,
+    },
 }
 
 /// The catalog as the SQL planner sees it from this shard.
@@ -138,6 +158,38 @@ impl DataflowHost for ShardHost {
 
     fn stopped(&self) -> LocalFuture<'_, ()> {
         Box::pin(self.node.stopped())
+    }
+
+    fn checkpoint<'a>(&'a self, rt: &'a Rc<ViewRuntime>, state: ShardState) -> LocalFuture<'a, ()> {
+        Box::pin(async move {
+            let node = &self.node;
+            let mut ok = true;
+            // The records the state counts must survive a crash as surely as the state.
+            for s in &state.sources {
+                if let Ok(p) = node.log.partition(&s.topic, s.partition) {
+                    if let Err(e) = p.sync_to(s.next).await {
+                        tracing::warn!(view = %rt.name, error = %e, "syncing a source for a checkpoint failed");
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                if let Err(e) =
+                    checkpoint::write_shard_state(node.log.storage(), node.log.data_dir(), &rt.name, &state).await
+                {
+                    tracing::warn!(view = %rt.name, error = %e, "writing a checkpoint failed");
+                    ok = false;
+                }
+            }
+            let (name, id) = (rt.name.clone(), state.id);
+            if node.shard.index == COORDINATOR {
+                node.views.checkpoint_done(&name, id, ok);
+            } else {
+                let _ = node
+                    .ask(COORDINATOR, |reply| ShardRequest::View(ViewRequest::CheckpointDone { name, id, ok, reply }))
+                    .await;
+            }
+        })
     }
 }
 
@@ -236,7 +288,7 @@ impl Node {
     async fn install_view(self: &Rc<Self>, def: &ViewDef) -> Result<(), ApiError> {
         for shard in 0..self.shard.count {
             if shard == self.shard.index {
-                self.add_view_local(def.clone())?;
+                self.add_view_local(def.clone()).await?;
             } else {
                 let def = def.clone();
                 self.ask(shard, |reply| ShardRequest::View(ViewRequest::Add { def, reply })).await?;
@@ -309,9 +361,10 @@ impl Node {
         Ok(())
     }
 
-    /// Plans a view from its definition and registers it on this shard, reading every
-    /// source partition this shard owns from its start.
-    pub fn add_view_local(self: &Rc<Self>, def: ViewDef) -> Result<(), ApiError> {
+    /// Plans a view from its definition and registers it on this shard: from its last
+    /// complete checkpoint if there is one (state, and source offsets to go on from),
+    /// else reading every source partition this shard owns from its start.
+    pub async fn add_view_local(self: &Rc<Self>, def: ViewDef) -> Result<(), ApiError> {
         let planned = plan_def(self, &def.sql).map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.message))?;
         let host = ShardHost { node: self.clone() };
         let start = |topic: &str, p: u32| -> Offset {
@@ -319,8 +372,109 @@ impl Node {
         };
         let runtime = ViewRuntime::new(def.key(), &def.name, Rc::new(planned.plan), &host, &start)
             .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
+        let (storage, dir) = (self.log.storage(), self.log.data_dir());
+        let meta = checkpoint::read_meta(storage, dir, &def.name).await.unwrap_or_else(|e| {
+            tracing::warn!(view = %def.name, error = %e, "the checkpoint manifest is unreadable; rebuilding from the sources");
+            None
+        });
+        if let Some(meta) = meta.filter(|m| m.view_key == def.key() && m.shards as usize == self.shard.count) {
+            self.views.set_checkpoint_id(&def.name, meta.id);
+            match checkpoint::read_shard_state(storage, dir, &def.name, &meta, self.shard.index as u32).await {
+                Ok(Some(state)) => {
+                    if let Err(e) = runtime.restore(&state) {
+                        return Err(ApiError::new(ErrorCode::Corrupt, e));
+                    }
+                    tracing::info!(view = %def.name, checkpoint = meta.id, shard = self.shard.index, "view restored from its checkpoint");
+                }
+                Ok(None) => {
+                    return Err(ApiError::new(
+                        ErrorCode::Corrupt,
+                        format!(
+                            "checkpoint {} of view '{}' has no state for shard {}",
+                            meta.id, def.name, self.shard.index
+                        ),
+                    ))
+                }
+                Err(e) => return Err(ApiError::new(ErrorCode::Corrupt, e.to_string())),
+            }
+        }
         self.views.add(def, Rc::new(runtime), planned.columns);
         Ok(())
+    }
+
+    /// Takes a checkpoint of every view, one after another (the coordinator, forever).
+    pub async fn checkpoint_loop(self: Rc<Self>, interval_ms: u64) {
+        if self.shard.index != COORDINATOR || interval_ms == 0 {
+            return;
+        }
+        loop {
+            let stopped = futures_lite::future::or(
+                async {
+                    glommio::timer::sleep(std::time::Duration::from_millis(interval_ms)).await;
+                    false
+                },
+                async {
+                    self.stopped().await;
+                    true
+                },
+            )
+            .await;
+            if stopped {
+                return;
+            }
+            for def in self.views.defs() {
+                self.checkpoint_view(&def).await;
+            }
+        }
+    }
+
+    /// One checkpoint of one view: barriers from every shard's sources, every shard's
+    /// state durable, then the manifest; the view's drivers go on in any case.
+    pub async fn checkpoint_view(self: &Rc<Self>, def: &ViewDef) {
+        let Ok(_permit) = self.catalog_lock.acquire_permit(1).await else { return };
+        if self.views.get(&def.name).is_none_or(|(d, _, _)| d.key() != def.key()) {
+            return;
+        }
+        let id = self.views.next_checkpoint_id(&def.name);
+        self.views.begin_checkpoint(&def.name, id);
+        let started = std::time::Instant::now();
+        let mut asked = true;
+        for shard in 0..self.shard.count {
+            if shard == self.shard.index {
+                if let Some((_, rt, _)) = self.views.get(&def.name) {
+                    rt.request_checkpoint(id);
+                }
+            } else {
+                let name = def.name.clone();
+                let r =
+                    self.ask(shard, |reply| ShardRequest::View(ViewRequest::BeginCheckpoint { name, id, reply })).await;
+                asked &= r.is_ok();
+            }
+        }
+        let timeout = std::time::Duration::from_millis(crate::limits::CHECKPOINT_TIMEOUT_MS);
+        let complete = asked && self.views.wait_checkpoint(&def.name, id, self.shard.count, timeout).await;
+        if complete {
+            let meta = CheckpointMeta { id, view_key: def.key(), shards: self.shard.count as u32 };
+            match checkpoint::write_meta(self.log.storage(), self.log.data_dir(), &def.name, &meta).await {
+                Ok(()) => {
+                    self.views.record_checkpoint(&def.name, started.elapsed());
+                    tracing::debug!(view = %def.name, id, elapsed_ms = started.elapsed().as_millis() as u64, "checkpoint complete");
+                }
+                Err(e) => tracing::warn!(view = %def.name, id, error = %e, "writing the checkpoint manifest failed"),
+            }
+        } else {
+            tracing::warn!(view = %def.name, id, "checkpoint abandoned (a shard did not complete it in time)");
+        }
+        for shard in 0..self.shard.count {
+            if shard == self.shard.index {
+                if let Some((_, rt, _)) = self.views.get(&def.name) {
+                    rt.resume(id);
+                }
+            } else {
+                let name = def.name.clone();
+                let _ = self.ask(shard, |reply| ShardRequest::View(ViewRequest::Resume { name, id, reply })).await;
+            }
+        }
     }
 
     pub fn start_view_local(self: &Rc<Self>, name: &str) {
@@ -416,7 +570,7 @@ impl Node {
                 let _ = reply.send(self.drop_view(&name, if_exists).await);
             }
             ViewRequest::Add { def, reply } => {
-                let _ = reply.send(self.add_view_local(def));
+                let _ = reply.send(self.add_view_local(def).await);
             }
             ViewRequest::Start { name, reply } => {
                 self.start_view_local(&name);
@@ -431,6 +585,22 @@ impl Node {
             }
             ViewRequest::Stats { name, reply } => {
                 let _ = reply.send(self.view_stats_local(&name));
+            }
+            ViewRequest::BeginCheckpoint { name, id, reply } => {
+                if let Some((_, rt, _)) = self.views.get(&name) {
+                    rt.request_checkpoint(id);
+                }
+                let _ = reply.send(Ok(()));
+            }
+            ViewRequest::CheckpointDone { name, id, ok, reply } => {
+                self.views.checkpoint_done(&name, id, ok);
+                let _ = reply.send(Ok(()));
+            }
+            ViewRequest::Resume { name, id, reply } => {
+                if let Some((_, rt, _)) = self.views.get(&name) {
+                    rt.resume(id);
+                }
+                let _ = reply.send(Ok(()));
             }
         }
     }

@@ -26,6 +26,18 @@ pub struct ViewManager {
     by_key: RefCell<HashMap<ViewKey, Rc<ViewRuntime>>>,
     /// The highest view id handed out (ids are never reused in a data directory).
     last_id: std::cell::Cell<u64>,
+    /// The coordinator's checkpoints: per view, the last id used, the one in progress
+    /// (id, shards done, all ok), and how long the last one took.
+    checkpoints: RefCell<HashMap<String, CheckpointProgress>>,
+    checkpoint_event: event_listener::Event,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CheckpointProgress {
+    pub last_id: u64,
+    pub in_progress: Option<(u64, usize, bool)>,
+    pub completed: u64,
+    pub last_duration: Option<std::time::Duration>,
 }
 
 impl ViewManager {
@@ -54,6 +66,7 @@ impl ViewManager {
     /// Stops and forgets a view on this shard.
     pub async fn remove(&self, name: &str) -> Option<ViewDef> {
         let entry = self.entries.borrow_mut().remove(name)?;
+        self.checkpoints.borrow_mut().remove(name);
         self.by_key.borrow_mut().remove(&entry.def.key());
         entry.runtime.stop();
         if let Some(t) = entry.task {
@@ -68,6 +81,72 @@ impl ViewManager {
 
     pub fn set_last_id(&self, id: u64) {
         self.last_id.set(self.last_id.get().max(id));
+    }
+
+    /// Continues checkpoint numbering after a restored checkpoint.
+    pub fn set_checkpoint_id(&self, name: &str, id: u64) {
+        let mut c = self.checkpoints.borrow_mut();
+        let p = c.entry(name.to_string()).or_default();
+        p.last_id = p.last_id.max(id);
+    }
+
+    pub fn next_checkpoint_id(&self, name: &str) -> u64 {
+        let mut c = self.checkpoints.borrow_mut();
+        let p = c.entry(name.to_string()).or_default();
+        p.last_id += 1;
+        p.last_id
+    }
+
+    pub fn begin_checkpoint(&self, name: &str, id: u64) {
+        self.checkpoints.borrow_mut().entry(name.to_string()).or_default().in_progress = Some((id, 0, true));
+    }
+
+    /// A shard reports its part of checkpoint `id`.
+    pub fn checkpoint_done(&self, name: &str, id: u64, ok: bool) {
+        if let Some(p) = self.checkpoints.borrow_mut().get_mut(name) {
+            if let Some((cur, done, all_ok)) = p.in_progress.as_mut() {
+                if *cur == id {
+                    *done += 1;
+                    *all_ok &= ok;
+                }
+            }
+        }
+        self.checkpoint_event.notify(usize::MAX);
+    }
+
+    /// Waits until `shards` shards reported checkpoint `id` (true if all succeeded).
+    pub async fn wait_checkpoint(&self, name: &str, id: u64, shards: usize, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let status = self.checkpoints.borrow().get(name).and_then(|p| p.in_progress).filter(|p| p.0 == id);
+            match status {
+                Some((_, done, ok)) if done >= shards => return ok,
+                None => return false,
+                _ => {}
+            }
+            let l = self.checkpoint_event.listen();
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let _ = glommio::timer::timeout(deadline - now, async {
+                l.await;
+                Ok(())
+            })
+            .await;
+        }
+    }
+
+    pub fn record_checkpoint(&self, name: &str, took: std::time::Duration) {
+        if let Some(p) = self.checkpoints.borrow_mut().get_mut(name) {
+            p.in_progress = None;
+            p.completed += 1;
+            p.last_duration = Some(took);
+        }
+    }
+
+    pub fn checkpoint_progress(&self, name: &str) -> Option<CheckpointProgress> {
+        self.checkpoints.borrow().get(name).cloned()
     }
 
     /// Tells every view's driver to stop (without waiting for it).

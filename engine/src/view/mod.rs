@@ -4,5 +4,6 @@
 
 pub mod catalog;
 pub mod changelog;
+pub mod checkpoint;
 pub mod manager;
 pub mod read;
