@@ -62,3 +62,33 @@ pub fn segment_files(dir: &Path) -> (u64, Vec<std::path::PathBuf>) {
     let bytes = files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     (bytes, files)
 }
+
+/// One HTTP/1.1 request (`Connection: close`) to a local server: (status, body). For
+/// benchmark set-up, not for anything measured.
+pub fn http_request(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).and_then(|_| s.write_all(body)).expect("send http");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (_, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, body.to_string())
+}
+
+/// Runs SQL over HTTP; panics unless it succeeds. Returns the last statement's rows.
+pub fn sql(addr: std::net::SocketAddr, script: &str) -> Vec<Vec<serde_json::Value>> {
+    let (status, body) = http_request(addr, "POST", "/sql", script.as_bytes());
+    assert_eq!(status, 200, "{script}: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let last = v["results"].as_array().and_then(|r| r.last()).cloned().unwrap_or_default();
+    last["rows"]
+        .as_array()
+        .map(|rows| rows.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect())
+        .unwrap_or_default()
+}

@@ -244,11 +244,51 @@ pub struct AggregateState {
     pub keys: HashMap<Box<[u8]>, KeyGroups>,
     pub rows: usize,
     pub counters: AggregateCounters,
+    /// Record changes (for a changelog topic); off, nothing is allocated for them.
+    pub record_changes: bool,
+    /// Windows not yet final, by end: the watermark finalizes them in order without
+    /// looking at any other group. Entries for windows merged away are skipped.
+    pending: BTreeMap<i64, Vec<(Box<[u8]>, i64)>>,
+    /// Windows by end, for eviction past the state TTL (only with a TTL).
+    expiring: BTreeMap<i64, Vec<(Box<[u8]>, i64)>>,
+    /// Unwindowed groups past the TTL are found by a scan, at most this often (watermark).
+    last_ttl_scan: i64,
 }
 
 impl AggregateState {
     pub fn new() -> Self {
-        AggregateState { keys: HashMap::new(), rows: 0, counters: AggregateCounters::default() }
+        AggregateState {
+            keys: HashMap::new(),
+            rows: 0,
+            counters: AggregateCounters::default(),
+            record_changes: false,
+            pending: BTreeMap::new(),
+            expiring: BTreeMap::new(),
+            last_ttl_scan: i64::MIN,
+        }
+    }
+
+    /// Sets what the view's options decide: whether changes are recorded, whether
+    /// windows expire.
+    pub fn configure(&mut self, options: &ViewOptions) {
+        self.record_changes = options.changelog.is_some();
+        if options.state_ttl_ms.is_none() {
+            self.expiring.clear();
+        }
+    }
+
+    fn note(&self, changes: &mut Vec<Change>, change: impl FnOnce() -> Change) {
+        if self.record_changes {
+            changes.push(change());
+        }
+    }
+
+    /// A new window (or a session that grew): its end goes into the timer queues.
+    fn schedule(&mut self, key: &[u8], start: i64, end: i64, ttl: bool) {
+        self.pending.entry(end).or_default().push((key.into(), start));
+        if ttl {
+            self.expiring.entry(end).or_default().push((key.into(), start));
+        }
     }
 
     /// Merges a partial. Windows already final take no more (counted as late) unless the
@@ -262,28 +302,26 @@ impl AggregateState {
         changes: &mut Vec<Change>,
     ) {
         let update_late = options.late == LatePolicy::Update;
+        let windowed = p.window.is_some();
+        let ttl = windowed && options.state_ttl_ms.is_some();
         let (start, end) = p.window.unwrap_or((i64::MIN, i64::MAX));
-        if p.window.is_some() && end <= watermark && !update_late && !self.has_window(&p.key, start) {
+        if windowed && end <= watermark && !update_late && !self.has_window(&p.key, start) {
             // The window closed before this arrived.
             self.counters.late_dropped += 1;
             return;
         }
         let at_limit = self.rows >= options.state_rows_max;
         let sessions = matches!(plan.window, Some(WindowPlan::Session { .. }));
-        let kg = match self.keys.get_mut(&p.key) {
-            Some(kg) => kg,
-            None => {
-                if at_limit {
-                    self.counters.refused_at_limit += 1;
-                    return;
-                }
-                self.keys
-                    .entry(p.key.clone())
-                    .or_insert(KeyGroups { values: p.key_values.clone().into(), windows: BTreeMap::new() })
+        if !self.keys.contains_key(&p.key) {
+            if at_limit {
+                self.counters.refused_at_limit += 1;
+                return;
             }
-        };
+            self.keys.insert(p.key.clone(), KeyGroups { values: p.key_values.clone().into(), windows: BTreeMap::new() });
+        }
         if sessions {
             // Merge every session the new one overlaps.
+            let Some(kg) = self.keys.get_mut(&p.key) else { return };
             let mut merged_start = start;
             let mut merged_end = end;
             let mut accs: Vec<Acc> = plan.aggs.iter().map(|a| a.func.new_acc()).collect();
@@ -293,6 +331,7 @@ impl AggregateState {
             let mut max_ts = p.max_ts;
             let overlapping: Vec<i64> =
                 kg.windows.range(..end).filter(|(s, g)| **s < end && start < g.end).map(|(s, _)| *s).collect();
+            let mut removed = Vec::new();
             for s in overlapping {
                 if let Some(g) = kg.windows.remove(&s) {
                     self.rows -= 1;
@@ -304,35 +343,32 @@ impl AggregateState {
                             m.merge(a);
                         }
                     }
-                    if s != merged_start {
-                        changes.push(Change::Delete { key: p.key.clone(), window_start: s });
-                    }
+                    removed.push(s);
                 }
-            }
-            if merged_start != start || !kg.windows.contains_key(&merged_start) {
-                // (a removed session that started at merged_start is replaced below)
             }
             kg.windows.insert(
                 merged_start,
                 GroupEntry { end: merged_end, accs: GroupAccs::Live(accs), max_ts, finalized: false },
             );
             self.rows += 1;
-            changes.push(Change::Upsert { key: p.key, window_start: merged_start, final_result: false });
+            for s in removed.into_iter().filter(|s| *s != merged_start) {
+                self.note(changes, || Change::Delete { key: p.key.clone(), window_start: s });
+            }
+            self.schedule(&p.key, merged_start, merged_end, ttl);
+            self.note(changes, || Change::Upsert { key: p.key.clone(), window_start: merged_start, final_result: false });
             return;
         }
+        let Some(kg) = self.keys.get_mut(&p.key) else { return };
         let is_new = !kg.windows.contains_key(&start);
         if is_new && at_limit {
             self.counters.refused_at_limit += 1;
             return;
         }
-        let entry = kg.windows.entry(start).or_insert_with(|| {
-            self.rows += 1;
-            GroupEntry {
-                end,
-                accs: GroupAccs::Live(plan.aggs.iter().map(|a| a.func.new_acc()).collect()),
-                max_ts: p.max_ts,
-                finalized: false,
-            }
+        let entry = kg.windows.entry(start).or_insert_with(|| GroupEntry {
+            end,
+            accs: GroupAccs::Live(plan.aggs.iter().map(|a| a.func.new_acc()).collect()),
+            max_ts: p.max_ts,
+            finalized: false,
         });
         entry.max_ts = entry.max_ts.max(p.max_ts);
         match &mut entry.accs {
@@ -346,7 +382,14 @@ impl AggregateState {
                 return;
             }
         }
-        changes.push(Change::Upsert { key: p.key, window_start: start, final_result: entry.finalized });
+        let final_result = entry.finalized;
+        if is_new {
+            self.rows += 1;
+            if windowed {
+                self.schedule(&p.key, start, end, ttl);
+            }
+        }
+        self.note(changes, || Change::Upsert { key: p.key, window_start: start, final_result });
     }
 
     fn has_window(&self, key: &[u8], start: i64) -> bool {
@@ -355,47 +398,72 @@ impl AggregateState {
 
     /// The watermark moved to `wm`: windows that ended are final (their accumulators
     /// become results, unless late rows may still correct them), and rows past the state
-    /// TTL are evicted.
+    /// TTL are evicted. Only the windows due are touched (timer queues by end).
     pub fn advance(&mut self, plan: &AggregatePlan, options: &ViewOptions, wm: i64, changes: &mut Vec<Change>) {
-        let windowed = plan.window.is_some();
         let keep_accs = options.late == LatePolicy::Update;
-        let ttl_cut = options.state_ttl_ms.map(|ttl| wm.saturating_sub(ttl));
-        let mut empty = Vec::new();
-        for (key, kg) in self.keys.iter_mut() {
-            let mut evict = Vec::new();
-            for (start, g) in kg.windows.iter_mut() {
-                if windowed && !g.finalized && g.end <= wm {
-                    g.finalized = true;
-                    if !keep_accs {
-                        if let GroupAccs::Live(accs) = &g.accs {
-                            let results =
-                                accs.iter().zip(&plan.aggs).map(|(a, p)| a.result(p.func, p.result_type)).collect();
-                            g.accs = GroupAccs::Final(results);
-                        }
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > wm {
+                break;
+            }
+            let (end, due) = entry.remove_entry();
+            for (key, start) in due {
+                let Some(kg) = self.keys.get_mut(&key) else { continue };
+                let Some(g) = kg.windows.get_mut(&start) else { continue };
+                if g.finalized || g.end != end {
+                    continue;
+                }
+                g.finalized = true;
+                if !keep_accs {
+                    if let GroupAccs::Live(accs) = &g.accs {
+                        let results =
+                            accs.iter().zip(&plan.aggs).map(|(a, p)| a.result(p.func, p.result_type)).collect();
+                        g.accs = GroupAccs::Final(results);
                     }
-                    changes.push(Change::Upsert { key: key.clone(), window_start: *start, final_result: true });
                 }
-                let expired = match ttl_cut {
-                    Some(cut) if windowed => g.end < cut,
-                    Some(cut) => g.max_ts < cut,
-                    None => false,
-                };
-                if expired {
-                    evict.push(*start);
-                }
-            }
-            for s in evict {
-                kg.windows.remove(&s);
-                self.rows -= 1;
-                self.counters.evicted_by_ttl += 1;
-                changes.push(Change::Delete { key: key.clone(), window_start: s });
-            }
-            if kg.windows.is_empty() {
-                empty.push(key.clone());
+                self.note(changes, || Change::Upsert { key, window_start: start, final_result: true });
             }
         }
-        for k in empty {
-            self.keys.remove(&k);
+        let Some(ttl) = options.state_ttl_ms else { return };
+        let cut = wm.saturating_sub(ttl);
+        if plan.window.is_some() {
+            while let Some(entry) = self.expiring.first_entry() {
+                if *entry.key() >= cut {
+                    break;
+                }
+                let (end, due) = entry.remove_entry();
+                for (key, start) in due {
+                    let Some(kg) = self.keys.get_mut(&key) else { continue };
+                    if kg.windows.get(&start).is_none_or(|g| g.end != end) {
+                        continue;
+                    }
+                    kg.windows.remove(&start);
+                    let empty = kg.windows.is_empty();
+                    self.rows -= 1;
+                    self.counters.evicted_by_ttl += 1;
+                    if empty {
+                        self.keys.remove(&key);
+                    }
+                    self.note(changes, || Change::Delete { key, window_start: start });
+                }
+            }
+        } else if cut.saturating_sub(self.last_ttl_scan) >= (ttl / 4).max(1) {
+            // Unwindowed groups: their time moves with every update, so a scan finds them.
+            self.last_ttl_scan = cut;
+            let expired: Vec<Box<[u8]>> = self
+                .keys
+                .iter()
+                .filter(|(_, kg)| kg.windows.values().all(|g| g.max_ts < cut))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in expired {
+                if let Some(kg) = self.keys.remove(&key) {
+                    self.rows -= kg.windows.len();
+                    self.counters.evicted_by_ttl += kg.windows.len() as u64;
+                    for start in kg.windows.keys() {
+                        self.note(changes, || Change::Delete { key: key.clone(), window_start: *start });
+                    }
+                }
+            }
         }
     }
 
@@ -495,6 +563,13 @@ impl AggregateState {
                         (0..k).map(|_| decode_opt_datum(d).map(Option::unwrap_or_default)).collect::<Result<_, _>>()?,
                     )
                 };
+                if !finalized && end != i64::MAX {
+                    s.pending.entry(end).or_default().push((key.clone(), start));
+                }
+                if end != i64::MAX {
+                    // Eviction entries for every window (harmless without a TTL: never due).
+                    s.expiring.entry(end).or_default().push((key.clone(), start));
+                }
                 windows.insert(start, GroupEntry { end, accs, max_ts, finalized });
                 s.rows += 1;
             }

@@ -197,6 +197,8 @@ impl ViewRuntime {
             None => None,
         };
         let shards = shard.count;
+        let mut agg = AggregateState::new();
+        agg.configure(&plan.options);
         let state = ViewState {
             left,
             right,
@@ -204,7 +206,7 @@ impl ViewRuntime {
             partials: PartialTable::new(shards),
             join_out: (0..shards).map(|_| Vec::new()).collect(),
             scratch: Vec::with_capacity(64),
-            agg: AggregateState::new(),
+            agg,
             agg_watermarks: InputWatermarks::new(shards),
             join: IntervalJoinState::default(),
             join_watermarks: InputWatermarks::new(shards),
@@ -292,6 +294,7 @@ impl ViewRuntime {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
         st.agg = agg;
+        st.agg.configure(&self.plan.options);
         st.agg_watermarks.restore(&agg_wm.0, agg_wm.1);
         st.join = join;
         st.join_watermarks.restore(&join_wm.0, join_wm.1);

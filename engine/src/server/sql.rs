@@ -185,6 +185,12 @@ async fn show(node: &Rc<Node>, kind: ObjectKind) -> Result<Outcome, SqlError> {
                     Datum::Int(def.version as i64),
                     text("running".into()),
                     Datum::Int(stats.rows as i64),
+                    Datum::Int(stats.events as i64),
+                    if stats.watermark_ms == i64::MIN || stats.watermark_ms == i64::MAX {
+                        Datum::Null
+                    } else {
+                        Datum::Timestamp(stats.watermark_ms)
+                    },
                     text(def.sql.clone()),
                 ]);
             }

@@ -103,6 +103,8 @@ impl Planned {
                 ("version".into(), DataType::Int),
                 ("state".into(), DataType::Text),
                 ("rows".into(), DataType::BigInt),
+                ("events".into(), DataType::BigInt),
+                ("watermark".into(), DataType::Timestamp),
                 ("definition".into(), DataType::Text),
             ],
             Planned::ShowVariable { name } => vec![(name.clone(), DataType::Text)],
