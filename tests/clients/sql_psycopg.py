@@ -74,6 +74,9 @@ with psycopg.connect(conninfo, autocommit=True) as conn:
         bcur.execute("SELECT sym, n, hi, first_ts FROM per_sym WHERE sym = %s", ("BBB",))
         brow = bcur.fetchone()
         expect(brow == ("BBB", 6, 20.0, base), f"binary row: {brow}")
+    # Binary parameters (%b) into an untyped placeholder: decoded as the described type.
+    cur.execute("SELECT sym FROM per_sym WHERE n > %b ORDER BY n DESC, sym LIMIT 2", (5,))
+    expect(cur.fetchall() == [("CCC",), ("AAA",)], "binary parameter")
     # Filters, order and limit over a scan.
     cur.execute("SELECT sym FROM per_sym WHERE n > %s ORDER BY n DESC, sym LIMIT 2", (5,))
     expect(cur.fetchall() == [("CCC",), ("AAA",)], "order/limit")

@@ -253,7 +253,13 @@ pub struct AggregateState {
     expiring: BTreeMap<i64, Vec<(Box<[u8]>, i64)>>,
     /// Unwindowed groups past the TTL are found by a scan, at most this often (watermark).
     last_ttl_scan: i64,
+    /// The last size estimate and when it was made: the estimate walks every group, so
+    /// stats readers polling it must not cost the operator its throughput.
+    size_cache: std::cell::Cell<Option<(std::time::Instant, usize)>>,
 }
+
+/// How stale a view's reported state size may be.
+const SIZE_ESTIMATE_MAX_AGE_MS: u64 = 500;
 
 impl AggregateState {
     pub fn new() -> Self {
@@ -265,6 +271,7 @@ impl AggregateState {
             pending: BTreeMap::new(),
             expiring: BTreeMap::new(),
             last_ttl_scan: i64::MIN,
+            size_cache: std::cell::Cell::new(None),
         }
     }
 
@@ -484,8 +491,19 @@ impl AggregateState {
         row
     }
 
-    /// Approximate bytes held.
+    /// Approximate bytes held, at most SIZE_ESTIMATE_MAX_AGE_MS old.
     pub fn size_bytes(&self) -> usize {
+        if let Some((at, bytes)) = self.size_cache.get() {
+            if at.elapsed() < std::time::Duration::from_millis(SIZE_ESTIMATE_MAX_AGE_MS) {
+                return bytes;
+            }
+        }
+        let bytes = self.size_bytes_now();
+        self.size_cache.set(Some((std::time::Instant::now(), bytes)));
+        bytes
+    }
+
+    fn size_bytes_now(&self) -> usize {
         self.keys
             .iter()
             .map(|(k, kg)| {

@@ -108,11 +108,13 @@ fn format_at(codes: &[i16], i: usize) -> i16 {
 }
 
 fn error_response(severity: &str, e: &SqlError) -> B {
+    // Fields are C strings: a NUL from a client's bytes echoed in a message would end the
+    // field early and corrupt the frame.
     B::ErrorResponse(ErrorResponse::new(vec![
         (b'S', severity.to_string()),
         (b'V', severity.to_string()),
         (b'C', e.code.to_string()),
-        (b'M', e.message.clone()),
+        (b'M', e.message.replace('\0', "\\0")),
     ]))
 }
 

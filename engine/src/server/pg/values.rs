@@ -104,6 +104,8 @@ pub fn decode_param(
                 _ => Err(bad_param(i, "wrong binary length")),
             }
         };
+        // Undeclared (0 or unknown): the client encoded it as the type we described.
+        let oid = if oid == 0 || oid == 705 { ty.pg_oid() } else { oid };
         match oid {
             16 if b.len() == 1 => Datum::Bool(b[0] != 0),
             21 => Datum::Int(int(2)?),
