@@ -128,6 +128,18 @@ const _: () = assert!(APPEND_WRITE_BYTES_MAX >= BATCH_BYTES_MAX_DEFAULT + BLOCK_
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT > BATCH_BYTES_MAX_CEILING);
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64 + 1);
 
+/// Shares of the shard's live task queue (glommio's default queue: ingest, live view
+/// processing, queries) and of the replay queue (rebuilds): a busy replay gets ~1/11.
+pub const LIVE_QUEUE_SHARES: usize = 1_000;
+pub const REPLAY_QUEUE_SHARES: usize = 100;
+/// How long a task queue runs before the executor looks at the others: bounds how long
+/// live work waits behind a replay.
+pub const PREEMPT_TIMER_US: u64 = 1_000;
+/// How often the coordinator looks at a rebuild's progress (and whether it can switch).
+pub const REBUILD_POLL_MS: u64 = 50;
+/// How long a sequential-read probe for `EXPLAIN REBUILD` may read.
+pub const READ_RATE_PROBE_MS: u64 = 200;
+
 /// Rounds `n` up to the next multiple of [`BLOCK_BYTES`].
 pub const fn align_up(n: u64) -> u64 {
     (n + BLOCK_BYTES as u64 - 1) & !(BLOCK_BYTES as u64 - 1)

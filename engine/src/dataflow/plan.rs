@@ -119,6 +119,30 @@ pub struct ViewOptions {
     pub state_rows_max: usize,
     /// A partition with nothing new for this long no longer holds the watermark back.
     pub idle_timeout_ms: i64,
+    /// Where the view starts reading its sources when it has no checkpoint.
+    pub start: StartFrom,
+}
+
+/// Where a view (or a rebuilt version of it) starts reading its sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// The earliest retained offset of every partition.
+    #[default]
+    Earliest,
+    /// This offset in every partition (clamped to what the partition retains).
+    Offset(u64),
+    /// The first record at or after this time (milliseconds since the epoch).
+    Timestamp(i64),
+}
+
+impl std::fmt::Display for StartFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartFrom::Earliest => write!(f, "EARLIEST"),
+            StartFrom::Offset(n) => write!(f, "OFFSET {n}"),
+            StartFrom::Timestamp(ms) => write!(f, "TIMESTAMP '{}'", crate::sql::types::format_timestamp(*ms)),
+        }
+    }
 }
 
 impl Default for ViewOptions {
@@ -129,6 +153,7 @@ impl Default for ViewOptions {
             changelog: None,
             state_rows_max: crate::limits::VIEW_STATE_ROWS_MAX_DEFAULT,
             idle_timeout_ms: crate::limits::VIEW_IDLE_TIMEOUT_MS_DEFAULT,
+            start: StartFrom::Earliest,
         }
     }
 }

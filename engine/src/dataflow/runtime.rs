@@ -114,6 +114,13 @@ pub struct ViewRuntime {
     pub state: RefCell<ViewState>,
     pub metrics: ViewMetrics,
     stopped: Cell<bool>,
+    /// The driver returns at its next round without stopping the view (to move it to
+    /// another task queue).
+    paused: Cell<bool>,
+    /// A rebuild's rate limit on this shard (bytes read per second); 0: none.
+    pub rate_limit_bytes_per_s: Cell<u64>,
+    /// Where each source partition this shard reads started: (topic, partition, offset).
+    pub started_at: Vec<(String, u32, Offset)>,
     wake: Event,
     checkpoint: RefCell<Checkpointing>,
 }
@@ -219,7 +226,7 @@ impl ViewRuntime {
             append_changes: Vec::new(),
             late_side: Vec::new(),
         };
-        Ok(ViewRuntime {
+        let mut rt = ViewRuntime {
             key,
             name: name.to_string(),
             plan,
@@ -227,9 +234,14 @@ impl ViewRuntime {
             state: RefCell::new(state),
             metrics: ViewMetrics::default(),
             stopped: Cell::new(false),
+            paused: Cell::new(false),
+            rate_limit_bytes_per_s: Cell::new(0),
+            started_at: Vec::new(),
             wake: Event::new(),
             checkpoint: RefCell::new(Checkpointing::default()),
-        })
+        };
+        rt.started_at = rt.positions();
+        Ok(rt)
     }
 
     /// Asks for checkpoint `id`: the driver sends its barriers at its next round.
@@ -319,6 +331,16 @@ impl ViewRuntime {
 
     pub fn is_stopped(&self) -> bool {
         self.stopped.get()
+    }
+
+    /// Makes the driver return at its next round; the view's state stays as it is.
+    pub fn pause_driver(&self) {
+        self.paused.set(true);
+        self.wake.notify(usize::MAX);
+    }
+
+    pub fn unpause_driver(&self) {
+        self.paused.set(false);
     }
 
     /// The watermark of the view's last stateful operator (milliseconds).
@@ -682,8 +704,9 @@ impl ViewRuntime {
 pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
     let shards = rt.shard.count;
     let me = rt.shard.index;
-    // The table of a stream–table join first: every row it has now, to every shard.
-    if rt.plan.table_join.is_some() {
+    // The table of a stream–table join first: every row it has now, to every shard
+    // (not again when the driver is restarted in another task queue).
+    if rt.plan.table_join.is_some() && !rt.table_ready() {
         if let Err(e) = feed_table(&*host, &rt, true).await {
             tracing::error!(view = %rt.name, error = %e, "reading the table failed");
         }
@@ -711,10 +734,14 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         }
     }
     let mut next = Outbox::new(shards);
+    let mut pace = Pace::new(rt.metrics.bytes_read.get());
     loop {
-        if rt.is_stopped() {
+        if rt.is_stopped() || rt.paused.get() {
             return;
         }
+        // Other task queues (live ingest, queries) get their share between rounds.
+        glommio::yield_if_needed().await;
+        pace.wait(rt.rate_limit_bytes_per_s.get(), rt.metrics.bytes_read.get()).await;
         let requested = rt.checkpoint.borrow_mut().requested.take();
         if let Some(id) = requested {
             // Everything sent so far is before the barrier; nothing more is sent until
@@ -745,13 +772,15 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         }
         let mut progressed = false;
         for (side, p, reader) in readers.iter_mut() {
+            // Per partition: an idle one must count as caught up whatever the others do.
+            let mut read_any = false;
             // A few batches per partition per round: fair, and a bounded outbox.
             for _ in 0..READ_BATCHES_PER_ROUND {
                 match reader.next_batch().await {
                     Ok(Some(batch)) => {
                         rt.metrics.bytes_read.add(batch.payload().len() as u64);
                         rt.process_batch(*side, *p, &batch);
-                        progressed = true;
+                        read_any = true;
                     }
                     Ok(None) => {
                         rt.set_caught_up(*side, *p, true);
@@ -764,8 +793,9 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                     }
                 }
             }
-            if progressed {
+            if read_any {
                 rt.set_caught_up(*side, *p, false);
+                progressed = true;
             }
         }
         if rt.plan.table_join.is_some() {
@@ -789,6 +819,31 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         maybe_checkpoint(&*host, &rt).await;
         if !progressed {
             wait_for_data(&rt, &readers).await;
+        }
+    }
+}
+
+/// Keeps a driver's reads under a rate (a rebuild's limit): after each round it sleeps
+/// until the bytes read since it started fit the rate.
+struct Pace {
+    started: std::time::Instant,
+    bytes_at_start: u64,
+}
+
+impl Pace {
+    fn new(bytes: u64) -> Self {
+        Pace { started: std::time::Instant::now(), bytes_at_start: bytes }
+    }
+
+    async fn wait(&mut self, rate_bytes_per_s: u64, bytes: u64) {
+        if rate_bytes_per_s == 0 {
+            self.started = std::time::Instant::now();
+            self.bytes_at_start = bytes;
+            return;
+        }
+        let due = Duration::from_secs_f64(bytes.saturating_sub(self.bytes_at_start) as f64 / rate_bytes_per_s as f64);
+        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            glommio::timer::sleep(wait).await;
         }
     }
 }

@@ -10,3 +10,6 @@ pub use bounded_queue::BoundedQueue;
 pub use mesh::{MeshSetup, ShardSender};
 pub use shards::{default_shard_count, run_single, start_shards, ShardHandle, ShardId};
 pub use shutdown::ShutdownSignal;
+
+mod task_queues;
+pub use task_queues::spawn_replay;

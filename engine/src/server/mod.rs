@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod native;
 pub mod node;
 pub mod pg;
+pub mod rebuild;
 pub mod sql;
 pub mod views;
 

@@ -118,8 +118,51 @@ pub async fn execute(node: &Rc<Node>, planned: Planned) -> Result<Outcome, SqlEr
             rows: vec![vec![Datum::Text(show_variable(&name).into())]],
         }),
         Planned::Command { tag } => Ok(Outcome::Command(tag)),
-        Planned::Rebuild { .. } | Planned::CancelRebuild { .. } | Planned::ExplainRebuild { .. } => {
-            Err(SqlError::unsupported("view rebuilds are not available yet"))
+        Planned::Rebuild { view, from, options } => {
+            let mut rate = 0u64;
+            for (k, v) in options {
+                match k.as_str() {
+                    "rate_limit_mb_per_s" => {
+                        let mb: f64 = v.parse().ok().filter(|x: &f64| *x > 0.0 && x.is_finite()).ok_or_else(|| {
+                            SqlError::new(
+                                sqlstate::INVALID_PARAMETER_VALUE,
+                                format!("invalid value '{v}' for rate_limit_mb_per_s: a positive number of MB/s"),
+                            )
+                        })?;
+                        rate = (mb * 1e6) as u64;
+                    }
+                    other => {
+                        return Err(SqlError::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!("unknown rebuild option \"{other}\" (known: rate_limit_mb_per_s)"),
+                        ))
+                    }
+                }
+            }
+            node.rebuild_view(&view, from, rate).await?;
+            Ok(Outcome::Command("ALTER MATERIALIZED VIEW".into()))
+        }
+        Planned::CancelRebuild { view } => {
+            node.cancel_rebuild(&view).await?;
+            Ok(Outcome::Command("ALTER MATERIALIZED VIEW".into()))
+        }
+        Planned::ExplainRebuild { view, from } => {
+            let e = node.explain_rebuild(&view, from).await?;
+            let text = |s: String| Datum::Text(s.into());
+            let items: Vec<(&str, String)> = vec![
+                ("view", view.clone()),
+                ("version", e.version.to_string()),
+                ("from", e.from.to_string()),
+                ("partitions", e.partitions.to_string()),
+                ("events_to_read", e.events.to_string()),
+                ("bytes_to_read", e.bytes.to_string()),
+                ("read_rate_mb_per_s", format!("{:.1}", e.read_rate_bytes_per_s / 1e6)),
+                ("expected_seconds", format!("{:.2}", e.seconds)),
+                ("expected_state_rows", e.state_rows.to_string()),
+                ("expected_state_bytes", e.state_bytes.to_string()),
+            ];
+            let rows = items.into_iter().map(|(k, v)| vec![text(k.to_string()), text(v)]).collect();
+            Ok(Outcome::Rows { columns: Planned::ExplainRebuild { view, from }.columns(), rows })
         }
     }
 }
@@ -180,19 +223,31 @@ async fn show(node: &Rc<Node>, kind: ObjectKind) -> Result<Outcome, SqlError> {
         ObjectKind::View => {
             for def in node.views.defs() {
                 let stats = node.view_stats(&def.name).await?;
+                let watermark = |ms: i64| if ms == i64::MIN || ms == i64::MAX { Datum::Null } else { Datum::Timestamp(ms) };
                 rows.push(vec![
                     text(def.name.clone()),
                     Datum::Int(def.version as i64),
-                    text("running".into()),
+                    text("serving".into()),
                     Datum::Int(stats.rows as i64),
                     Datum::Int(stats.events as i64),
-                    if stats.watermark_ms == i64::MIN || stats.watermark_ms == i64::MAX {
-                        Datum::Null
-                    } else {
-                        Datum::Timestamp(stats.watermark_ms)
-                    },
+                    watermark(stats.watermark_ms),
                     text(def.sql.clone()),
+                    Datum::Null,
                 ]);
+                // A version being built shows beside the one serving.
+                let progress = node.rebuild_progress(&def.name).await?;
+                if let Some(p) = progress.filter(|p| p.phase == crate::view::rebuild::RebuildPhase::Building) {
+                    rows.push(vec![
+                        text(def.name.clone()),
+                        Datum::Int(p.version as i64),
+                        text(format!("building from {}", p.from)),
+                        Datum::Null,
+                        Datum::Int(p.events_done as i64),
+                        Datum::Null,
+                        text(def.sql.clone()),
+                        Datum::Double(p.fraction()),
+                    ]);
+                }
             }
         }
     }

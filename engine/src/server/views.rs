@@ -59,14 +59,18 @@ pub enum ViewRequest {
         if_exists: bool,
         reply: oneshot::Sender<Result<bool, SqlError>>,
     },
-    /// From the coordinator: plan the view and register it (not started).
+    /// From the coordinator: plan the view and register it (not started); `building`: as
+    /// the version a rebuild makes, reading at most `rate_limit_bytes_per_s` on this shard.
     Add {
         def: ViewDef,
+        building: bool,
+        rate_limit_bytes_per_s: u64,
         reply: Reply<()>,
     },
     /// From the coordinator: start its driver.
     Start {
         name: String,
+        building: bool,
         reply: Reply<()>,
     },
     /// From the coordinator: stop and forget it.
@@ -74,10 +78,19 @@ pub enum ViewRequest {
         name: String,
         reply: Reply<()>,
     },
+    /// Rows of the given version of the view (the one the query began with).
     Read {
         name: String,
+        version: u32,
         request: ReadRequest,
-        reply: Reply<Vec<Vec<OwnedDatum>>>,
+        /// `None`: the shard no longer has that version (the read starts again).
+        reply: Reply<Option<Vec<Vec<OwnedDatum>>>>,
+    },
+    /// From the coordinator, about a rebuild.
+    Rebuild {
+        name: String,
+        op: super::rebuild::RebuildOp,
+        reply: oneshot::Sender<Result<super::rebuild::RebuildReply, SqlError>>,
     },
     Stats {
         name: String,
@@ -271,11 +284,12 @@ impl Node {
             version: 1,
             sql: sql.to_string(),
             created_ms: crate::clock::now_ms(),
+            from: None,
         };
         catalog::write_def(self.log.storage(), self.log.data_dir(), &def)
             .await
             .map_err(|e| SqlError::new(sqlstate::IO_ERROR, e.to_string()))?;
-        if let Err(e) = self.install_view(&def).await {
+        if let Err(e) = self.install_view(&def, false, 0).await {
             let _ = self.remove_view_everywhere(name).await;
             let _ = catalog::remove(self.log.storage(), self.log.data_dir(), name).await;
             return Err(sql_error(e));
@@ -284,22 +298,32 @@ impl Node {
         Ok(true)
     }
 
-    /// Registers a view on every shard, then starts it on every shard.
-    async fn install_view(self: &Rc<Self>, def: &ViewDef) -> Result<(), ApiError> {
+    /// Registers a view (or, `building`, the version a rebuild makes) on every shard,
+    /// then starts it on every shard. `rate_limit_bytes_per_s` is the whole rebuild's.
+    pub(super) async fn install_view(
+        self: &Rc<Self>,
+        def: &ViewDef,
+        building: bool,
+        rate_limit_bytes_per_s: u64,
+    ) -> Result<(), ApiError> {
+        let rate = rate_limit_bytes_per_s.div_ceil(self.shard.count as u64);
         for shard in 0..self.shard.count {
             if shard == self.shard.index {
-                self.add_view_local(def.clone()).await?;
+                self.add_view_local(def.clone(), building, rate).await?;
             } else {
                 let def = def.clone();
-                self.ask(shard, |reply| ShardRequest::View(ViewRequest::Add { def, reply })).await?;
+                self.ask(shard, |reply| {
+                    ShardRequest::View(ViewRequest::Add { def, building, rate_limit_bytes_per_s: rate, reply })
+                })
+                .await?;
             }
         }
         for shard in 0..self.shard.count {
             if shard == self.shard.index {
-                self.start_view_local(&def.name);
+                self.start_view_local(&def.name, building);
             } else {
                 let name = def.name.clone();
-                self.ask(shard, |reply| ShardRequest::View(ViewRequest::Start { name, reply })).await?;
+                self.ask(shard, |reply| ShardRequest::View(ViewRequest::Start { name, building, reply })).await?;
             }
         }
         Ok(())
@@ -337,6 +361,7 @@ impl Node {
             ));
         }
         self.remove_view_everywhere(name).await.map_err(sql_error)?;
+        self.views.rebuilds.borrow_mut().remove(name);
         catalog::remove(self.log.storage(), self.log.data_dir(), name)
             .await
             .map_err(|e| SqlError::new(sqlstate::IO_ERROR, e.to_string()))?;
@@ -352,11 +377,13 @@ impl Node {
         let defs = catalog::read_defs(self.log.storage(), self.log.data_dir()).await.map_err(|e| e.to_string())?;
         for def in defs {
             self.views.set_last_id(self.views.last_id().max(def.id));
-            if let Err(e) = self.install_view(&def).await {
+            if let Err(e) = self.install_view(&def, false, 0).await {
                 // One broken view does not keep the others (or the log) from serving.
                 tracing::error!(view = %def.name, error = %e, "the view could not be restored");
                 let _ = self.remove_view_everywhere(&def.name).await;
+                continue;
             }
+            self.resume_rebuild(&def).await;
         }
         Ok(())
     }
@@ -364,14 +391,26 @@ impl Node {
     /// Plans a view from its definition and registers it on this shard: from its last
     /// complete checkpoint if there is one (state, and source offsets to go on from),
     /// else reading every source partition this shard owns from its start.
-    pub async fn add_view_local(self: &Rc<Self>, def: ViewDef) -> Result<(), ApiError> {
+    pub async fn add_view_local(
+        self: &Rc<Self>,
+        def: ViewDef,
+        building: bool,
+        rate_limit_bytes_per_s: u64,
+    ) -> Result<(), ApiError> {
         let planned = plan_def(self, &def.sql).map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.message))?;
         let host = ShardHost { node: self.clone() };
+        let from = def.from.unwrap_or(planned.plan.options.start);
+        let starts = self.start_offsets(&planned.plan, from).await;
         let start = |topic: &str, p: u32| -> Offset {
-            self.log.partition(topic, p).map_or(Offset(0), |part| part.offsets().log_start())
+            starts.iter().find(|(t, q, _)| t == topic && *q == p).map_or(Offset(0), |(_, _, o)| *o)
         };
         let runtime = ViewRuntime::new(def.key(), &def.name, Rc::new(planned.plan), &host, &start)
             .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
+        if building {
+            runtime.rate_limit_bytes_per_s.set(rate_limit_bytes_per_s);
+            self.views.add_building(def, Rc::new(runtime), planned.columns);
+            return Ok(());
+        }
         let (storage, dir) = (self.log.storage(), self.log.data_dir());
         let meta = checkpoint::read_meta(storage, dir, &def.name).await.unwrap_or_else(|e| {
             tracing::warn!(view = %def.name, error = %e, "the checkpoint manifest is unreadable; rebuilding from the sources");
@@ -477,14 +516,67 @@ impl Node {
         }
     }
 
-    pub fn start_view_local(self: &Rc<Self>, name: &str) {
+    pub fn start_view_local(self: &Rc<Self>, name: &str, building: bool) {
         let host: Rc<dyn DataflowHost> = Rc::new(ShardHost { node: self.clone() });
-        self.views.start(name, host);
+        if building {
+            self.views.start_building(name, host);
+        } else {
+            self.views.start(name, host);
+        }
+    }
+
+    /// Where each source partition this shard owns starts for `from`.
+    pub(super) async fn start_offsets(&self, plan: &ViewPlan, from: crate::dataflow::plan::StartFrom) -> Vec<(String, u32, Offset)> {
+        use crate::dataflow::plan::StartFrom;
+        let mut out = Vec::new();
+        for topic in plan.topics() {
+            let Some(config) = self.log.topic(topic) else { continue };
+            for p in 0..config.partitions {
+                let Ok(part) = self.log.partition(topic, p) else { continue };
+                let o = part.offsets();
+                let at = match from {
+                    StartFrom::Earliest => o.log_start(),
+                    StartFrom::Offset(n) => Offset(n.clamp(o.log_start().0, o.visible_end().0)),
+                    StartFrom::Timestamp(ms) => part.offset_for_time(ms).await.unwrap_or(o.visible_end()),
+                };
+                out.push((topic.to_string(), p, at));
+            }
+        }
+        out
     }
 
     /// A view's rows (as the view shows them) that pass the request's filter: from the
     /// shard owning the key for a lookup, else from every shard.
     pub async fn read_view(&self, name: &str, request: ReadRequest) -> Result<Vec<Vec<OwnedDatum>>, SqlError> {
+        // A rebuild may switch versions while the read is under way: a shard that no
+        // longer has the version the read began with makes it start again.
+        let mut tries = 0;
+        loop {
+            let version = self
+                .views
+                .get(name)
+                .map(|(d, _, _)| d.version)
+                .ok_or_else(|| SqlError::new(sqlstate::UNDEFINED_TABLE, format!("materialized view \"{name}\" does not exist")))?;
+            match self.read_version(name, version, &request).await? {
+                Some(rows) => return Ok(rows),
+                None if tries < 3 => tries += 1,
+                None => {
+                    return Err(SqlError::new(
+                        sqlstate::OBJECT_IN_USE,
+                        format!("materialized view \"{name}\" kept switching versions during the read; try again"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// `None`: a shard no longer has `version`.
+    async fn read_version(
+        &self,
+        name: &str,
+        version: u32,
+        request: &ReadRequest,
+    ) -> Result<Option<Vec<Vec<OwnedDatum>>>, SqlError> {
         let shards: Vec<usize> = match &request.group_key {
             Some(k) => vec![crate::dataflow::row::owner_of(k, self.shard.count)],
             None => (0..self.shard.count).collect(),
@@ -492,13 +584,14 @@ impl Node {
         let mut rows = Vec::new();
         for shard in shards {
             let part = if shard == self.shard.index {
-                self.read_view_local(name, &request)?
+                self.read_view_local(name, version, request)
             } else {
                 let (name, request) = (name.to_string(), request.clone());
-                self.ask(shard, |reply| ShardRequest::View(ViewRequest::Read { name, request, reply }))
+                self.ask(shard, |reply| ShardRequest::View(ViewRequest::Read { name, version, request, reply }))
                     .await
                     .map_err(sql_error)?
             };
+            let Some(part) = part else { return Ok(None) };
             rows.extend(part);
             if rows.len() > crate::limits::SQL_RESULT_ROWS_MAX {
                 return Err(SqlError::new(
@@ -513,14 +606,11 @@ impl Node {
                 break;
             }
         }
-        Ok(rows)
+        Ok(Some(rows))
     }
 
-    fn read_view_local(&self, name: &str, request: &ReadRequest) -> Result<Vec<Vec<OwnedDatum>>, ApiError> {
-        let (_, rt, _) = self.views.get(name).ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownTopic, format!("materialized view '{name}' does not exist"))
-        })?;
-        Ok(read_rows(&rt, request))
+    fn read_view_local(&self, name: &str, version: u32, request: &ReadRequest) -> Option<Vec<Vec<OwnedDatum>>> {
+        self.views.get_version(name, version).map(|rt| read_rows(&rt, request))
     }
 
     fn view_stats_local(&self, name: &str) -> Result<ViewShardStats, ApiError> {
@@ -569,19 +659,22 @@ impl Node {
             ViewRequest::Drop { name, if_exists, reply } => {
                 let _ = reply.send(self.drop_view(&name, if_exists).await);
             }
-            ViewRequest::Add { def, reply } => {
-                let _ = reply.send(self.add_view_local(def).await);
+            ViewRequest::Add { def, building, rate_limit_bytes_per_s, reply } => {
+                let _ = reply.send(self.add_view_local(def, building, rate_limit_bytes_per_s).await);
             }
-            ViewRequest::Start { name, reply } => {
-                self.start_view_local(&name);
+            ViewRequest::Start { name, building, reply } => {
+                self.start_view_local(&name, building);
                 let _ = reply.send(Ok(()));
+            }
+            ViewRequest::Rebuild { name, op, reply } => {
+                let _ = reply.send(self.rebuild_local(&name, op).await);
             }
             ViewRequest::Remove { name, reply } => {
                 self.views.remove(&name).await;
                 let _ = reply.send(Ok(()));
             }
-            ViewRequest::Read { name, request, reply } => {
-                let _ = reply.send(self.read_view_local(&name, &request));
+            ViewRequest::Read { name, version, request, reply } => {
+                let _ = reply.send(Ok(self.read_view_local(&name, version, &request)));
             }
             ViewRequest::Stats { name, reply } => {
                 let _ = reply.send(self.view_stats_local(&name));

@@ -26,6 +26,7 @@ pub mod sqlstate {
     pub const IO_ERROR: &str = "58030";
     pub const QUERY_CANCELED: &str = "57014";
     pub const OBJECT_IN_USE: &str = "55006";
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
 }
 

@@ -12,13 +12,7 @@ use sqlparser::tokenizer::Token;
 use super::error::SqlError;
 
 /// Where a rebuild starts.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RebuildFrom {
-    Earliest,
-    Offset(u64),
-    /// Milliseconds since the epoch.
-    Timestamp(i64),
-}
+pub use crate::dataflow::plan::StartFrom as RebuildFrom;
 
 /// A parsed statement.
 #[derive(Debug, Clone)]

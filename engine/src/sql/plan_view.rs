@@ -15,7 +15,7 @@ use sqlparser::ast::{
 use super::error::{sqlstate, SqlError};
 use super::expr::Expr;
 use super::lower::{is_aggregate_name, GroupKey, Grouping, Lowerer, Params, Purpose, Typed};
-use super::parse::{ident_norm, name_norm, option_pairs};
+use super::parse::{ident_norm, name_norm, option_pairs, RebuildFrom};
 use super::scope::Scope;
 use super::types::{parse_interval, DataType};
 use crate::dataflow::plan::{
@@ -305,6 +305,17 @@ pub fn view_options(opts: &ast::CreateTableOptions) -> Result<ViewOptions, SqlEr
             "state_rows_max" => {
                 o.state_rows_max =
                     v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(&k, &v, "not a positive integer"))?
+            }
+            "start" => {
+                o.start = if v.eq_ignore_ascii_case("earliest") {
+                    RebuildFrom::Earliest
+                } else if let Some(n) = v.strip_prefix("offset:") {
+                    RebuildFrom::Offset(n.trim().parse().map_err(|_| bad(&k, &v, "not an offset"))?)
+                } else {
+                    RebuildFrom::Timestamp(super::types::parse_timestamp(&v).ok_or_else(|| {
+                        bad(&k, &v, "use 'earliest', 'offset:N' or a timestamp ('YYYY-MM-DD HH:MM:SS' or RFC 3339)")
+                    })?)
+                }
             }
             "idle_timeout" => {
                 o.idle_timeout_ms = parse_interval(&v, None)

@@ -106,6 +106,7 @@ impl Planned {
                 ("events".into(), DataType::BigInt),
                 ("watermark".into(), DataType::Timestamp),
                 ("definition".into(), DataType::Text),
+                ("progress".into(), DataType::Double),
             ],
             Planned::ShowVariable { name } => vec![(name.clone(), DataType::Text)],
             Planned::ExplainRebuild { .. } => text(&["item", "value"]),

@@ -3,16 +3,25 @@
 //! `<data>/views/<name>/view.meta` (metadata envelope, magic `SLVW`) holds the view's id,
 //! version and the SQL that defines it; the plan is made again from the SQL on every
 //! start (against the topics' current schemas, which only grow at the end).
+//!
+//! `<data>/views/<name>/rebuild.meta` (magic `SLRB`) exists while a rebuild of the view
+//! runs: the version being built, where it starts and its rate limit. A restart finds it
+//! and starts that rebuild again from its start (the serving version serves meanwhile).
 
 use std::path::{Path, PathBuf};
 
 use crate::io::Storage;
 use crate::log::LogError;
-use crate::wire::{decode_meta_file, encode_meta_file, Decoder, Encoder, WireError};
+use crate::dataflow::plan::StartFrom;
+use crate::wire::{decode_meta_file, decode_meta_file_versions, encode_meta_file, Decoder, Encoder, WireError};
 
 const VIEW_META_FILE: &str = "view.meta";
 const VIEW_META_MAGIC: [u8; 4] = *b"SLVW";
-const VIEW_META_VERSION: u16 = 1;
+/// Version 2 added the version's start (`from`).
+const VIEW_META_VERSION: u16 = 2;
+const REBUILD_META_FILE: &str = "rebuild.meta";
+const REBUILD_META_MAGIC: [u8; 4] = *b"SLRB";
+const REBUILD_META_VERSION: u16 = 1;
 
 /// A view as the catalog keeps it. `Send`: it crosses shards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +34,9 @@ pub struct ViewDef {
     /// The `CREATE MATERIALIZED VIEW` statement.
     pub sql: String,
     pub created_ms: i64,
+    /// Where this version started reading (a rebuild's FROM); `None`: as the definition's
+    /// `start` option says.
+    pub from: Option<StartFrom>,
 }
 
 impl ViewDef {
@@ -34,17 +46,86 @@ impl ViewDef {
 
     pub fn encode(&self, e: &mut Encoder) {
         e.str(&self.name).u64(self.id).u32(self.version).str(&self.sql).i64(self.created_ms);
+        encode_start(e, self.from);
     }
 
-    pub fn decode(d: &mut Decoder<'_>) -> Result<ViewDef, WireError> {
+    /// `format`: the file's version (1 has no `from`).
+    pub fn decode(d: &mut Decoder<'_>, format: u16) -> Result<ViewDef, WireError> {
         Ok(ViewDef {
             name: d.str()?.to_string(),
             id: d.u64()?,
             version: d.u32()?,
             sql: d.str()?.to_string(),
             created_ms: d.i64()?,
+            from: if format >= 2 { decode_start(d)? } else { None },
         })
     }
+}
+
+fn encode_start(e: &mut Encoder, from: Option<StartFrom>) {
+    match from {
+        None => e.u8(0),
+        Some(StartFrom::Earliest) => e.u8(1),
+        Some(StartFrom::Offset(n)) => e.u8(2).u64(n),
+        Some(StartFrom::Timestamp(ms)) => e.u8(3).i64(ms),
+    };
+}
+
+fn decode_start(d: &mut Decoder<'_>) -> Result<Option<StartFrom>, WireError> {
+    Ok(match d.u8()? {
+        0 => None,
+        1 => Some(StartFrom::Earliest),
+        2 => Some(StartFrom::Offset(d.u64()?)),
+        3 => Some(StartFrom::Timestamp(d.i64()?)),
+        _ => return Err(WireError::Invalid("start")),
+    })
+}
+
+/// A rebuild in progress, as `rebuild.meta` keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebuildRecord {
+    /// The version being built.
+    pub version: u32,
+    pub from: StartFrom,
+    /// Bytes per second over all shards; 0: unlimited.
+    pub rate_limit_bytes_per_s: u64,
+    pub started_ms: i64,
+}
+
+pub async fn write_rebuild(storage: &Storage, data_dir: &Path, name: &str, r: &RebuildRecord) -> Result<(), LogError> {
+    let mut e = Encoder::new();
+    e.u32(r.version);
+    encode_start(&mut e, Some(r.from));
+    e.u64(r.rate_limit_bytes_per_s).i64(r.started_ms);
+    let bytes = encode_meta_file(REBUILD_META_MAGIC, REBUILD_META_VERSION, &e.finish());
+    storage.write_file_atomic(&view_dir(data_dir, name).join(REBUILD_META_FILE), &bytes).await?;
+    Ok(())
+}
+
+pub async fn read_rebuild(storage: &Storage, data_dir: &Path, name: &str) -> Result<Option<RebuildRecord>, LogError> {
+    let path = view_dir(data_dir, name).join(REBUILD_META_FILE);
+    if !storage.exists(&path) {
+        return Ok(None);
+    }
+    let bad = |detail: String| LogError::BadMetadata { path: path.clone(), detail };
+    let buf = storage.read_file(&path).await?;
+    let body =
+        decode_meta_file(REBUILD_META_MAGIC, REBUILD_META_VERSION, &buf).map_err(|e| bad(e.to_string()))?;
+    let mut d = Decoder::new(body);
+    let version = d.u32().map_err(|e| bad(e.to_string()))?;
+    let from = decode_start(&mut d).map_err(|e| bad(e.to_string()))?.unwrap_or_default();
+    let rate_limit_bytes_per_s = d.u64().map_err(|e| bad(e.to_string()))?;
+    let started_ms = d.i64().map_err(|e| bad(e.to_string()))?;
+    Ok(Some(RebuildRecord { version, from, rate_limit_bytes_per_s, started_ms }))
+}
+
+pub async fn remove_rebuild(storage: &Storage, data_dir: &Path, name: &str) -> Result<(), LogError> {
+    let path = view_dir(data_dir, name).join(REBUILD_META_FILE);
+    if storage.exists(&path) {
+        storage.remove_file(&path).await?;
+        storage.sync_dir(&view_dir(data_dir, name)).await?;
+    }
+    Ok(())
 }
 
 pub fn views_dir(data_dir: &Path) -> PathBuf {
@@ -84,8 +165,9 @@ pub async fn read_defs(storage: &Storage, data_dir: &Path) -> Result<Vec<ViewDef
         }
         let bad = |detail: String| LogError::BadMetadata { path: path.clone(), detail };
         let buf = storage.read_file(&path).await?;
-        let body = decode_meta_file(VIEW_META_MAGIC, VIEW_META_VERSION, &buf).map_err(|e| bad(e.to_string()))?;
-        out.push(ViewDef::decode(&mut Decoder::new(body)).map_err(|e| bad(e.to_string()))?);
+        let (format, body) = decode_meta_file_versions(VIEW_META_MAGIC, 1..=VIEW_META_VERSION, &buf)
+            .map_err(|e| bad(e.to_string()))?;
+        out.push(ViewDef::decode(&mut Decoder::new(body), format).map_err(|e| bad(e.to_string()))?);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

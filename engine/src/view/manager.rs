@@ -1,4 +1,9 @@
 //! The views running on one shard: their definitions, runtimes and driver tasks.
+//!
+//! A view has one serving version and, while it is rebuilt, a building one whose driver
+//! runs in the replay task queue (a small share of the shard). Promotion makes the
+//! building version serve and retires the old one; a retired version still answers reads
+//! that began before the switch until the coordinator drops it on every shard.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -23,6 +28,12 @@ pub struct ViewEntry {
 #[derive(Default)]
 pub struct ViewManager {
     entries: RefCell<BTreeMap<String, ViewEntry>>,
+    /// Versions being rebuilt, by view name.
+    building: RefCell<BTreeMap<String, ViewEntry>>,
+    /// Versions replaced by a rebuild, kept for reads already under way.
+    retired: RefCell<BTreeMap<String, ViewEntry>>,
+    /// The coordinator's rebuilds: the running ones and the last of each view.
+    pub rebuilds: RefCell<BTreeMap<String, super::rebuild::RebuildProgress>>,
     by_key: RefCell<HashMap<ViewKey, Rc<ViewRuntime>>>,
     /// The highest view id handed out (ids are never reused in a data directory).
     last_id: std::cell::Cell<u64>,
@@ -63,16 +74,88 @@ impl ViewManager {
         true
     }
 
-    /// Stops and forgets a view on this shard.
+    /// Stops and forgets a view on this shard (every version of it).
     pub async fn remove(&self, name: &str) -> Option<ViewDef> {
+        self.remove_building(name).await;
+        self.remove_retired(name).await;
         let entry = self.entries.borrow_mut().remove(name)?;
         self.checkpoints.borrow_mut().remove(name);
+        self.retire_entry(entry).await
+    }
+
+    async fn retire_entry(&self, entry: ViewEntry) -> Option<ViewDef> {
         self.by_key.borrow_mut().remove(&entry.def.key());
         entry.runtime.stop();
         if let Some(t) = entry.task {
             t.await;
         }
         Some(entry.def)
+    }
+
+    /// Registers a version being rebuilt (not started).
+    pub fn add_building(&self, def: ViewDef, runtime: Rc<ViewRuntime>, columns: Vec<(String, DataType)>) {
+        self.by_key.borrow_mut().insert(def.key(), runtime.clone());
+        let name = def.name.clone();
+        self.building.borrow_mut().insert(name, ViewEntry { def, runtime, columns, task: None });
+    }
+
+    /// Starts the building version's driver in the replay task queue.
+    pub fn start_building(&self, name: &str, host: Rc<dyn DataflowHost>) -> bool {
+        let mut building = self.building.borrow_mut();
+        let Some(e) = building.get_mut(name) else { return false };
+        if e.task.is_none() {
+            e.task = Some(crate::runtime::spawn_replay(drive(host, e.runtime.clone())));
+        }
+        true
+    }
+
+    /// Stops and forgets the building version (a cancelled or failed rebuild).
+    pub async fn remove_building(&self, name: &str) {
+        let entry = self.building.borrow_mut().remove(name);
+        if let Some(entry) = entry {
+            self.retire_entry(entry).await;
+        }
+    }
+
+    /// The building version serves from now on; the old one is retired (stopped, its
+    /// state kept for reads under way). Its driver moves to the live task queue.
+    pub async fn promote(&self, name: &str, host: Rc<dyn DataflowHost>) -> bool {
+        let Some(mut new) = self.building.borrow_mut().remove(name) else { return false };
+        // The driver was in the replay queue: stop it and start it again (from where it
+        // stands: its state and positions are in the runtime) in the live queue.
+        new.runtime.pause_driver();
+        if let Some(t) = new.task.take() {
+            t.await;
+        }
+        new.runtime.unpause_driver();
+        new.task = Some(glommio::spawn_local(drive(host, new.runtime.clone())));
+        let old = self.entries.borrow_mut().insert(name.to_string(), new);
+        if let Some(old) = old {
+            old.runtime.stop();
+            self.retired.borrow_mut().insert(name.to_string(), old);
+        }
+        self.checkpoints.borrow_mut().remove(name);
+        true
+    }
+
+    /// Drops the retired version (every shard has switched).
+    pub async fn remove_retired(&self, name: &str) {
+        let entry = self.retired.borrow_mut().remove(name);
+        if let Some(entry) = entry {
+            self.retire_entry(entry).await;
+        }
+    }
+
+    /// The building version of a view.
+    pub fn get_building(&self, name: &str) -> Option<(ViewDef, Rc<ViewRuntime>)> {
+        self.building.borrow().get(name).map(|e| (e.def.clone(), e.runtime.clone()))
+    }
+
+    /// A given version of a view (serving, retired or building).
+    pub fn get_version(&self, name: &str, version: u32) -> Option<Rc<ViewRuntime>> {
+        [&self.entries, &self.retired, &self.building]
+            .iter()
+            .find_map(|m| m.borrow().get(name).filter(|e| e.def.version == version).map(|e| e.runtime.clone()))
     }
 
     pub fn last_id(&self) -> u64 {
@@ -151,8 +234,10 @@ impl ViewManager {
 
     /// Tells every view's driver to stop (without waiting for it).
     pub fn signal_stop_all(&self) {
-        for e in self.entries.borrow().values() {
-            e.runtime.stop();
+        for m in [&self.entries, &self.building, &self.retired] {
+            for e in m.borrow().values() {
+                e.runtime.stop();
+            }
         }
     }
 

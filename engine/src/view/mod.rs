@@ -7,3 +7,4 @@ pub mod changelog;
 pub mod checkpoint;
 pub mod manager;
 pub mod read;
+pub mod rebuild;

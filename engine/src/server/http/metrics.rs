@@ -3,7 +3,8 @@
 //!
 //! Per partition: records and bytes appended, end offset, durable offset, log start.
 //! Per shard: append queue depth, peer requests in flight, open connections, and the
-//! fdatasync latency histogram of its partitions.
+//! fdatasync latency histogram of its partitions. Per view and shard: keys, state bytes,
+//! events, late events, watermark lag, version, and a running rebuild's progress.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -34,6 +35,14 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("sluice_shard_peer_requests_inflight", "gauge", "Requests from other shards being served."),
     ("sluice_shard_connections", "gauge", "Open client connections on the shard."),
     ("sluice_shard_sync_latency_seconds", "histogram", "Duration of the shard's partition fdatasyncs."),
+    ("sluice_view_keys", "gauge", "Groups (or rows) the view keeps on the shard."),
+    ("sluice_view_state_bytes", "gauge", "Approximate bytes of the view's state on the shard."),
+    ("sluice_view_events_total", "counter", "Source records the view processed on the shard."),
+    ("sluice_view_late_events_total", "counter", "Late events dropped (or sent to the side topic) on the shard."),
+    ("sluice_view_watermark_lag_seconds", "gauge", "Wall clock minus the view's watermark on the shard."),
+    ("sluice_view_version", "gauge", "The serving version of the view."),
+    ("sluice_view_rebuild_events_read", "gauge", "Records the version being rebuilt has read on the shard."),
+    ("sluice_view_rebuild_lag_events", "gauge", "Records between the rebuild's position and the log's end on the shard."),
 ];
 
 /// This shard's lines, grouped by metric name (`name\tline`), for [`merge`].
@@ -75,7 +84,41 @@ pub fn render_shard(node: &Node) -> String {
     for line in h.lines() {
         let _ = writeln!(out, "sluice_shard_sync_latency_seconds\t{line}");
     }
+    render_views(node, &mut out);
     out
+}
+
+/// The views' lines of this shard: state size, events, late events, watermark lag, and
+/// the progress of rebuilds.
+fn render_views(node: &Node, out: &mut String) {
+    let shard = node.shard.index;
+    let now_ms = crate::clock::now_ms();
+    for def in node.views.defs() {
+        let Some((_, rt, _)) = node.views.get(&def.name) else { continue };
+        let l = format!("shard=\"{shard}\",view=\"{}\"", label(&def.name));
+        let (_, keys, bytes) = crate::view::read::state_size(&rt);
+        let late = rt.metrics.late_dropped.get() + rt.state.borrow().agg.counters.late_dropped;
+        let wm = rt.watermark();
+        let lag = if wm == i64::MIN || wm == i64::MAX { 0.0 } else { (now_ms - wm).max(0) as f64 / 1e3 };
+        let _ = writeln!(out, "sluice_view_keys\tsluice_view_keys{{{l}}} {keys}");
+        let _ = writeln!(out, "sluice_view_state_bytes\tsluice_view_state_bytes{{{l}}} {bytes}");
+        let _ = writeln!(out, "sluice_view_events_total\tsluice_view_events_total{{{l}}} {}", rt.metrics.events.get());
+        let _ = writeln!(out, "sluice_view_late_events_total\tsluice_view_late_events_total{{{l}}} {late}");
+        let _ = writeln!(out, "sluice_view_watermark_lag_seconds\tsluice_view_watermark_lag_seconds{{{l}}} {lag}");
+        let _ = writeln!(out, "sluice_view_version\tsluice_view_version{{{l}}} {}", def.version);
+        if let Some((b, new)) = node.views.get_building(&def.name) {
+            let (mut read, mut behind) = (0u64, 0u64);
+            for (topic, p, at) in new.positions() {
+                let start = new.started_at.iter().find(|(t, q, _)| *t == topic && *q == p).map_or(at, |s| s.2);
+                read += at.0.saturating_sub(start.0);
+                let end = node.log.partition(&topic, p).map_or(at, |part| part.offsets().visible_end());
+                behind += end.0.saturating_sub(at.0);
+            }
+            let l = format!("{l},version=\"{}\"", b.version);
+            let _ = writeln!(out, "sluice_view_rebuild_events_read\tsluice_view_rebuild_events_read{{{l}}} {read}");
+            let _ = writeln!(out, "sluice_view_rebuild_lag_events\tsluice_view_rebuild_lag_events{{{l}}} {behind}");
+        }
+    }
 }
 
 /// Joins every shard's lines into one exposition, each metric's lines together under

@@ -170,9 +170,20 @@ async fn route(node: Rc<Node>, config: Rc<HttpConfig>, req: Request<Incoming>) -
             let name = name.to_string();
             sql::read_view(&node, &name, &req).await
         }
+        (&Method::GET, ["views", name, "rebuild"]) => {
+            let name = name.to_string();
+            sql::rebuild_progress(&node, &name).await
+        }
         (
             _,
-            ["health"] | ["metrics"] | ["topics"] | ["topics", _] | ["topics", _, "records"] | ["sql"] | ["views", _],
+            ["health"]
+            | ["metrics"]
+            | ["topics"]
+            | ["topics", _]
+            | ["topics", _, "records"]
+            | ["sql"]
+            | ["views", _]
+            | ["views", _, "rebuild"],
         ) => error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", req.uri().path())),
         _ => error(StatusCode::NOT_FOUND, format!("no such resource: {}", req.uri().path())),
     }

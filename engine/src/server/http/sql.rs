@@ -144,3 +144,20 @@ pub async fn read_view(node: &Rc<Node>, name: &str, req: &Request<Incoming>) -> 
         Err((_, e)) => json(status_of(&e), &json!({ "error": { "code": e.code, "message": e.message } })),
     }
 }
+
+/// `GET /views/{name}/rebuild`: the running or last rebuild of a view, as JSON (404: the
+/// view does not exist; `null`: it was never rebuilt since the server started).
+pub async fn rebuild_progress(node: &Rc<Node>, name: &str) -> HttpResponse {
+    match node.rebuild_progress(name).await {
+        Ok(p) => {
+            let mut v = serde_json::to_value(&p).unwrap_or(serde_json::Value::Null);
+            if let (Some(obj), Some(p)) = (v.as_object_mut(), p.as_ref()) {
+                obj.insert("fraction".into(), serde_json::json!(p.fraction()));
+                obj.insert("lag_events".into(), serde_json::json!(p.lag_events()));
+            }
+            super::json(StatusCode::OK, &v)
+        }
+        Err(e) if e.code == crate::sql::error::sqlstate::UNDEFINED_TABLE => super::error(StatusCode::NOT_FOUND, e.message),
+        Err(e) => super::error(StatusCode::SERVICE_UNAVAILABLE, e.message),
+    }
+}

@@ -113,8 +113,17 @@ pub fn decode_param(
             20 => Datum::Int(int(8)?),
             700 if b.len() == 4 => Datum::Double(f32::from_be_bytes([b[0], b[1], b[2], b[3]]) as f64),
             701 => Datum::Double(f64::from_bits(int(8)? as u64)),
-            1114 | 1184 => Datum::Timestamp((int(8)? + PG_EPOCH_OFFSET_US).div_euclid(1000)),
-            1082 => Datum::Timestamp((int(4)? * 86_400_000_000 + PG_EPOCH_OFFSET_US) / 1000),
+            // Checked: 'infinity' is i64::MAX on the wire.
+            1114 | 1184 => Datum::Timestamp(
+                int(8)?.checked_add(PG_EPOCH_OFFSET_US).ok_or_else(|| bad_param(i, "timestamp out of range"))?.div_euclid(1000),
+            ),
+            1082 => Datum::Timestamp(
+                int(4)?
+                    .checked_mul(86_400_000_000)
+                    .and_then(|us| us.checked_add(PG_EPOCH_OFFSET_US))
+                    .ok_or_else(|| bad_param(i, "date out of range"))?
+                    / 1000,
+            ),
             17 => Datum::Bytes(Cow::Owned(b.to_vec())),
             25 | 1043 | 1042 | 19 | 0 | 705 => {
                 let text = std::str::from_utf8(b).map_err(|_| bad_param(i, "not UTF-8"))?;

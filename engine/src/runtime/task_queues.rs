@@ -1,0 +1,37 @@
+//! The shard's task queues: live work (ingest, live view processing, queries) runs in the
+//! executor's default queue; replays (view rebuilds) run in a queue with a small share,
+//! so a rebuild takes what the live work leaves and live latency holds during it.
+
+use std::future::Future;
+
+use glommio::{Latency, Shares, Task, TaskQueueHandle};
+
+use crate::limits::{LIVE_QUEUE_SHARES, REPLAY_QUEUE_SHARES};
+
+thread_local! {
+    static REPLAY_QUEUE: std::cell::Cell<Option<TaskQueueHandle>> = const { std::cell::Cell::new(None) };
+}
+
+fn replay_queue() -> Option<TaskQueueHandle> {
+    REPLAY_QUEUE.with(|q| {
+        if q.get().is_none() {
+            let handle = glommio::executor().create_task_queue(
+                Shares::Static(REPLAY_QUEUE_SHARES),
+                Latency::NotImportant,
+                "replay",
+            );
+            q.set(Some(handle));
+        }
+        q.get()
+    })
+}
+
+/// Spawns a replay on this shard's replay queue (the default queue if it can't be had).
+pub fn spawn_replay<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
+    debug_assert!(REPLAY_QUEUE_SHARES < LIVE_QUEUE_SHARES, "replay must have the smaller share");
+    match replay_queue() {
+        // The handle came from this executor, which is all spawn_local_into checks.
+        Some(q) => glommio::spawn_local_into(future, q).expect("the replay queue belongs to this executor"),
+        None => glommio::spawn_local(future),
+    }
+}

@@ -1,0 +1,274 @@
+//! Replay as a standard operation: bootstrapping a view over a topic with history while
+//! live events keep arriving (no gap, no duplicate at the hand-over), rebuilding a view
+//! (from the start, from an offset) while the old version serves and live events keep
+//! arriving, cancelling a rebuild, and a rebuild surviving a restart. Every result is
+//! compared with a computation from the events themselves (the oracle).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_tests::{eventually, http, sql, sql_error, sql_rows, Server};
+
+const PARTITIONS: u32 = 4;
+const KEYS: u64 = 16;
+
+/// The i-th event of partition p: (key, value). Values differ per event, so a gap or a
+/// duplicate changes a sum.
+fn event(p: u32, i: u64) -> (String, i64) {
+    (format!("k{}", (i * 7 + p as u64) % KEYS), (p as i64 + 1) * 1_000_000 + i as i64)
+}
+
+/// Appends events `from..to` to partition `p` (one request).
+fn produce(h: SocketAddr, p: u32, from: u64, to: u64) {
+    let lines: String = (from..to)
+        .map(|i| {
+            let (k, v) = event(p, i);
+            format!("{{\"k\":\"{k}\",\"v\":{v}}}\n")
+        })
+        .collect();
+    let (status, body) = http(h, "POST", &format!("/topics/ev/records?partition={p}"), lines.as_bytes());
+    assert_eq!(status, 200, "produce: {body}");
+}
+
+/// What `SELECT k, count(*), sum(v) ... GROUP BY k` must hold over events at offsets
+/// `start..end[p]` of each partition.
+fn oracle(start: u64, ends: &[u64]) -> BTreeMap<String, (i64, i64)> {
+    let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (p, end) in ends.iter().enumerate() {
+        for i in start..*end {
+            let (k, v) = event(p as u32, i);
+            let e = out.entry(k).or_default();
+            e.0 += 1;
+            e.1 += v;
+        }
+    }
+    out
+}
+
+fn view_rows(h: SocketAddr, view: &str) -> BTreeMap<String, (i64, i64)> {
+    sql_rows(h, &format!("SELECT k, n, s FROM {view}"))
+        .into_iter()
+        .map(|r| (r[0].as_str().unwrap_or_default().to_string(), (r[1].as_i64().unwrap_or(-1), r[2].as_i64().unwrap_or(-1))))
+        .collect()
+}
+
+fn setup(h: SocketAddr) {
+    let (ok, body) = sql(
+        h,
+        &format!(
+            "CREATE TOPIC ev (k TEXT NOT NULL, v BIGINT NOT NULL) WITH (partitions = {PARTITIONS}, durability = 'interval:5')"
+        ),
+    );
+    assert!(ok, "{body}");
+}
+
+/// Live events on every partition, in rounds, until told to stop; `ends` follows them.
+struct LiveProducer {
+    stop: Arc<AtomicBool>,
+    ends: Arc<Vec<AtomicU64>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LiveProducer {
+    fn start(h: SocketAddr, from: u64, per_round: u64) -> LiveProducer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ends: Arc<Vec<AtomicU64>> = Arc::new((0..PARTITIONS).map(|_| AtomicU64::new(from)).collect());
+        let (s, e) = (stop.clone(), ends.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                for p in 0..PARTITIONS {
+                    let at = e[p as usize].load(Ordering::Acquire);
+                    produce(h, p, at, at + per_round);
+                    e[p as usize].store(at + per_round, Ordering::Release);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        LiveProducer { stop, ends, thread: Some(thread) }
+    }
+
+    /// Stops and returns each partition's end.
+    fn finish(mut self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("producer thread");
+        }
+        self.ends.iter().map(|e| e.load(Ordering::Acquire)).collect()
+    }
+}
+
+fn wait_equal(h: SocketAddr, view: &str, want: &BTreeMap<String, (i64, i64)>) {
+    let mut got = BTreeMap::new();
+    let same = eventually(Duration::from_secs(30), || {
+        got = view_rows(h, view);
+        &got == want
+    });
+    assert!(same, "{view} differs from the oracle:\n got  {got:?}\n want {want:?}");
+}
+
+/// SHOW MATERIALIZED VIEWS rows of one view: (version, state, progress).
+fn versions(h: SocketAddr, view: &str) -> Vec<(i64, String, Value)> {
+    sql_rows(h, "SHOW MATERIALIZED VIEWS")
+        .into_iter()
+        .filter(|r| r[0] == Value::from(view))
+        .map(|r| (r[1].as_i64().unwrap_or(-1), r[2].as_str().unwrap_or_default().to_string(), r[7].clone()))
+        .collect()
+}
+
+fn rebuild_phase(h: SocketAddr, view: &str) -> String {
+    let (status, body) = http(h, "GET", &format!("/views/{view}/rebuild"), b"");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v["phase"].as_str().unwrap_or("none").to_string()
+}
+
+#[test]
+fn bootstrap_over_history_continues_live_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--shards", "2"]);
+    let h = server.http;
+    setup(h);
+    let history = 3_000;
+    for p in 0..PARTITIONS {
+        for from in (0..history).step_by(1_000) {
+            produce(h, p, from, from + 1_000);
+        }
+    }
+    // Views created while live events arrive: from the earliest offset, and from a given
+    // offset; each must hand over from history to live without a gap or a duplicate.
+    let live = LiveProducer::start(h, history, 50);
+    std::thread::sleep(Duration::from_millis(50));
+    let (ok, body) = sql(h, "CREATE MATERIALIZED VIEW agg AS SELECT k, count(*) AS n, sum(v) AS s FROM ev GROUP BY k");
+    assert!(ok, "{body}");
+    std::thread::sleep(Duration::from_millis(50));
+    let (ok, body) = sql(
+        h,
+        "CREATE MATERIALIZED VIEW agg_from WITH (start = 'offset:1000') AS SELECT k, count(*) AS n, sum(v) AS s FROM ev GROUP BY k",
+    );
+    assert!(ok, "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    let ends = live.finish();
+    assert!(ends.iter().all(|e| *e > history), "live events went in during the bootstrap: {ends:?}");
+    wait_equal(h, "agg", &oracle(0, &ends));
+    wait_equal(h, "agg_from", &oracle(1_000, &ends));
+}
+
+#[test]
+fn rebuild_while_serving_under_live_traffic_then_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--shards", "2"]);
+    let h = server.http;
+    setup(h);
+    let history = 5_000;
+    for p in 0..PARTITIONS {
+        for from in (0..history).step_by(1_000) {
+            produce(h, p, from, from + 1_000);
+        }
+    }
+    let (ok, body) = sql(h, "CREATE MATERIALIZED VIEW agg AS SELECT k, count(*) AS n, sum(v) AS s FROM ev GROUP BY k");
+    assert!(ok, "{body}");
+    wait_equal(h, "agg", &oracle(0, &[history; PARTITIONS as usize]));
+
+    // EXPLAIN REBUILD says what a rebuild would read, before anything runs.
+    let explain: BTreeMap<String, String> = sql_rows(h, "EXPLAIN REBUILD agg FROM EARLIEST")
+        .into_iter()
+        .map(|r| (r[0].as_str().unwrap_or_default().to_string(), r[1].as_str().unwrap_or_default().to_string()))
+        .collect();
+    assert_eq!(explain.get("events_to_read").map(String::as_str), Some("20000"), "{explain:?}");
+    assert_eq!(explain.get("version").map(String::as_str), Some("2"), "{explain:?}");
+    assert!(explain.get("bytes_to_read").and_then(|b| b.parse::<u64>().ok()).is_some_and(|b| b > 0), "{explain:?}");
+    assert!(explain.contains_key("expected_seconds") && explain.contains_key("expected_state_rows"), "{explain:?}");
+    assert_eq!(versions(h, "agg").len(), 1, "EXPLAIN started nothing");
+
+    // A slow rebuild (rate-limited) while live events arrive: version 1 keeps serving,
+    // SHOW lists both versions, and the view keeps answering.
+    let live = LiveProducer::start(h, history, 20);
+    let (ok, body) = sql(h, "ALTER MATERIALIZED VIEW agg REBUILD FROM EARLIEST WITH (rate_limit_mb_per_s = 0.5)");
+    assert!(ok, "{body}");
+    let (code, msg) = sql_error(h, "ALTER MATERIALIZED VIEW agg REBUILD");
+    assert_eq!(code, "55006", "a second rebuild is refused: {msg}");
+    let seen_both = eventually(Duration::from_secs(10), || {
+        let v = versions(h, "agg");
+        v.len() == 2 && v[0].0 == 1 && v[0].1 == "serving" && v[1].0 == 2 && v[1].1.starts_with("building")
+    });
+    assert!(seen_both, "SHOW shows the serving and the building version: {:?}", versions(h, "agg"));
+    assert_eq!(rebuild_phase(h, "agg"), "building");
+    assert_eq!(view_rows(h, "agg").len(), KEYS as usize, "version 1 serves during the rebuild");
+    let (status, metrics) = http(h, "GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("sluice_view_rebuild_lag_events{"), "rebuild progress in /metrics");
+
+    // Cancel: version 1 stays, the building version goes.
+    let (ok, body) = sql(h, "ALTER MATERIALIZED VIEW agg CANCEL REBUILD");
+    assert!(ok, "{body}");
+    assert_eq!(versions(h, "agg").iter().map(|v| v.0).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(rebuild_phase(h, "agg"), "cancelled");
+
+    // A full-speed rebuild under live traffic switches when it has caught up.
+    let (ok, body) = sql(h, "ALTER MATERIALIZED VIEW agg REBUILD");
+    assert!(ok, "{body}");
+    let switched = eventually(Duration::from_secs(60), || rebuild_phase(h, "agg") == "done");
+    assert!(switched, "the rebuild reaches the live head and switches under live traffic");
+    assert_eq!(versions(h, "agg").iter().map(|v| (v.0, v.1.as_str())).collect::<Vec<_>>(), vec![(2, "serving")]);
+    let ends = live.finish();
+    wait_equal(h, "agg", &oracle(0, &ends));
+
+    // From an offset: version 3 counts only what follows it.
+    let (ok, body) = sql(h, "ALTER MATERIALIZED VIEW agg REBUILD FROM OFFSET 2000");
+    assert!(ok, "{body}");
+    assert!(eventually(Duration::from_secs(60), || rebuild_phase(h, "agg") == "done"));
+    assert_eq!(versions(h, "agg")[0].0, 3);
+    wait_equal(h, "agg", &oracle(2_000, &ends));
+}
+
+#[test]
+fn rebuild_resumes_after_a_restart_and_a_rebuilt_view_restarts_as_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(dir.path(), &["--shards", "2"]);
+    let h = server.http;
+    setup(h);
+    let history = 2_000;
+    for p in 0..PARTITIONS {
+        produce(h, p, 0, history);
+    }
+    let ends = [history; PARTITIONS as usize];
+    let (ok, body) = sql(h, "CREATE MATERIALIZED VIEW agg AS SELECT k, count(*) AS n, sum(v) AS s FROM ev GROUP BY k");
+    assert!(ok, "{body}");
+    wait_equal(h, "agg", &oracle(0, &ends));
+    // Slow enough to be under way when the server dies.
+    let (ok, body) = sql(h, "ALTER MATERIALIZED VIEW agg REBUILD FROM OFFSET 500 WITH (rate_limit_mb_per_s = 0.05)");
+    assert!(ok, "{body}");
+    assert_eq!(versions(h, "agg").len(), 2);
+    server.kill9();
+
+    let server = Server::start_with(dir.path(), &["--shards", "2"]);
+    let h = server.http;
+    // Version 1 serves again at once; the rebuild to version 2 resumes from its start.
+    wait_equal(h, "agg", &oracle(0, &ends));
+    assert!(
+        eventually(Duration::from_secs(10), || versions(h, "agg").iter().any(|v| v.0 == 2 && v.1.starts_with("building"))),
+        "the rebuild resumed: {:?}",
+        versions(h, "agg")
+    );
+    let (ok, body) = sql(h, "ALTER MATERIALIZED VIEW agg CANCEL REBUILD");
+    assert!(ok, "{body}");
+    let (ok, body) = sql(h, "ALTER MATERIALIZED VIEW agg REBUILD FROM OFFSET 500");
+    assert!(ok, "{body}");
+    assert!(eventually(Duration::from_secs(60), || rebuild_phase(h, "agg") == "done"));
+    wait_equal(h, "agg", &oracle(500, &ends));
+    drop(server);
+
+    // After a restart the view is the rebuilt version, from the same start.
+    let server = Server::start_with(dir.path(), &["--shards", "2"]);
+    let h = server.http;
+    assert_eq!(versions(h, "agg").iter().map(|v| v.0).collect::<Vec<_>>(), vec![2]);
+    wait_equal(h, "agg", &oracle(500, &ends));
+    let (code, _) = sql_error(h, "ALTER MATERIALIZED VIEW agg CANCEL REBUILD");
+    assert_eq!(code, "55000", "nothing to cancel");
+    let (code, _) = sql_error(h, "ALTER MATERIALIZED VIEW nope REBUILD");
+    assert_eq!(code, "42P01");
+}
