@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_tests::{eventually, http, sql, sql_error, sql_rows, Server};
+use sluice_tests::{eventually, http, sluice_cli, sql, sql_error, sql_rows, Server};
 
 const PARTITIONS: u32 = 4;
 const KEYS: u64 = 16;
@@ -271,4 +271,18 @@ fn rebuild_resumes_after_a_restart_and_a_rebuilt_view_restarts_as_rebuilt() {
     assert_eq!(code, "55000", "nothing to cancel");
     let (code, _) = sql_error(h, "ALTER MATERIALIZED VIEW nope REBUILD");
     assert_eq!(code, "42P01");
+
+    // The CLI: explain, then rebuild with its progress bar until the new version serves.
+    let addr = h.to_string();
+    let (status, out, err) = sluice_cli(&["view", "explain", "agg", "--from", "offset:1000", "--http-addr", &addr], None);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.lines().any(|l| l.starts_with("events_to_read") && l.trim_end().ends_with(" 4000")), "{out}");
+    let (status, out, err) = sluice_cli(&["view", "rebuild", "agg", "--from", "offset:1000", "--http-addr", &addr], None);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("agg: version 3 serves"), "{out}{err}");
+    wait_equal(h, "agg", &oracle(1_000, &ends));
+    let (status, out, err) = sluice_cli(&["view", "list", "--http-addr", &addr], None);
+    assert!(status.success() && out.contains("serving"), "{out}{err}");
+    let (status, _, err) = sluice_cli(&["view", "rebuild", "nope", "--http-addr", &addr], None);
+    assert!(!status.success() && err.contains("42P01"), "{err}");
 }

@@ -7,6 +7,8 @@ mod inspect;
 mod produce;
 mod serve;
 mod topic;
+mod view;
+mod http_client;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +46,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print one record value per line.
     Consume(consume::ConsumeArgs),
+    /// Rebuild, cancel or explain materialized views (over HTTP).
+    #[command(subcommand)]
+    View(view::ViewCommand),
     /// Dump and verify a segment file or a partition directory (offline).
     Inspect {
         /// A `.log` segment file or a partition directory.
@@ -58,6 +63,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Topic(c) => topic::run(c),
         Command::Produce(a) => produce::run(a),
         Command::Consume(a) => consume::run(a),
+        Command::View(c) => view::run(c),
         Command::Inspect { path } => inspect::run(&path),
     }
 }
