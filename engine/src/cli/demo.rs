@@ -1,9 +1,11 @@
 //! `sluice demo`: the whole loop on embedded defaults, nothing to prepare.
 //!
-//! Starts a server on a temporary data directory and a free port, creates a topic,
+//! Starts a server on a temporary data directory and free ports, creates a topic,
 //! streams generated trades into it from several producers (acknowledged only once
 //! fdatasync'd), reads everything back and checks it, seeks by time, restarts the server
-//! and checks again that every acknowledged record survived.
+//! and checks again that every acknowledged record survived. Then the Kappa loop (see
+//! `demo_views`): typed ticks, materialized views served over SQL, and a rebuild from
+//! history while live ticks keep coming.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,23 +34,31 @@ pub struct DemoArgs {
     /// Keep the data directory afterwards.
     #[arg(long)]
     keep: bool,
+    /// Ticks of history the views bootstrap from (and a rebuild reads again).
+    #[arg(long, default_value_t = 4_000_000)]
+    ticks: u64,
+    /// After the tour, keep serving (for psql, kcat, curl) until Ctrl-C.
+    #[arg(long)]
+    hold: bool,
 }
 
 const TOPIC: &str = "trades";
 const SYMBOLS: [&str; 8] = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA", "NFLX"];
 
-struct Running {
-    addr: SocketAddr,
+pub(super) struct Running {
+    pub addr: SocketAddr,
+    pub ready: sluice::server::ReadyInfo,
     shutdown: ShutdownSignal,
     thread: JoinHandle<Result<(), String>>,
 }
 
-fn start(dir: &Path) -> Result<Running, String> {
+pub(super) fn start(dir: &Path) -> Result<Running, String> {
     let config = ServerConfig {
         data_dir: dir.to_path_buf(),
         native_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         kafka_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        pg_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         ..ServerConfig::default()
     };
     let shutdown = ShutdownSignal::new();
@@ -56,17 +66,17 @@ fn start(dir: &Path) -> Result<Running, String> {
     let s = shutdown.clone();
     let thread = std::thread::spawn(move || {
         run_server(config, s, |ready| {
-            let _ = tx.send(ready.native);
+            let _ = tx.send(ready);
         })
         .map_err(|e| e.to_string())
     });
     match rx.recv() {
-        Ok(addr) => Ok(Running { addr, shutdown, thread }),
+        Ok(ready) => Ok(Running { addr: ready.native, ready, shutdown, thread }),
         Err(_) => Err(thread.join().map_err(|_| "server panicked".to_string())?.err().unwrap_or_default()),
     }
 }
 
-fn stop(r: Running) -> Result<(), String> {
+pub(super) fn stop(r: Running) -> Result<(), String> {
     r.shutdown.request();
     r.thread.join().map_err(|_| "server panicked".to_string())?
 }
@@ -204,6 +214,9 @@ fn demo(dir: &Path, args: &DemoArgs) -> Result<(), String> {
         );
     }
     drop(admin);
+    println!();
+    super::demo_views::views(&server, args.ticks, args.hold)?;
+    println!();
     stop(server)?;
     println!("done. Run a server yourself with `sluice serve` (127.0.0.1:9700, ./sluice-data), then e.g.:");
     println!("  sluice topic create orders --partitions 4 --durability sync");

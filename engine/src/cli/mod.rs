@@ -3,6 +3,7 @@
 mod config;
 mod consume;
 mod demo;
+mod demo_views;
 mod inspect;
 mod produce;
 mod serve;

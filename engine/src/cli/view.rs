@@ -123,7 +123,7 @@ pub fn run(c: ViewCommand) -> CliResult {
 }
 
 /// Shows a rebuild's progress (events, bytes, rate, ETA) until it ends.
-pub fn follow(http: SocketAddr, name: &str) -> CliResult {
+pub(super) fn follow(http: SocketAddr, name: &str) -> CliResult {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
