@@ -1,6 +1,7 @@
 //! Benchmarks of Sluice, each as ratios against a yardstick measured in the same run on
 //! the same disk. Binaries: `log` (this package's `src/bin/log.rs`).
 
+pub mod events;
 pub mod raw_disk;
 
 use std::path::Path;

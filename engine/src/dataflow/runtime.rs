@@ -781,6 +781,9 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                         rt.metrics.bytes_read.add(batch.payload().len() as u64);
                         rt.process_batch(*side, *p, &batch);
                         read_any = true;
+                        // A batch is the unit of preemption: a replay in the small-share
+                        // queue gives the core back within one batch.
+                        glommio::yield_if_needed().await;
                     }
                     Ok(None) => {
                         rt.set_caught_up(*side, *p, true);
