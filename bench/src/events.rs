@@ -254,7 +254,8 @@ pub fn view_latency(server: &Server, tag: &str, rate: u64, duration: Duration) -
             let payload = BatchPayload::from_rows(&records, &schema).expect("rows");
             let corr = c.correlation();
             let _ = sent_at_tx.send(Instant::now());
-            c.send(&sluice::server::native::protocol::encode::produce(corr, &produce_topic, 0, payload.bytes())).expect("send");
+            c.send(&sluice::server::native::protocol::encode::produce(corr, &produce_topic, 0, payload.bytes()))
+                .expect("send");
             sent_batches += 1;
             sent.fetch_add(1, std::sync::atomic::Ordering::Release);
             next = last;

@@ -52,7 +52,9 @@ fn oracle(start: u64, ends: &[u64]) -> BTreeMap<String, (i64, i64)> {
 fn view_rows(h: SocketAddr, view: &str) -> BTreeMap<String, (i64, i64)> {
     sql_rows(h, &format!("SELECT k, n, s FROM {view}"))
         .into_iter()
-        .map(|r| (r[0].as_str().unwrap_or_default().to_string(), (r[1].as_i64().unwrap_or(-1), r[2].as_i64().unwrap_or(-1))))
+        .map(|r| {
+            (r[0].as_str().unwrap_or_default().to_string(), (r[1].as_i64().unwrap_or(-1), r[2].as_i64().unwrap_or(-1)))
+        })
         .collect()
 }
 
@@ -114,7 +116,7 @@ fn wait_equal(h: SocketAddr, view: &str, want: &BTreeMap<String, (i64, i64)>) {
 fn versions(h: SocketAddr, view: &str) -> Vec<(i64, String, Value)> {
     sql_rows(h, "SHOW MATERIALIZED VIEWS")
         .into_iter()
-        .filter(|r| r[0] == Value::from(view))
+        .filter(|r| r[0] == view)
         .map(|r| (r[1].as_i64().unwrap_or(-1), r[2].as_str().unwrap_or_default().to_string(), r[7].clone()))
         .collect()
 }
@@ -208,20 +210,21 @@ fn rebuild_while_serving_under_live_traffic_then_switch() {
     assert_eq!(versions(h, "agg").iter().map(|v| v.0).collect::<Vec<_>>(), vec![1]);
     assert_eq!(rebuild_phase(h, "agg"), "cancelled");
 
-    // A full-speed rebuild under live traffic switches when it has caught up.
+    // A full-speed rebuild under live traffic switches when it has caught up (version 3:
+    // a cancelled attempt's number is not reused).
     let (ok, body) = sql(h, "ALTER MATERIALIZED VIEW agg REBUILD");
     assert!(ok, "{body}");
     let switched = eventually(Duration::from_secs(60), || rebuild_phase(h, "agg") == "done");
     assert!(switched, "the rebuild reaches the live head and switches under live traffic");
-    assert_eq!(versions(h, "agg").iter().map(|v| (v.0, v.1.as_str())).collect::<Vec<_>>(), vec![(2, "serving")]);
+    assert_eq!(versions(h, "agg").iter().map(|v| (v.0, v.1.as_str())).collect::<Vec<_>>(), vec![(3, "serving")]);
     let ends = live.finish();
     wait_equal(h, "agg", &oracle(0, &ends));
 
-    // From an offset: version 3 counts only what follows it.
+    // From an offset: version 4 counts only what follows it.
     let (ok, body) = sql(h, "ALTER MATERIALIZED VIEW agg REBUILD FROM OFFSET 2000");
     assert!(ok, "{body}");
     assert!(eventually(Duration::from_secs(60), || rebuild_phase(h, "agg") == "done"));
-    assert_eq!(versions(h, "agg")[0].0, 3);
+    assert_eq!(versions(h, "agg")[0].0, 4);
     wait_equal(h, "agg", &oracle(2_000, &ends));
 }
 
@@ -250,7 +253,9 @@ fn rebuild_resumes_after_a_restart_and_a_rebuilt_view_restarts_as_rebuilt() {
     // Version 1 serves again at once; the rebuild to version 2 resumes from its start.
     wait_equal(h, "agg", &oracle(0, &ends));
     assert!(
-        eventually(Duration::from_secs(10), || versions(h, "agg").iter().any(|v| v.0 == 2 && v.1.starts_with("building"))),
+        eventually(Duration::from_secs(10), || versions(h, "agg")
+            .iter()
+            .any(|v| v.0 == 2 && v.1.starts_with("building"))),
         "the rebuild resumed: {:?}",
         versions(h, "agg")
     );
@@ -265,7 +270,7 @@ fn rebuild_resumes_after_a_restart_and_a_rebuilt_view_restarts_as_rebuilt() {
     // After a restart the view is the rebuilt version, from the same start.
     let server = Server::start_with(dir.path(), &["--shards", "2"]);
     let h = server.http;
-    assert_eq!(versions(h, "agg").iter().map(|v| v.0).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(versions(h, "agg").iter().map(|v| v.0).collect::<Vec<_>>(), vec![3]);
     wait_equal(h, "agg", &oracle(500, &ends));
     let (code, _) = sql_error(h, "ALTER MATERIALIZED VIEW agg CANCEL REBUILD");
     assert_eq!(code, "55000", "nothing to cancel");
@@ -274,12 +279,14 @@ fn rebuild_resumes_after_a_restart_and_a_rebuilt_view_restarts_as_rebuilt() {
 
     // The CLI: explain, then rebuild with its progress bar until the new version serves.
     let addr = h.to_string();
-    let (status, out, err) = sluice_cli(&["view", "explain", "agg", "--from", "offset:1000", "--http-addr", &addr], None);
+    let (status, out, err) =
+        sluice_cli(&["view", "explain", "agg", "--from", "offset:1000", "--http-addr", &addr], None);
     assert!(status.success(), "{out}{err}");
     assert!(out.lines().any(|l| l.starts_with("events_to_read") && l.trim_end().ends_with(" 4000")), "{out}");
-    let (status, out, err) = sluice_cli(&["view", "rebuild", "agg", "--from", "offset:1000", "--http-addr", &addr], None);
+    let (status, out, err) =
+        sluice_cli(&["view", "rebuild", "agg", "--from", "offset:1000", "--http-addr", &addr], None);
     assert!(status.success(), "{out}{err}");
-    assert!(out.contains("agg: version 3 serves"), "{out}{err}");
+    assert!(out.contains("agg: version 4 serves"), "{out}{err}");
     wait_equal(h, "agg", &oracle(1_000, &ends));
     let (status, out, err) = sluice_cli(&["view", "list", "--http-addr", &addr], None);
     assert!(status.success() && out.contains("serving"), "{out}{err}");

@@ -19,7 +19,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bench::events::{load, pin_self, report, repo_root, round2, start, view_events, view_latency, Server, PARTITIONS};
+use bench::events::{load, pin_self, repo_root, report, round2, start, view_events, view_latency, Server, PARTITIONS};
 use bench::raw_disk::{self, RawDiskConfig};
 use bench::{http_request, sql};
 use clap::Parser;
@@ -66,7 +66,10 @@ fn setup(server: &Server, n: u64) {
     eprintln!("loaded {n} events ({:.0} MB) in {:.1}s", bytes as f64 / 1e6, t.elapsed().as_secs_f64());
     // Windows older than a minute of event time are evicted: the view's own size stays
     // the same for both logs, so the peak RSS shows what the replay itself holds.
-    sql(server.http, &format!("CREATE MATERIALIZED VIEW tumble WITH (idle_timeout = '1 hour', state_ttl = '1 minute') AS {VIEW}"));
+    sql(
+        server.http,
+        &format!("CREATE MATERIALIZED VIEW tumble WITH (idle_timeout = '1 hour', state_ttl = '1 minute') AS {VIEW}"),
+    );
     let t = Instant::now();
     while view_events(server.http, "tumble") < n {
         assert!(t.elapsed() < Duration::from_secs(900), "the view did not take in the log");
@@ -158,7 +161,10 @@ fn duckdb_seconds(n: u64) -> Result<f64, String> {
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().ok_or_else(|| format!("duckdb printed nothing: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let line = text
+        .lines()
+        .last()
+        .ok_or_else(|| format!("duckdb printed nothing: {}", String::from_utf8_lossy(&out.stderr)))?;
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{line:?}: {e}"))?;
     if v["count_sum"].as_u64() != Some(n) {
         return Err(format!("DuckDB's result is wrong: {line}"));

@@ -67,8 +67,9 @@ fn print_rows(v: &serde_json::Value) {
                 .collect()
         })
         .collect();
-    let widths: Vec<usize> =
-        (0..cols.len()).map(|i| rows.iter().map(|r| r.get(i).map_or(0, String::len)).chain([cols[i].len()]).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols.len())
+        .map(|i| rows.iter().map(|r| r.get(i).map_or(0, String::len)).chain([cols[i].len()]).max().unwrap_or(0))
+        .collect();
     let line = |cells: &[String]| -> String {
         cells.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}  ")).collect::<String>()
     };
@@ -165,7 +166,9 @@ pub fn views(server: &Running, history_ticks: u64, hold: bool) -> Result<(), Str
 
     // Rebuild per_symbol from the start of the log while it serves and ticks stream in.
     let before = sql(http, "SELECT sum(trades) FROM per_symbol")?["results"][0]["rows"][0][0].as_u64().unwrap_or(0);
-    println!("rebuilding per_symbol from EARLIEST (version 2, same operators, replay task queue) while version 1 serves:");
+    println!(
+        "rebuilding per_symbol from EARLIEST (version 2, same operators, replay task queue) while version 1 serves:"
+    );
     sql(http, "ALTER MATERIALIZED VIEW per_symbol REBUILD FROM EARLIEST")?;
     super::view::follow(http, "per_symbol")?;
     stop.store(true, Ordering::Release);
@@ -187,7 +190,9 @@ pub fn views(server: &Running, history_ticks: u64, hold: bool) -> Result<(), Str
             .as_array()
             .into_iter()
             .flatten()
-            .map(|r| (r[0].as_str().unwrap_or("").to_string(), (r[1].as_u64().unwrap_or(0), r[2].as_i64().unwrap_or(0))))
+            .map(|r| {
+                (r[0].as_str().unwrap_or("").to_string(), (r[1].as_u64().unwrap_or(0), r[2].as_i64().unwrap_or(0)))
+            })
             .collect();
         let same = want.iter().all(|(k, v)| got.get(*k) == Some(v)) && got.len() == want.len();
         if same || settled.elapsed() > Duration::from_secs(10) {

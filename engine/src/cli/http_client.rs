@@ -44,7 +44,8 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Resul
         loop {
             line.clear();
             r.read_line(&mut line).map_err(unreachable)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| bad("chunk"))?;
+            let size =
+                usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| bad("chunk"))?;
             if size == 0 {
                 break;
             }

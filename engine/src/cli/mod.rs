@@ -4,12 +4,12 @@ mod config;
 mod consume;
 mod demo;
 mod demo_views;
+mod http_client;
 mod inspect;
 mod produce;
 mod serve;
 mod topic;
 mod view;
-mod http_client;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -152,7 +152,12 @@ pub(super) fn follow(http: SocketAddr, name: &str) -> CliResult {
             Some("building") => {}
             Some("done") => {
                 bar.finish();
-                println!("{name}: version {} serves ({} events in {:.1}s)", n("version"), n("events_done"), n("elapsed_ms") as f64 / 1e3);
+                println!(
+                    "{name}: version {} serves ({} events in {:.1}s)",
+                    n("version"),
+                    n("events_done"),
+                    n("elapsed_ms") as f64 / 1e3
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             Some(other) => {

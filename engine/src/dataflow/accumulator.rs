@@ -76,7 +76,7 @@ impl AggFunc {
             AggFunc::FirstValue => Acc::First(None),
             AggFunc::LastValue => Acc::Last(None),
             AggFunc::CountDistinct => Acc::Distinct(BTreeSet::new()),
-            AggFunc::ApproxCountDistinct => Acc::Hll(Box::new(Hll::new())),
+            AggFunc::ApproxCountDistinct => Acc::Hll(Box::default()),
             AggFunc::ApproxPercentile(_) => Acc::Sketch(Box::new(Sketch(DDSketch::new(sketch_config())))),
         }
     }
@@ -228,29 +228,25 @@ impl Acc {
                     *float = a + b;
                 }
             }
-            (Acc::Min(a), Acc::Min(Some(b))) => {
-                if a.as_ref().is_none_or(|c| b.sql_cmp(c) == Some(std::cmp::Ordering::Less)) {
-                    *a = Some(b.clone());
-                }
+            (Acc::Min(a), Acc::Min(Some(b)))
+                if a.as_ref().is_none_or(|c| b.sql_cmp(c) == Some(std::cmp::Ordering::Less)) =>
+            {
+                *a = Some(b.clone());
             }
-            (Acc::Max(a), Acc::Max(Some(b))) => {
-                if a.as_ref().is_none_or(|c| b.sql_cmp(c) == Some(std::cmp::Ordering::Greater)) {
-                    *a = Some(b.clone());
-                }
+            (Acc::Max(a), Acc::Max(Some(b)))
+                if a.as_ref().is_none_or(|c| b.sql_cmp(c) == Some(std::cmp::Ordering::Greater)) =>
+            {
+                *a = Some(b.clone());
             }
             (Acc::Avg { sum, count }, Acc::Avg { sum: s2, count: c2 }) => {
                 *sum += s2;
                 *count += c2;
             }
-            (Acc::First(a), Acc::First(Some((p, v)))) => {
-                if a.as_ref().is_none_or(|(q, _)| p < q) {
-                    *a = Some((*p, v.clone()));
-                }
+            (Acc::First(a), Acc::First(Some((p, v)))) if a.as_ref().is_none_or(|(q, _)| p < q) => {
+                *a = Some((*p, v.clone()));
             }
-            (Acc::Last(a), Acc::Last(Some((p, v)))) => {
-                if a.as_ref().is_none_or(|(q, _)| p > q) {
-                    *a = Some((*p, v.clone()));
-                }
+            (Acc::Last(a), Acc::Last(Some((p, v)))) if a.as_ref().is_none_or(|(q, _)| p > q) => {
+                *a = Some((*p, v.clone()));
             }
             (Acc::Distinct(a), Acc::Distinct(b)) => {
                 for k in b {

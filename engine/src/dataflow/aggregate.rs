@@ -324,7 +324,8 @@ impl AggregateState {
                 self.counters.refused_at_limit += 1;
                 return;
             }
-            self.keys.insert(p.key.clone(), KeyGroups { values: p.key_values.clone().into(), windows: BTreeMap::new() });
+            self.keys
+                .insert(p.key.clone(), KeyGroups { values: p.key_values.clone().into(), windows: BTreeMap::new() });
         }
         if sessions {
             // Merge every session the new one overlaps.
@@ -362,7 +363,11 @@ impl AggregateState {
                 self.note(changes, || Change::Delete { key: p.key.clone(), window_start: s });
             }
             self.schedule(&p.key, merged_start, merged_end, ttl);
-            self.note(changes, || Change::Upsert { key: p.key.clone(), window_start: merged_start, final_result: false });
+            self.note(changes, || Change::Upsert {
+                key: p.key.clone(),
+                window_start: merged_start,
+                final_result: false,
+            });
             return;
         }
         let Some(kg) = self.keys.get_mut(&p.key) else { return };

@@ -119,6 +119,9 @@ pub struct ViewRuntime {
     paused: Cell<bool>,
     /// A rebuild's rate limit on this shard (bytes read per second); 0: none.
     pub rate_limit_bytes_per_s: Cell<u64>,
+    /// A version being rebuilt: it writes nothing to the view's changelog or side topic
+    /// (the serving version does) until it is promoted.
+    pub replaying: Cell<bool>,
     /// Where each source partition this shard reads started: (topic, partition, offset).
     pub started_at: Vec<(String, u32, Offset)>,
     wake: Event,
@@ -236,6 +239,7 @@ impl ViewRuntime {
             stopped: Cell::new(false),
             paused: Cell::new(false),
             rate_limit_bytes_per_s: Cell::new(0),
+            replaying: Cell::new(false),
             started_at: Vec::new(),
             wake: Event::new(),
             checkpoint: RefCell::new(Checkpointing::default()),
@@ -806,7 +810,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         }
         // Late records for a side topic.
         let late = rt.take_late_side();
-        if !late.is_empty() {
+        if !late.is_empty() && !rt.replaying.get() {
             if let LatePolicy::Side(topic) = &rt.plan.options.late {
                 write_json_lines(&*host, topic, me as u32, late).await;
             }
@@ -1000,7 +1004,7 @@ pub async fn write_changes(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>) {
         (std::mem::take(&mut st.changes), std::mem::take(&mut st.append_changes))
     };
     let Some(topic) = rt.plan.options.changelog.clone() else { return };
-    if changes.is_empty() && appended.is_empty() {
+    if (changes.is_empty() && appended.is_empty()) || rt.replaying.get() {
         return;
     }
     let Some(config) = host.topic(&topic) else { return };

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use glommio::{Latency, Shares, Task, TaskQueueHandle};
 
-use crate::limits::{LIVE_QUEUE_SHARES, REPLAY_QUEUE_SHARES};
+use crate::limits::REPLAY_QUEUE_SHARES;
 
 thread_local! {
     static REPLAY_QUEUE: std::cell::Cell<Option<TaskQueueHandle>> = const { std::cell::Cell::new(None) };
@@ -28,7 +28,6 @@ fn replay_queue() -> Option<TaskQueueHandle> {
 
 /// Spawns a replay on this shard's replay queue (the default queue if it can't be had).
 pub fn spawn_replay<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
-    debug_assert!(REPLAY_QUEUE_SHARES < LIVE_QUEUE_SHARES, "replay must have the smaller share");
     match replay_queue() {
         // The handle came from this executor, which is all spawn_local_into checks.
         Some(q) => glommio::spawn_local_into(future, q).expect("the replay queue belongs to this executor"),

@@ -89,7 +89,10 @@ impl Node {
         }
         let (tx, rx) = oneshot::channel();
         let request = ViewRequest::Rebuild { name: name.to_string(), op, reply: tx };
-        self.peers.send_to(COORDINATOR, ShardRequest::View(request)).await.map_err(|_| SqlError::from(super::node::gone()))?;
+        self.peers
+            .send_to(COORDINATOR, ShardRequest::View(request))
+            .await
+            .map_err(|_| SqlError::from(super::node::gone()))?;
         rx.await.unwrap_or_else(|_| Err(SqlError::from(super::node::gone())))
     }
 
@@ -100,12 +103,20 @@ impl Node {
         }
         let (tx, rx) = oneshot::channel();
         let request = ViewRequest::Rebuild { name: name.to_string(), op, reply: tx };
-        self.peers.send_to(shard, ShardRequest::View(request)).await.map_err(|_| SqlError::from(super::node::gone()))?;
+        self.peers
+            .send_to(shard, ShardRequest::View(request))
+            .await
+            .map_err(|_| SqlError::from(super::node::gone()))?;
         rx.await.unwrap_or_else(|_| Err(SqlError::from(super::node::gone())))
     }
 
     /// Starts rebuilding a view; returns the version being built.
-    pub async fn rebuild_view(self: &Rc<Self>, name: &str, from: StartFrom, rate_limit_bytes_per_s: u64) -> Result<u32, SqlError> {
+    pub async fn rebuild_view(
+        self: &Rc<Self>,
+        name: &str,
+        from: StartFrom,
+        rate_limit_bytes_per_s: u64,
+    ) -> Result<u32, SqlError> {
         Ok(self.to_coordinator(name, RebuildOp::Start { from, rate_limit_bytes_per_s }).await?.version)
     }
 
@@ -177,7 +188,7 @@ impl Node {
                 return;
             }
         };
-        if record.version != def.version + 1 {
+        if record.version <= def.version {
             // It finished (the definition moved on) or belongs to another life of the view.
             let _ = catalog::remove_rebuild(storage, dir, &def.name).await;
             return;
@@ -254,7 +265,7 @@ impl Node {
             for shard in 0..self.shard.count {
                 match self.on_shard(shard, &def.name, RebuildOp::Status).await {
                     Ok(r) => {
-                        building &= r.building;
+                        building &= r.building && r.version == def.version;
                         ready &= r.ready;
                         done += r.events_done;
                         total += r.events_total;
@@ -263,7 +274,7 @@ impl Node {
                     Err(_) => building = false,
                 }
             }
-            let still_this = self.views.get(&def.name).is_some_and(|(d, _, _)| d.version + 1 == def.version);
+            let still_this = self.views.get(&def.name).is_some_and(|(d, _, _)| d.version < def.version);
             if !building || !still_this {
                 // Cancelled or dropped meanwhile (they set the phase themselves).
                 let mut rebuilds = self.views.rebuilds.borrow_mut();
@@ -295,6 +306,7 @@ impl Node {
                     Err(e) => {
                         tracing::error!(view = %def.name, error = %e.message, "switching to the rebuilt version failed; the old version serves");
                         self.remove_building_everywhere(&def.name).await;
+                        let _ = catalog::remove_rebuild(self.log.storage(), self.log.data_dir(), &def.name).await;
                         self.set_phase(&def.name, RebuildPhase::Failed);
                     }
                 }
@@ -349,8 +361,11 @@ impl Node {
                         ),
                     ));
                 }
+                // A cancelled attempt's number is not used again: its messages and its
+                // watcher may still be about, and they go by version.
+                let last_try = self.views.rebuilds.borrow().get(name).map_or(0, |p| p.version);
                 let record = RebuildRecord {
-                    version: def.version + 1,
+                    version: (def.version + 1).max(last_try + 1),
                     from,
                     rate_limit_bytes_per_s,
                     started_ms: crate::clock::now_ms(),
@@ -391,8 +406,9 @@ impl Node {
                 reply.progress = self.views.rebuilds.borrow().get(name).cloned();
             }
             RebuildOp::Status => {
-                let Some((_, new)) = self.views.get_building(name) else { return Ok(reply) };
+                let Some((b, new)) = self.views.get_building(name) else { return Ok(reply) };
                 reply.building = true;
+                reply.version = b.version;
                 reply.bytes_read = new.metrics.bytes_read.get();
                 let serving = self.views.get(name).map(|(_, rt, _)| rt.positions()).unwrap_or_default();
                 reply.ready = new.plan.table_join.is_none() || new.table_ready();

@@ -223,7 +223,8 @@ async fn show(node: &Rc<Node>, kind: ObjectKind) -> Result<Outcome, SqlError> {
         ObjectKind::View => {
             for def in node.views.defs() {
                 let stats = node.view_stats(&def.name).await?;
-                let watermark = |ms: i64| if ms == i64::MIN || ms == i64::MAX { Datum::Null } else { Datum::Timestamp(ms) };
+                let watermark =
+                    |ms: i64| if ms == i64::MIN || ms == i64::MAX { Datum::Null } else { Datum::Timestamp(ms) };
                 rows.push(vec![
                     text(def.name.clone()),
                     Datum::Int(def.version as i64),

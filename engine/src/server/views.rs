@@ -408,6 +408,7 @@ impl Node {
             .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
         if building {
             runtime.rate_limit_bytes_per_s.set(rate_limit_bytes_per_s);
+            runtime.replaying.set(true);
             self.views.add_building(def, Rc::new(runtime), planned.columns);
             return Ok(());
         }
@@ -526,7 +527,11 @@ impl Node {
     }
 
     /// Where each source partition this shard owns starts for `from`.
-    pub(super) async fn start_offsets(&self, plan: &ViewPlan, from: crate::dataflow::plan::StartFrom) -> Vec<(String, u32, Offset)> {
+    pub(super) async fn start_offsets(
+        &self,
+        plan: &ViewPlan,
+        from: crate::dataflow::plan::StartFrom,
+    ) -> Vec<(String, u32, Offset)> {
         use crate::dataflow::plan::StartFrom;
         let mut out = Vec::new();
         for topic in plan.topics() {
@@ -552,11 +557,9 @@ impl Node {
         // longer has the version the read began with makes it start again.
         let mut tries = 0;
         loop {
-            let version = self
-                .views
-                .get(name)
-                .map(|(d, _, _)| d.version)
-                .ok_or_else(|| SqlError::new(sqlstate::UNDEFINED_TABLE, format!("materialized view \"{name}\" does not exist")))?;
+            let version = self.views.get(name).map(|(d, _, _)| d.version).ok_or_else(|| {
+                SqlError::new(sqlstate::UNDEFINED_TABLE, format!("materialized view \"{name}\" does not exist"))
+            })?;
             match self.read_version(name, version, &request).await? {
                 Some(rows) => return Ok(rows),
                 None if tries < 3 => tries += 1,

@@ -151,7 +151,7 @@ pub fn literal_as(text: &str, ty: DataType) -> Result<OwnedDatum, SqlError> {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
@@ -446,13 +446,11 @@ impl<'a> Lowerer<'a> {
     }
 
     fn column(&mut self, rel: Option<&str>, name: &str) -> Result<Typed, SqlError> {
-        if name == "window_start" || name == "window_end" {
-            if self.scope.resolve(rel, name).is_err() {
-                return Err(SqlError::new(
-                    sqlstate::GROUPING_ERROR,
-                    format!("{name} can only be used in GROUP BY and in the SELECT list of a windowed aggregation"),
-                ));
-            }
+        if (name == "window_start" || name == "window_end") && self.scope.resolve(rel, name).is_err() {
+            return Err(SqlError::new(
+                sqlstate::GROUPING_ERROR,
+                format!("{name} can only be used in GROUP BY and in the SELECT list of a windowed aggregation"),
+            ));
         }
         let (i, ty) = self.scope.resolve(rel, name)?;
         Ok(Typed { expr: Expr::Column(i), ty })

@@ -423,10 +423,10 @@ pub fn plan(catalog: &dyn Catalog, sql: &str, stmt: &Stmt, params: &mut Params) 
         }
         Stmt::ShowTopics => Ok(Planned::Show(ObjectKind::Topic)),
         Stmt::Rebuild { view, from, options } => {
-            Ok(Planned::Rebuild { view: view.clone(), from: from.clone(), options: options.clone() })
+            Ok(Planned::Rebuild { view: view.clone(), from: *from, options: options.clone() })
         }
         Stmt::CancelRebuild { view } => Ok(Planned::CancelRebuild { view: view.clone() }),
-        Stmt::ExplainRebuild { view, from } => Ok(Planned::ExplainRebuild { view: view.clone(), from: from.clone() }),
+        Stmt::ExplainRebuild { view, from } => Ok(Planned::ExplainRebuild { view: view.clone(), from: *from }),
         Stmt::Std(s) => match s.as_ref() {
             Statement::Query(q) => Ok(Planned::Select(Box::new(plan_query(catalog, q, params)?))),
             Statement::CreateTable(ct) => plan_create_topic(ct, ObjectKind::Table, params),

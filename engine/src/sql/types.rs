@@ -100,8 +100,9 @@ impl DataType {
 
 /// A value computed by an expression. Integers of every width are `Int(i64)`; the
 /// expression's `DataType` says which SQL type it is.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Datum<'a> {
+    #[default]
     Null,
     Bool(bool),
     Int(i64),
@@ -116,12 +117,6 @@ pub enum Datum<'a> {
 
 /// A datum that borrows nothing.
 pub type OwnedDatum = Datum<'static>;
-
-impl Default for Datum<'_> {
-    fn default() -> Self {
-        Datum::Null
-    }
-}
 
 impl<'a> Datum<'a> {
     pub fn is_null(&self) -> bool {

@@ -10,9 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::dataflow::plan::StartFrom;
 use crate::io::Storage;
 use crate::log::LogError;
-use crate::dataflow::plan::StartFrom;
 use crate::wire::{decode_meta_file, decode_meta_file_versions, encode_meta_file, Decoder, Encoder, WireError};
 
 const VIEW_META_FILE: &str = "view.meta";
@@ -109,8 +109,7 @@ pub async fn read_rebuild(storage: &Storage, data_dir: &Path, name: &str) -> Res
     }
     let bad = |detail: String| LogError::BadMetadata { path: path.clone(), detail };
     let buf = storage.read_file(&path).await?;
-    let body =
-        decode_meta_file(REBUILD_META_MAGIC, REBUILD_META_VERSION, &buf).map_err(|e| bad(e.to_string()))?;
+    let body = decode_meta_file(REBUILD_META_MAGIC, REBUILD_META_VERSION, &buf).map_err(|e| bad(e.to_string()))?;
     let mut d = Decoder::new(body);
     let version = d.u32().map_err(|e| bad(e.to_string()))?;
     let from = decode_start(&mut d).map_err(|e| bad(e.to_string()))?.unwrap_or_default();
@@ -165,8 +164,8 @@ pub async fn read_defs(storage: &Storage, data_dir: &Path) -> Result<Vec<ViewDef
         }
         let bad = |detail: String| LogError::BadMetadata { path: path.clone(), detail };
         let buf = storage.read_file(&path).await?;
-        let (format, body) = decode_meta_file_versions(VIEW_META_MAGIC, 1..=VIEW_META_VERSION, &buf)
-            .map_err(|e| bad(e.to_string()))?;
+        let (format, body) =
+            decode_meta_file_versions(VIEW_META_MAGIC, 1..=VIEW_META_VERSION, &buf).map_err(|e| bad(e.to_string()))?;
         out.push(ViewDef::decode(&mut Decoder::new(body), format).map_err(|e| bad(e.to_string()))?);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

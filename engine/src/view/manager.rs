@@ -128,6 +128,9 @@ impl ViewManager {
             t.await;
         }
         new.runtime.unpause_driver();
+        // Serving now: no rate limit, and its changes go to the changelog from here on.
+        new.runtime.rate_limit_bytes_per_s.set(0);
+        new.runtime.replaying.set(false);
         new.task = Some(glommio::spawn_local(drive(host, new.runtime.clone())));
         let old = self.entries.borrow_mut().insert(name.to_string(), new);
         if let Some(old) = old {

@@ -42,7 +42,11 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("sluice_view_watermark_lag_seconds", "gauge", "Wall clock minus the view's watermark on the shard."),
     ("sluice_view_version", "gauge", "The serving version of the view."),
     ("sluice_view_rebuild_events_read", "gauge", "Records the version being rebuilt has read on the shard."),
-    ("sluice_view_rebuild_lag_events", "gauge", "Records between the rebuild's position and the log's end on the shard."),
+    (
+        "sluice_view_rebuild_lag_events",
+        "gauge",
+        "Records between the rebuild's position and the log's end on the shard.",
+    ),
 ];
 
 /// This shard's lines, grouped by metric name (`name\tline`), for [`merge`].

@@ -157,7 +157,9 @@ pub async fn rebuild_progress(node: &Rc<Node>, name: &str) -> HttpResponse {
             }
             super::json(StatusCode::OK, &v)
         }
-        Err(e) if e.code == crate::sql::error::sqlstate::UNDEFINED_TABLE => super::error(StatusCode::NOT_FOUND, e.message),
+        Err(e) if e.code == crate::sql::error::sqlstate::UNDEFINED_TABLE => {
+            super::error(StatusCode::NOT_FOUND, e.message)
+        }
         Err(e) => super::error(StatusCode::SERVICE_UNAVAILABLE, e.message),
     }
 }

@@ -115,7 +115,10 @@ pub fn decode_param(
             701 => Datum::Double(f64::from_bits(int(8)? as u64)),
             // Checked: 'infinity' is i64::MAX on the wire.
             1114 | 1184 => Datum::Timestamp(
-                int(8)?.checked_add(PG_EPOCH_OFFSET_US).ok_or_else(|| bad_param(i, "timestamp out of range"))?.div_euclid(1000),
+                int(8)?
+                    .checked_add(PG_EPOCH_OFFSET_US)
+                    .ok_or_else(|| bad_param(i, "timestamp out of range"))?
+                    .div_euclid(1000),
             ),
             1082 => Datum::Timestamp(
                 int(4)?
