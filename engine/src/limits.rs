@@ -133,9 +133,6 @@ const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64 + 1);
 pub const LIVE_QUEUE_SHARES: usize = 1_000;
 pub const REPLAY_QUEUE_SHARES: usize = 100;
 const _: () = assert!(REPLAY_QUEUE_SHARES < LIVE_QUEUE_SHARES, "a replay must have the smaller share");
-/// How long a task queue runs before the executor looks at the others: bounds how long
-/// live work waits behind a replay.
-pub const PREEMPT_TIMER_US: u64 = 1_000;
 /// How often the coordinator looks at a rebuild's progress (and whether it can switch).
 pub const REBUILD_POLL_MS: u64 = 50;
 /// How long a sequential-read probe for `EXPLAIN REBUILD` may read.

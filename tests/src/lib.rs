@@ -120,7 +120,9 @@ impl Server {
             .args(extra)
             .env(
                 "SLUICE_LOG",
-                std::env::var("SLUICE_LOG").unwrap_or_else(|_| "warn,glommio=error,sluice::server::views=info".into()),
+                std::env::var("SLUICE_LOG").unwrap_or_else(|_| {
+                    "warn,glommio=error,sluice::server::views=info,sluice::server::rebuild=info".into()
+                }),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

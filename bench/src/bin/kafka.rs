@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bench::events::{repo_root, sluice_bin};
 use bench::{describe, latency_histogram, percentiles_json};
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -107,20 +108,6 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
-}
-
-fn sluice_bin() -> PathBuf {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--quiet", "--release", "-p", "sluice", "--bin", "sluice"])
-        .current_dir(repo_root())
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building sluice failed");
-    repo_root().join("target/release/sluice")
 }
 
 fn tansu_bin() -> Option<PathBuf> {

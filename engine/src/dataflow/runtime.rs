@@ -785,9 +785,14 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                         rt.metrics.bytes_read.add(batch.payload().len() as u64);
                         rt.process_batch(*side, *p, &batch);
                         read_any = true;
-                        // A batch is the unit of preemption: a replay in the small-share
-                        // queue gives the core back within one batch.
-                        glommio::yield_if_needed().await;
+                        // A batch is a replay's unit of preemption: it hands the core to
+                        // the live queue after each one (glommio's own preemption timer is
+                        // 100 ms; shortening it executor-wide loses wake-ups in glommio 0.9).
+                        if rt.replaying.get() {
+                            glommio::executor().yield_task_queue_now().await;
+                        } else {
+                            glommio::yield_if_needed().await;
+                        }
                     }
                     Ok(None) => {
                         rt.set_caught_up(*side, *p, true);

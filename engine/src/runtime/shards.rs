@@ -49,7 +49,6 @@ where
             .name(&format!("shard-{index}"))
             // Keep DMA memory small: registration beyond the memlock limit only warns.
             .io_memory(4 << 20)
-            .preempt_timer(std::time::Duration::from_micros(crate::limits::PREEMPT_TIMER_US))
             .spawn(move || main(id))
             .map_err(|e| format!("cannot start shard {index}: {e}"))?;
         handles.push(ShardHandle { handle });

@@ -84,16 +84,7 @@ fn no_view(name: &str) -> SqlError {
 impl Node {
     /// Sends a rebuild request to the coordinator (or runs it here on the coordinator).
     async fn to_coordinator(self: &Rc<Self>, name: &str, op: RebuildOp) -> Result<RebuildReply, SqlError> {
-        if self.shard.index == COORDINATOR {
-            return Box::pin(self.rebuild_local(name, op)).await;
-        }
-        let (tx, rx) = oneshot::channel();
-        let request = ViewRequest::Rebuild { name: name.to_string(), op, reply: tx };
-        self.peers
-            .send_to(COORDINATOR, ShardRequest::View(request))
-            .await
-            .map_err(|_| SqlError::from(super::node::gone()))?;
-        rx.await.unwrap_or_else(|_| Err(SqlError::from(super::node::gone())))
+        self.on_shard(COORDINATOR, name, op).await
     }
 
     async fn on_shard(self: &Rc<Self>, shard: usize, name: &str, op: RebuildOp) -> Result<RebuildReply, SqlError> {
@@ -246,18 +237,7 @@ impl Node {
     async fn watch_rebuild(self: Rc<Self>, def: ViewDef) {
         let started = Instant::now();
         loop {
-            let stopped = futures_lite::future::or(
-                async {
-                    glommio::timer::sleep(Duration::from_millis(crate::limits::REBUILD_POLL_MS)).await;
-                    false
-                },
-                async {
-                    self.stopped().await;
-                    true
-                },
-            )
-            .await;
-            if stopped {
+            if self.sleep_unless_stopped(crate::limits::REBUILD_POLL_MS).await {
                 // rebuild.meta stays: the next start resumes the rebuild.
                 return;
             }

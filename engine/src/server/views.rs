@@ -448,24 +448,28 @@ impl Node {
             return;
         }
         loop {
-            let stopped = futures_lite::future::or(
-                async {
-                    glommio::timer::sleep(std::time::Duration::from_millis(interval_ms)).await;
-                    false
-                },
-                async {
-                    self.stopped().await;
-                    true
-                },
-            )
-            .await;
-            if stopped {
+            if self.sleep_unless_stopped(interval_ms).await {
                 return;
             }
             for def in self.views.defs() {
                 self.checkpoint_view(&def).await;
             }
         }
+    }
+
+    /// Sleeps `ms`; true if the shard began stopping meanwhile (then at once).
+    pub(super) async fn sleep_unless_stopped(&self, ms: u64) -> bool {
+        futures_lite::future::or(
+            async {
+                glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
+                false
+            },
+            async {
+                self.stopped().await;
+                true
+            },
+        )
+        .await
     }
 
     /// One checkpoint of one view: barriers from every shard's sources, every shard's
