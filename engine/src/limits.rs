@@ -133,6 +133,11 @@ const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64 + 1);
 pub const LIVE_QUEUE_SHARES: usize = 1_000;
 pub const REPLAY_QUEUE_SHARES: usize = 100;
 const _: () = assert!(REPLAY_QUEUE_SHARES < LIVE_QUEUE_SHARES, "a replay must have the smaller share");
+/// A replaying driver's pause after each batch: it goes through the reactor, so live
+/// work that arrived meanwhile is found and runs first.
+pub const REPLAY_PAUSE_US: u64 = 1;
+/// Reads in flight per partition for a replay (live readers: READ_AHEAD_DEPTH).
+pub const REPLAY_READ_AHEAD_DEPTH: usize = 2;
 /// How often the coordinator looks at a rebuild's progress (and whether it can switch).
 pub const REBUILD_POLL_MS: u64 = 50;
 /// How long a sequential-read probe for `EXPLAIN REBUILD` may read.

@@ -732,7 +732,12 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         for (side, src) in std::iter::once(&st.left).chain(st.right.iter()).map(|s| (s.side, s)) {
             for (p, from) in &src.positions {
                 if let Some(part) = host.local_partition(&src.topic, *p) {
-                    readers.push((side, *p, PartitionReader::new(part, *from)));
+                    let depth = if rt.replaying.get() {
+                        crate::limits::REPLAY_READ_AHEAD_DEPTH
+                    } else {
+                        crate::limits::READ_AHEAD_DEPTH
+                    };
+                    readers.push((side, *p, PartitionReader::with_read_ahead(part, *from, depth)));
                 }
             }
         }
@@ -785,11 +790,12 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                         rt.metrics.bytes_read.add(batch.payload().len() as u64);
                         rt.process_batch(*side, *p, &batch);
                         read_any = true;
-                        // A batch is a replay's unit of preemption: it hands the core to
-                        // the live queue after each one (glommio's own preemption timer is
-                        // 100 ms; shortening it executor-wide loses wake-ups in glommio 0.9).
+                        // A batch is a replay's unit of preemption: it steps aside through
+                        // the reactor after each one, so live work (network, I/O completions)
+                        // is found and, with the larger share, runs first. glommio's own
+                        // preemption timer is 100 ms; 1 ms executor-wide lost wake-ups.
                         if rt.replaying.get() {
-                            glommio::executor().yield_task_queue_now().await;
+                            glommio::timer::sleep(Duration::from_micros(crate::limits::REPLAY_PAUSE_US)).await;
                         } else {
                             glommio::yield_if_needed().await;
                         }

@@ -37,11 +37,13 @@ struct SegmentCursor {
     /// Position of the next read to issue.
     issue_pos: u64,
     chunks: VecDeque<Chunk>,
+    /// Reads kept in flight.
+    depth: usize,
 }
 
 impl SegmentCursor {
     fn fill(&mut self) {
-        while self.chunks.len() < READ_AHEAD_DEPTH && self.issue_pos < self.visible_len {
+        while self.chunks.len() < self.depth && self.issue_pos < self.visible_len {
             let len = (READ_AHEAD_CHUNK_BYTES as u64).min(align_up(self.visible_len) - self.issue_pos) as usize;
             let file = self.file.clone();
             let pos = self.issue_pos;
@@ -102,12 +104,21 @@ pub struct PartitionReader {
     partition: Partition,
     next: Offset,
     cursor: Option<SegmentCursor>,
+    depth: usize,
 }
 
 impl PartitionReader {
     /// A reader whose first batch is the one holding `from` (it may start before `from`).
     pub fn new(partition: Partition, from: Offset) -> Self {
-        PartitionReader { partition, next: from, cursor: None }
+        Self::with_read_ahead(partition, from, READ_AHEAD_DEPTH)
+    }
+
+    /// As [`PartitionReader::new`], with `depth` reads in flight (2 ..= READ_AHEAD_DEPTH:
+    /// a batch may span two chunks). A replay reads with less, so live reads and writes
+    /// wait behind fewer of its reads in the device.
+    pub fn with_read_ahead(partition: Partition, from: Offset, depth: usize) -> Self {
+        debug_assert!((2..=READ_AHEAD_DEPTH).contains(&depth), "read-ahead depth {depth}");
+        PartitionReader { partition, next: from, cursor: None, depth: depth.clamp(2, READ_AHEAD_DEPTH) }
     }
 
     /// The partition being read.
@@ -145,6 +156,7 @@ impl PartitionReader {
                     pos: view.start_pos,
                     issue_pos: view.start_pos,
                     chunks: VecDeque::new(),
+                    depth: self.depth,
                 };
                 c.fill();
                 self.cursor = Some(c);
