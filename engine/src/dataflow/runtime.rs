@@ -446,23 +446,18 @@ impl ViewRuntime {
                         None => None,
                     };
                     let input = Joined { left: &row, left_width: width, right: table_row };
-                    if let Some(f) = &plan.filter {
-                        if !f.holds(&input) {
-                            self.metrics.filtered_out.add(1);
-                            continue;
-                        }
-                    }
-                    match &plan.aggregate {
-                        Some(agg) => st.partials.add(agg, &input, ts, pos),
-                        None => {
-                            let out: Vec<OwnedDatum> =
-                                plan.output.iter().map(|c| c.expr.eval(&input).into_owned()).collect();
-                            let id = (partition, offset, 0, 0);
-                            if st.append.insert(id, ts, out, plan.options.state_rows_max) {
-                                st.append_changes.push((id, true));
-                            }
-                        }
-                    }
+                    let id = (partition, offset, 0, 0);
+                    emit_row(
+                        plan,
+                        &self.metrics,
+                        &mut st.partials,
+                        &mut st.append,
+                        &mut st.append_changes,
+                        &input,
+                        ts,
+                        pos,
+                        id,
+                    );
                 }
             }
         }
@@ -586,23 +581,18 @@ impl ViewRuntime {
                         pairs.push((values, l.ts, l.pos, r.pos));
                     });
                     for (values, ts, lpos, rpos) in pairs {
-                        if let Some(f) = &plan.filter {
-                            if !f.holds(&values) {
-                                self.metrics.filtered_out.add(1);
-                                continue;
-                            }
-                        }
-                        match &plan.aggregate {
-                            Some(agg) => st.second_partials.add(agg, &values, ts, lpos),
-                            None => {
-                                let out: Vec<OwnedDatum> =
-                                    plan.output.iter().map(|c| c.expr.eval(&values).into_owned()).collect();
-                                let id = (lpos.partition, lpos.offset, rpos.partition, rpos.offset);
-                                if st.append.insert(id, ts, out, rows_max) {
-                                    st.append_changes.push((id, true));
-                                }
-                            }
-                        }
+                        let id = (lpos.partition, lpos.offset, rpos.partition, rpos.offset);
+                        emit_row(
+                            plan,
+                            &self.metrics,
+                            &mut st.second_partials,
+                            &mut st.append,
+                            &mut st.append_changes,
+                            &values,
+                            ts,
+                            lpos,
+                            id,
+                        );
                     }
                 }
                 if plan.aggregate.is_some() {
@@ -837,6 +827,35 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         maybe_checkpoint(&*host, &rt).await;
         if !progressed {
             wait_for_data(&rt, &readers).await;
+        }
+    }
+}
+
+/// The last steps every input row of a view takes: the WHERE, then either the partial
+/// aggregate (`partials`) or the append-only view's rows (recorded as a change).
+#[allow(clippy::too_many_arguments)]
+fn emit_row(
+    plan: &ViewPlan,
+    metrics: &ViewMetrics,
+    partials: &mut PartialTable,
+    append: &mut AppendState,
+    append_changes: &mut Vec<(RowId, bool)>,
+    row: &(impl Row + ?Sized),
+    ts: i64,
+    pos: Position,
+    id: RowId,
+) {
+    if plan.filter.as_ref().is_some_and(|f| !f.holds(row)) {
+        metrics.filtered_out.add(1);
+        return;
+    }
+    match &plan.aggregate {
+        Some(agg) => partials.add(agg, row, ts, pos),
+        None => {
+            let out: Vec<OwnedDatum> = plan.output.iter().map(|c| c.expr.eval(row).into_owned()).collect();
+            if append.insert(id, ts, out, plan.options.state_rows_max) {
+                append_changes.push((id, true));
+            }
         }
     }
 }
