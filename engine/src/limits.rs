@@ -46,6 +46,9 @@ pub const READ_AHEAD_CHUNK_BYTES: usize = 1 << 20;
 pub const READ_AHEAD_DEPTH: usize = 4;
 /// Memory one sequential reader may hold in read-ahead buffers.
 pub const READ_AHEAD_BUDGET_BYTES: usize = READ_AHEAD_CHUNK_BYTES * READ_AHEAD_DEPTH;
+/// Payload bytes of its newest batches a partition keeps in memory for live readers (plus
+/// whatever is appended but not yet written, and the rest of the write buffers they share).
+pub const TAIL_CACHE_BYTES_MAX: usize = 2 << 20;
 
 /// Largest native-protocol frame accepted (Kafka's socket.request.max.bytes).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 100 << 20;
@@ -133,9 +136,11 @@ const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64 + 1);
 pub const LIVE_QUEUE_SHARES: usize = 1_000;
 pub const REPLAY_QUEUE_SHARES: usize = 100;
 const _: () = assert!(REPLAY_QUEUE_SHARES < LIVE_QUEUE_SHARES, "a replay must have the smaller share");
-/// A replaying driver's pause after each batch: it goes through the reactor, so live
-/// work that arrived meanwhile is found and runs first.
-pub const REPLAY_PAUSE_US: u64 = 1;
+/// Records a replaying driver folds between two looks at the clock (~40 us of work).
+pub const REPLAY_SLICE_ROWS: usize = 256;
+/// How long a replaying driver runs before it steps aside through the reactor: about the
+/// longest a live request waits on a replay.
+pub const REPLAY_RUN_US: u64 = 100;
 /// Reads in flight per partition for a replay (live readers: READ_AHEAD_DEPTH).
 pub const REPLAY_READ_AHEAD_DEPTH: usize = 2;
 /// How often the coordinator looks at a rebuild's progress (and whether it can switch).

@@ -326,6 +326,103 @@ fn a_reader_overtaken_by_retention_gets_an_error() {
     });
 }
 
+/// A reader tailing a partition while appends run gets every record once, in order, whether
+/// it comes from the tail cache (the newest batches, for `interval` and `none` even before
+/// their write lands) or from the disk (a reader that fell behind the cache's budget); a
+/// `sync` reader never sees past the durable end. After a reopen it all comes from disk.
+#[test]
+fn a_tailing_reader_gets_every_record_from_memory_or_disk() {
+    for durability in [Durability::Sync, Durability::Interval { ms: 5 }, Durability::None] {
+        let dir = tmp();
+        let path = dir.path().join("p0");
+        let cfg = topic("t", durability, 1 << 20);
+        run_local(move || async move {
+            let p = open(&path, &cfg).await;
+            const BATCHES: u64 = 600;
+            const PER_BATCH: u64 = 50;
+            let writer = {
+                let p = p.clone();
+                glommio::spawn_local(async move {
+                    let mut pending = Vec::new();
+                    for b in 0..BATCHES {
+                        pending.push(p.submit(batch(b * PER_BATCH, PER_BATCH, 300, 0)).await.expect("submit"));
+                        if pending.len() == 8 {
+                            for a in pending.drain(..) {
+                                a.await.expect("append");
+                            }
+                        }
+                    }
+                    for a in pending {
+                        a.await.expect("append");
+                    }
+                })
+            };
+            let mut r = PartitionReader::new(p.clone(), Offset(0));
+            let mut seen = 0u64;
+            let mut round = 0u64;
+            while seen < BATCHES * PER_BATCH {
+                round += 1;
+                // Now and then fall far behind, so the cache moves on and the disk serves.
+                if round.is_multiple_of(50) {
+                    glommio::timer::sleep(std::time::Duration::from_millis(30)).await;
+                }
+                let Some(b) = r.next_batch().await.expect("read") else {
+                    assert!(p.wait_for(Offset(seen), std::time::Duration::from_secs(10)).await, "data at {seen}");
+                    continue;
+                };
+                if durability == Durability::Sync {
+                    assert!(b.end_offset() <= p.offsets().durable_end().0, "a sync reader sees only durable records");
+                }
+                for (i, rec) in b.records().iter().enumerate() {
+                    let off = b.base_offset() + i as u64;
+                    assert_eq!(off, seen, "dense, no duplicate ({durability:?})");
+                    assert_eq!(rec.value.as_slice(), value_of(off, 300).as_slice(), "offset {off}");
+                    seen += 1;
+                }
+            }
+            writer.await;
+            let got = p.read(Offset(seen - 1), 1 << 20).await.expect("read the tail");
+            assert_eq!(got.last().map(|b| b.end_offset()), Some(seen));
+            assert!(p.status().segments > 5, "segments rolled under the reader");
+            let m = p.metrics();
+            assert!(m.batches_read_from_tail.get() > 0, "the tail cache served the live reader");
+            assert!(m.batches_read_from_disk.get() > 0, "the disk served the reader that fell behind");
+            p.close().await.expect("close");
+            let p = open(&path, &cfg).await;
+            check_all(&p, seen, 300).await;
+            p.close().await.expect("close");
+        });
+    }
+}
+
+/// A reader of an `interval` topic may see a batch before its write lands; syncing up to
+/// what it saw (a view checkpoint does) waits for the write, then makes it durable.
+#[test]
+fn sync_to_what_a_reader_saw_waits_for_the_write() {
+    let dir = tmp();
+    let path = dir.path().join("p0");
+    let cfg = topic("t", Durability::Interval { ms: 60_000 }, 1 << 20);
+    run_local(move || async move {
+        let p = open(&path, &cfg).await;
+        for round in 0..20u64 {
+            let pending = p.submit(batch(round * 10, 10, 100, 0)).await.expect("submit");
+            let want = Offset((round + 1) * 10);
+            assert!(p.wait_for(Offset(round * 10), std::time::Duration::from_secs(5)).await);
+            let seen = p.offsets().visible_end();
+            assert_eq!(seen, want);
+            let synced = glommio::timer::timeout(std::time::Duration::from_secs(5), async {
+                p.sync_to(seen).await.expect("sync_to");
+                Ok(())
+            })
+            .await;
+            assert!(synced.is_ok(), "sync_to({seen}) returned once the write landed");
+            assert!(p.offsets().durable_end() >= want);
+            pending.await.expect("append");
+        }
+        p.close().await.expect("close");
+    });
+}
+
 /// Batches that straddle read-ahead chunks are stitched from the chunks already read;
 /// batches larger than a chunk are read on their own. Every record comes back intact.
 #[test]

@@ -1,4 +1,4 @@
-//! Block-aligned buffers for writes ([`IoBuf`]) and reads ([`ReadBuf`]).
+//! Block-aligned buffers for writes ([`IoBuf`], [`SharedBuf`]) and reads ([`ReadBuf`]).
 //!
 //! DMA buffers come from glommio's pool; the simulated disk uses [`AlignedHeap`] so that
 //! archived rkyv data read from it is as aligned as data read from the real disk.
@@ -93,11 +93,65 @@ impl IoBuf {
     }
 }
 
-/// Bytes read from a file, aligned to the block at their start. Cheap to clone and slice.
+impl IoBuf {
+    /// Freezes a filled buffer so that the write and readers of what it holds can share it.
+    pub fn share(self) -> SharedBuf {
+        match self {
+            IoBuf::Dma(b) => SharedBuf::Dma(Rc::new(b)),
+            IoBuf::Heap(b) => SharedBuf::Heap(Rc::new(b)),
+        }
+    }
+}
+
+/// A filled write buffer, no longer written to: shared by the write in flight and by
+/// readers of its bytes (the log's tail cache), without a copy.
+#[derive(Clone)]
+pub enum SharedBuf {
+    Dma(Rc<DmaBuffer>),
+    Heap(Rc<AlignedHeap>),
+}
+
+impl SharedBuf {
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            SharedBuf::Dma(b) => b.as_bytes(),
+            SharedBuf::Heap(b) => b.as_slice(),
+        }
+    }
+
+    /// A read view of `len` bytes at `offset`, sharing the allocation. `None` when out of range.
+    pub fn slice(&self, offset: usize, len: usize) -> Option<ReadBuf> {
+        if offset.checked_add(len)? > self.len() {
+            return None;
+        }
+        Some(match self {
+            SharedBuf::Dma(buf) => ReadBuf::Written { buf: buf.clone(), start: offset, len },
+            SharedBuf::Heap(buf) => ReadBuf::Heap { buf: buf.clone(), start: offset, len },
+        })
+    }
+}
+
+impl From<IoBuf> for SharedBuf {
+    fn from(buf: IoBuf) -> Self {
+        buf.share()
+    }
+}
+
+/// Bytes read from a file (or still held from their write), aligned to the block at their
+/// start. Cheap to clone and slice.
 #[derive(Clone)]
 pub enum ReadBuf {
     Dma(ReadResult),
     Heap { buf: Rc<AlignedHeap>, start: usize, len: usize },
+    Written { buf: Rc<DmaBuffer>, start: usize, len: usize },
 }
 
 impl ReadBuf {
@@ -119,6 +173,9 @@ impl ReadBuf {
         match self {
             ReadBuf::Dma(r) => ReadResult::slice(r, offset, len).map(ReadBuf::Dma),
             ReadBuf::Heap { buf, start, .. } => Some(ReadBuf::Heap { buf: buf.clone(), start: start + offset, len }),
+            ReadBuf::Written { buf, start, .. } => {
+                Some(ReadBuf::Written { buf: buf.clone(), start: start + offset, len })
+            }
         }
     }
 }
@@ -130,6 +187,7 @@ impl Deref for ReadBuf {
         match self {
             ReadBuf::Dma(r) => r,
             ReadBuf::Heap { buf, start, len } => &buf.as_slice()[*start..*start + *len],
+            ReadBuf::Written { buf, start, len } => &buf.as_bytes()[*start..*start + *len],
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use glommio::io::{DmaFile, OpenOptions};
 
-use super::{DirEntry, IoBuf, IoError, IoOp, IoResult, OpenMode, ReadBuf};
+use super::{DirEntry, IoError, IoOp, IoResult, OpenMode, ReadBuf, SharedBuf};
 
 fn io_err(op: IoOp, path: &Path, e: impl Into<std::io::Error>) -> IoError {
     IoError::new(op, path, e.into())
@@ -60,17 +60,17 @@ pub async fn open(path: &Path, mode: OpenMode) -> IoResult<DmaFileHandle> {
 }
 
 impl DmaFileHandle {
-    pub async fn write_at(&self, buf: IoBuf, pos: u64) -> IoResult<()> {
+    pub async fn write_at(&self, buf: SharedBuf, pos: u64) -> IoResult<()> {
         let len = buf.len();
         let dma = match buf {
-            IoBuf::Dma(b) => b,
-            IoBuf::Heap(h) => {
+            SharedBuf::Dma(b) => b,
+            SharedBuf::Heap(h) => {
                 let mut b = glommio::allocate_dma_buffer(len);
                 b.as_bytes_mut().copy_from_slice(h.as_slice());
-                b
+                std::rc::Rc::new(b)
             }
         };
-        let written = self.file.write_at(dma, pos).await.map_err(|e| glommio_err(IoOp::Write, &self.path, e))?;
+        let written = self.file.write_rc_at(dma, pos).await.map_err(|e| glommio_err(IoOp::Write, &self.path, e))?;
         if written != len {
             // O_DIRECT writes of whole blocks are not short unless the device is full.
             return Err(io_err(

@@ -19,7 +19,7 @@ pub mod sim;
 
 use std::path::{Path, PathBuf};
 
-pub use buffer::{AlignedHeap, IoBuf, ReadBuf};
+pub use buffer::{AlignedHeap, IoBuf, ReadBuf, SharedBuf};
 pub use dir_lock::DirLock;
 pub use sim::{SimConfig, SimDisk};
 
@@ -224,7 +224,8 @@ impl Storage {
 
 impl File {
     /// Writes the whole buffer at `pos`. Position and length are block aligned.
-    pub async fn write_at(&self, buf: IoBuf, pos: u64) -> IoResult<()> {
+    pub async fn write_at(&self, buf: impl Into<SharedBuf>, pos: u64) -> IoResult<()> {
+        let buf = buf.into();
         debug_assert!(pos.is_multiple_of(BLOCK_BYTES as u64), "write position {pos} not aligned");
         debug_assert!(buf.len().is_multiple_of(BLOCK_BYTES), "write length {} not aligned", buf.len());
         match self {

@@ -14,6 +14,7 @@ mod producer_state;
 mod reader;
 mod segment;
 mod segment_index;
+mod tail_cache;
 mod topic;
 
 pub use error::LogError;

@@ -23,23 +23,34 @@ impl fmt::Display for Offset {
 }
 
 /// The offsets of one partition. The one place where their order is asserted:
-/// `log_start <= durable_end <= written_end` and `visible_end <= written_end`.
+/// `log_start <= written_end`, `durable_end <= written_end <= appended_end` and
+/// `visible_end <= appended_end`.
 ///
 /// - `log_start`: first offset still retained.
 /// - `durable_end`: one past the last offset covered by an fdatasync.
-/// - `written_end`: one past the last offset written to the file (the next offset to assign).
-/// - `visible_end`: one past the last offset readers may see (durable for `sync` topics).
+/// - `written_end`: one past the last offset whose write to the file has completed.
+/// - `appended_end`: the next offset to assign; past `written_end` while writes are in flight.
+/// - `visible_end`: one past the last offset readers may see: `durable_end` for `sync`
+///   topics, `appended_end` for the others (the batches not yet written are read from the
+///   partition's tail cache, like Kafka serving from the page cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffsets {
     log_start: Offset,
     durable_end: Offset,
     written_end: Offset,
+    appended_end: Offset,
     visible_end: Offset,
 }
 
 impl PartitionOffsets {
     pub fn new(log_start: Offset, durable_end: Offset, written_end: Offset) -> Self {
-        let o = PartitionOffsets { log_start, durable_end, written_end, visible_end: written_end };
+        let o = PartitionOffsets {
+            log_start,
+            durable_end,
+            written_end,
+            appended_end: written_end,
+            visible_end: written_end,
+        };
         o.check();
         o
     }
@@ -47,7 +58,8 @@ impl PartitionOffsets {
     fn check(&self) {
         debug_assert!(self.log_start <= self.written_end, "log_start > written_end: {self:?}");
         debug_assert!(self.durable_end <= self.written_end, "durable_end > written_end: {self:?}");
-        debug_assert!(self.visible_end <= self.written_end, "visible_end > written_end: {self:?}");
+        debug_assert!(self.written_end <= self.appended_end, "written_end > appended_end: {self:?}");
+        debug_assert!(self.visible_end <= self.appended_end, "visible_end > appended_end: {self:?}");
     }
 
     pub fn log_start(&self) -> Offset {
@@ -59,8 +71,22 @@ impl PartitionOffsets {
     pub fn written_end(&self) -> Offset {
         self.written_end
     }
+    pub fn appended_end(&self) -> Offset {
+        self.appended_end
+    }
     pub fn visible_end(&self) -> Offset {
         self.visible_end
+    }
+    /// One past the last offset a reader may read from the file itself (the rest of the
+    /// visible log is in memory only).
+    pub fn readable_on_disk_end(&self) -> Offset {
+        self.visible_end.min(self.written_end)
+    }
+
+    pub fn advance_appended(&mut self, to: Offset) {
+        debug_assert!(to >= self.appended_end, "appended_end moved back: {to} < {self:?}");
+        self.appended_end = to;
+        self.check();
     }
 
     pub fn advance_written(&mut self, to: Offset) {

@@ -37,6 +37,7 @@ use super::segment::{
     Segment, SegmentHeader, SEGMENT_DATA_START,
 };
 use super::segment_index::SegmentIndex;
+use super::tail_cache::TailCache;
 use super::topic::{Durability, TopicConfig};
 use crate::io::{IoError, OpenMode, Storage};
 use crate::limits::{
@@ -120,15 +121,15 @@ struct State {
     failure: Option<String>,
     pending_acks: VecDeque<PendingAck>,
     watermark_persisted: Offset,
-    /// The next offset to assign: past `written_end` while writes are in flight.
-    next_offset: Offset,
-    /// Sequence state of idempotent producers, as of `next_offset`.
+    /// Sequence state of idempotent producers, as of `appended_end`.
     producers: ProducerTable,
-    /// Retries of batches not yet visible: acknowledged once the original is.
+    /// The newest batches, for live readers (and the only copy of those not yet written).
+    tail: TailCache,
+    /// Retries of batches not yet acknowledged: acknowledged once the original is.
     deferred_acks: Vec<DeferredAck>,
 }
 
-/// A duplicate append waiting for its original to become visible.
+/// A duplicate append waiting for its original to be acknowledged.
 struct DeferredAck {
     ack: AppendAck,
     end_offset: Offset,
@@ -162,6 +163,9 @@ pub struct PartitionMetrics {
     pub records_appended: Counter,
     /// Bytes of log written for appended batches (headers and padding included).
     pub bytes_appended: Counter,
+    /// Batches readers got from the tail cache, and from the segment files.
+    pub batches_read_from_tail: Counter,
+    pub batches_read_from_disk: Counter,
     /// Duration of each fdatasync of the partition.
     pub sync_latency: LatencyHistogram,
 }
@@ -190,7 +194,7 @@ impl Partition {
             dir: dir.to_path_buf(),
             storage: storage.clone(),
             state: RefCell::new(State {
-                next_offset: recovered.offsets.written_end(),
+                tail: TailCache::default(),
                 offsets: recovered.offsets,
                 segments: recovered.segments,
                 failure: recovered.failure,
@@ -333,6 +337,18 @@ impl Partition {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut next = from;
+        // The newest batches come from memory; a reader that is behind reads the disk.
+        while let Some(batch) = self.tail_batch(next) {
+            next = Offset(batch.end_offset());
+            bytes += batch.payload().len() + BATCH_HEADER_BYTES;
+            out.push(batch);
+            if bytes >= bytes_max {
+                return Ok(out);
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
         while let Some(view) = self.segment_view(next) {
             let before = next;
             let mut reader = ChunkReader::new(&view.file, view.visible_len);
@@ -352,6 +368,7 @@ impl Partition {
                 next = Offset(batch.end_offset());
                 bytes += batch.payload().len() + BATCH_HEADER_BYTES;
                 out.push(batch);
+                self.inner.metrics.batches_read_from_disk.add(1);
                 if bytes >= bytes_max {
                     return Ok(out);
                 }
@@ -487,10 +504,20 @@ impl Partition {
         Ok(())
     }
 
+    /// The visible batch holding `offset`, if the tail cache has it.
+    pub(crate) fn tail_batch(&self, offset: Offset) -> Option<Batch> {
+        let st = self.inner.state.borrow();
+        let batch = st.tail.get(offset, st.offsets.visible_end()).cloned();
+        if batch.is_some() {
+            self.inner.metrics.batches_read_from_tail.add(1);
+        }
+        batch
+    }
+
     /// Segment files and positions, for readers that stream the log (see `reader`).
     pub(crate) fn segment_view(&self, from: Offset) -> Option<SegmentView> {
         let st = self.inner.state.borrow();
-        if from < st.offsets.log_start() || from >= st.offsets.visible_end() {
+        if from < st.offsets.log_start() || from >= st.offsets.readable_on_disk_end() {
             return None;
         }
         let i = st.segments.partition_point(|s| s.base_offset <= from.0).saturating_sub(1);
@@ -598,16 +625,25 @@ impl Inner {
         self.new_data.notify(usize::MAX);
     }
 
-    /// Acknowledges the duplicates whose originals are now visible.
+    /// How far appends have been acknowledged: durable for `sync` topics, written for the
+    /// others (their readers may see further, from the tail cache).
+    fn acknowledged_end(&self, offsets: &PartitionOffsets) -> Offset {
+        match self.topic.durability {
+            Durability::Sync => offsets.durable_end(),
+            _ => offsets.written_end(),
+        }
+    }
+
+    /// Acknowledges the duplicates whose originals are now acknowledged.
     fn release_deferred(&self) {
         let ready: Vec<DeferredAck> = {
             let mut st = self.state.borrow_mut();
             if st.deferred_acks.is_empty() {
                 return;
             }
-            let visible = st.offsets.visible_end();
+            let acked = self.acknowledged_end(&st.offsets);
             let (ready, waiting) =
-                std::mem::take(&mut st.deferred_acks).into_iter().partition(|d| d.end_offset <= visible);
+                std::mem::take(&mut st.deferred_acks).into_iter().partition(|d| d.end_offset <= acked);
             st.deferred_acks = waiting;
             ready
         };
@@ -637,7 +673,7 @@ impl Inner {
                         SequenceCheck::Duplicate { base_offset, record_count } => {
                             let ack = AppendAck { base_offset: Offset(base_offset), record_count };
                             let end_offset = Offset(base_offset + record_count as u64);
-                            if end_offset <= st.offsets.visible_end() {
+                            if end_offset <= self.acknowledged_end(&st.offsets) {
                                 answers.push((r.reply, Ok(ack)));
                             } else {
                                 st.deferred_acks.push(DeferredAck { ack, end_offset, reply: r.reply });
@@ -746,7 +782,7 @@ impl Inner {
         let (pos, base_offset, durable_hint, segment_base, file) = {
             let st = self.state.borrow();
             let active = st.segments.back().expect("a partition always has a segment");
-            (active.len, st.next_offset, st.offsets.durable_end(), active.base_offset, active.file.clone())
+            (active.len, st.offsets.appended_end(), st.offsets.durable_end(), active.base_offset, active.file.clone())
         };
         let mut total = 0usize;
         let mut take = 0usize;
@@ -765,6 +801,7 @@ impl Inner {
         let total: usize = requests.iter().map(AppendRequest::disk_len).sum();
         let mut buf = self.storage.alloc_buffer(total);
         let mut headers = Vec::with_capacity(requests.len());
+        let pos_first = pos;
         let mut at = 0usize;
         let mut next = base_offset;
         for r in &requests {
@@ -795,10 +832,23 @@ impl Inner {
             next = next.plus(s.record_count as u64);
         }
         debug_assert_eq!(at, total);
+        let buf = buf.share();
+        let visible_now = self.topic.durability != Durability::Sync;
         {
             let mut st = self.state.borrow_mut();
+            let st = &mut *st;
             st.segments.back_mut().expect("active segment").len += total as u64;
-            st.next_offset = next;
+            for (h, p) in &headers {
+                let stored = buf.slice((p - pos_first) as usize + BATCH_HEADER_BYTES, h.payload_len as usize);
+                st.tail.push(Batch::new(*h, stored.expect("a batch lies inside its write buffer")));
+            }
+            st.offsets.advance_appended(next);
+            if visible_now {
+                st.offsets.advance_visible(next);
+            }
+        }
+        if visible_now {
+            self.new_data.notify(usize::MAX);
         }
         let write = glommio::spawn_local(async move { file.write_at(buf, pos).await });
         Some(InflightWrite { requests, headers, segment_base, write })
@@ -861,18 +911,18 @@ impl Inner {
                 if let Some(active) = st.segments.iter_mut().rev().find(|s| s.base_offset == segment_base) {
                     active.visible_len = written_pos;
                 }
-                let written = st.offsets.written_end();
-                st.offsets.advance_visible(written);
             }
+            let written = st.offsets.written_end();
+            st.tail.trim(written);
         }
-        if sync {
-            self.sync_wanted.notify(usize::MAX);
-        } else {
+        // The flusher, and `sync_to` callers whose readers saw batches before their write
+        // landed, wait for this.
+        self.sync_wanted.notify(usize::MAX);
+        if !sync {
             for (ack, reply) in immediate {
                 let _ = reply.send(Ok(ack));
             }
             self.release_deferred();
-            self.new_data.notify(usize::MAX);
         }
     }
 }
@@ -955,7 +1005,7 @@ async fn flush_loop(inner: Rc<Inner>, interval_ms: Option<u64>) {
                     // Writes already issued will land shortly: wait for them so that one
                     // flush covers them all (under light load there are none, and the sync
                     // starts at once).
-                    let issued = inner.state.borrow().next_offset;
+                    let issued = inner.state.borrow().offsets.appended_end();
                     inner.wait_written(issued).await;
                     break;
                 }

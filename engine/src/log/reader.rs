@@ -3,7 +3,8 @@
 //! A reader keeps up to [`READ_AHEAD_DEPTH`] reads of [`READ_AHEAD_CHUNK_BYTES`] in flight
 //! ahead of the batch it hands out, so a full-log read runs at the disk's speed, in memory
 //! bounded by [`READ_AHEAD_BUDGET_BYTES`] whatever the size of the log. Batches are handed
-//! out in the DMA buffers they were read into, CRC-checked, without copying.
+//! out in the DMA buffers they were read into, CRC-checked, without copying. A reader that
+//! reaches the partition's tail cache takes the newest batches from memory instead.
 //!
 //! [`READ_AHEAD_BUDGET_BYTES`]: crate::limits::READ_AHEAD_BUDGET_BYTES
 
@@ -145,6 +146,10 @@ impl PartitionReader {
                         end: offsets.visible_end().0,
                     });
                 }
+                if let Some(batch) = self.partition.tail_batch(self.next) {
+                    self.next = Offset(batch.end_offset());
+                    return Ok(Some(batch));
+                }
                 let Some(view) = self.partition.segment_view(self.next) else {
                     return Ok(None);
                 };
@@ -169,7 +174,7 @@ impl PartitionReader {
                     .segment_view(self.next)
                     .is_none_or(|v| Rc::ptr_eq(&v.file, &cursor.file) && v.visible_len == cursor.visible_len);
                 self.cursor = None;
-                if same {
+                if same && self.partition.tail_batch(self.next).is_none() {
                     return Ok(None);
                 }
                 continue;
@@ -216,6 +221,7 @@ impl PartitionReader {
             return Ok(None);
         }
         self.next = Offset(batch.end_offset());
+        self.partition.metrics().batches_read_from_disk.add(1);
         Ok(Some(batch))
     }
 }

@@ -27,6 +27,12 @@ const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Bytes of log written for appended batches since the server started.",
     ),
+    (
+        "sluice_partition_batches_read_from_tail_total",
+        "counter",
+        "Batches handed to readers from the partition's in-memory tail (no disk read).",
+    ),
+    ("sluice_partition_batches_read_from_disk_total", "counter", "Batches handed to readers from the segment files."),
     ("sluice_partition_end_offset", "gauge", "One past the last offset visible to readers."),
     ("sluice_partition_durable_offset", "gauge", "One past the last offset covered by an fdatasync."),
     ("sluice_partition_log_start_offset", "gauge", "The first offset still retained."),
@@ -61,9 +67,11 @@ pub fn render_shard(node: &Node) -> String {
         let l = format!("shard=\"{shard}\",topic=\"{}\",partition=\"{}\"", label(&p.topic().name), p.id());
         let o = p.offsets();
         let m = p.metrics();
-        let rows: [(&str, u64); 6] = [
+        let rows: [(&str, u64); 8] = [
             ("sluice_partition_records_appended_total", m.records_appended.get()),
             ("sluice_partition_bytes_appended_total", m.bytes_appended.get()),
+            ("sluice_partition_batches_read_from_tail_total", m.batches_read_from_tail.get()),
+            ("sluice_partition_batches_read_from_disk_total", m.batches_read_from_disk.get()),
             ("sluice_partition_end_offset", o.visible_end().0),
             ("sluice_partition_durable_offset", o.durable_end().0),
             ("sluice_partition_log_start_offset", o.log_start().0),
