@@ -368,32 +368,33 @@ impl ViewRuntime {
         out
     }
 
-    /// Stage 1: folds one batch of a source partition.
-    pub fn process_batch(&self, side: Side, partition: u32, batch: &Batch) {
+    /// Stage 1: folds the next at most `rows_max` records of a batch of a source partition
+    /// (those not folded yet: the source position says how far it got). Returns whether
+    /// the batch is done. A replay folds a batch in slices and steps aside between them.
+    pub fn process_batch(&self, side: Side, partition: u32, batch: &Batch, rows_max: usize) -> bool {
         let plan = &self.plan;
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
-        let Some(rows) = batch.rows() else { return };
+        let Some(rows) = batch.rows() else { return true };
         let source = match side {
             Side::Left => &mut st.left,
             Side::Right => match st.right.as_mut() {
                 Some(r) => r,
-                None => return,
+                None => return true,
             },
         };
         let columns = source.columns.clone();
         let event_col = source.event_time;
         let next = source.positions.iter().find(|(p, _)| *p == partition).map_or(0, |(_, o)| o.0);
-        let Some(clock) = source.clocks.get_mut(partition) else { return };
+        let Some(clock) = source.clocks.get_mut(partition) else { return true };
         clock.touched();
         let width = columns.len();
         let time_bound = plan.interval_join.is_some() || plan.aggregate.as_ref().is_some_and(|a| a.window.is_some());
         let mut end = next;
-        for (i, rec) in rows.iter().enumerate() {
+        let first = next.saturating_sub(batch.base_offset()) as usize;
+        let done = rows.len().saturating_sub(first) <= rows_max;
+        for (i, rec) in rows.iter().enumerate().skip(first).take(rows_max) {
             let offset = batch.base_offset() + i as u64;
-            if offset < next {
-                continue;
-            }
             end = offset + 1;
             let row = SourceRow { values: &rec.value, columns: &columns };
             let ts = event_time(&row, event_col, rec.timestamp_ms.to_native());
@@ -466,8 +467,10 @@ impl ViewRuntime {
             Side::Right => st.right.as_mut().expect("right source"),
         };
         if let Some(p) = source.positions.iter_mut().find(|(p, _)| *p == partition) {
-            p.1 = Offset(p.1 .0.max(end).max(batch.end_offset()));
+            let end = if done { end.max(batch.end_offset()) } else { end };
+            p.1 = Offset(p.1 .0.max(end));
         }
+        done
     }
 
     /// The stage-1 watermark of this shard (minimum over its sides).
@@ -734,6 +737,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
     }
     let mut next = Outbox::new(shards);
     let mut pace = Pace::new(rt.metrics.bytes_read.get());
+    let mut ran_since = std::time::Instant::now();
     loop {
         if rt.is_stopped() || rt.paused.get() {
             return;
@@ -778,15 +782,25 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                 match reader.next_batch().await {
                     Ok(Some(batch)) => {
                         rt.metrics.bytes_read.add(batch.payload().len() as u64);
-                        rt.process_batch(*side, *p, &batch);
                         read_any = true;
-                        // A batch is a replay's unit of preemption: it steps aside through
-                        // the reactor after each one, so live work (network, I/O completions)
-                        // is found and, with the larger share, runs first. glommio's own
-                        // preemption timer is 100 ms; 1 ms executor-wide lost wake-ups.
                         if rt.replaying.get() {
-                            glommio::timer::sleep(Duration::from_micros(crate::limits::REPLAY_PAUSE_US)).await;
+                            // A replay folds a batch in slices and, once it has run for
+                            // REPLAY_RUN_US, steps aside through the reactor: live work that
+                            // arrived meanwhile (network input is only found there) then runs
+                            // first, with the larger share. glommio's own preemption timer is
+                            // 100 ms; 1 ms executor-wide lost wake-ups.
+                            loop {
+                                let done = rt.process_batch(*side, *p, &batch, crate::limits::REPLAY_SLICE_ROWS);
+                                if ran_since.elapsed() >= Duration::from_micros(crate::limits::REPLAY_RUN_US) {
+                                    glommio::timer::sleep(Duration::from_micros(1)).await;
+                                    ran_since = std::time::Instant::now();
+                                }
+                                if done {
+                                    break;
+                                }
+                            }
                         } else {
+                            rt.process_batch(*side, *p, &batch, usize::MAX);
                             glommio::yield_if_needed().await;
                         }
                     }
