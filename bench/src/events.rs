@@ -177,11 +177,21 @@ pub fn pg_connect(server: &Server) -> postgres::Client {
 /// The producer's batching interval in the latency run.
 const PRODUCE_TICK_US: u64 = 100;
 
-/// Event-to-view latency, open loop: events are produced at `rate` per second (each due at
-/// t0 + i/rate) to an `interval`-durability topic; a reader polls the view's row over
-/// pgwire and, when it sees event i's effect, records now - due(i). Nanoseconds.
+/// Event-to-view latencies, nanoseconds.
+pub struct ViewLatency {
+    /// From the produce: the scheduled send of the batch holding the event (a send that
+    /// runs late counts from its schedule, so a slow client cannot hide latency).
+    pub from_send: Histogram<u64>,
+    /// From the event's own due time: adds the client's batching linger (up to one tick).
+    pub from_due: Histogram<u64>,
+}
+
+/// Event-to-view latency, open loop: events are due at t0 + i/rate; every
+/// PRODUCE_TICK_US the client sends the events due by that tick as one batch to an
+/// `interval`-durability topic; a reader polls the view's row over pgwire and, when it
+/// sees event i's effect, records now - (send schedule of i) and now - due(i).
 /// `tag` names the topic and view it makes (`lat_<tag>`, `lat_<tag>_v`).
-pub fn view_latency(server: &Server, tag: &str, rate: u64, duration: Duration) -> Histogram<u64> {
+pub fn view_latency(server: &Server, tag: &str, rate: u64, duration: Duration) -> ViewLatency {
     let topic = format!("lat_{tag}");
     sql(
         server.http,
@@ -220,12 +230,17 @@ pub fn view_latency(server: &Server, tag: &str, rate: u64, duration: Duration) -
     });
     let t0 = Instant::now() + Duration::from_millis(100);
     let due = move |i: u64| t0 + Duration::from_nanos(i * 1_000_000_000 / rate);
+    // Event i goes out with the first tick at or after its due time.
+    let tick_ns = PRODUCE_TICK_US * 1_000;
+    let scheduled_send =
+        move |i: u64| t0 + Duration::from_nanos((i * 1_000_000_000 / rate).div_ceil(tick_ns) * tick_ns);
     let produce_topic = topic.clone();
     let producer = std::thread::spawn(move || {
         // SAFETY: prctl on this thread only; 1 us timer slack makes 100 us sleeps precise.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000u64, 0, 0, 0) };
         let mut next = 0u64;
         let mut sent_batches = 0u64;
+        let mut lag = Histogram::<u64>::new(3).expect("histogram");
         let mut tick = t0;
         while next < total {
             // A batch every PRODUCE_TICK_US, like a client's linger: ~10 events at 100k/s.
@@ -233,10 +248,10 @@ pub fn view_latency(server: &Server, tag: &str, rate: u64, duration: Duration) -
             if let Some(wait) = tick.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
+            let this_tick = tick;
             tick += Duration::from_micros(PRODUCE_TICK_US);
-            let now = Instant::now();
             let mut last = next;
-            while last < total && due(last) <= now && last - next < 4_096 {
+            while last < total && due(last) <= this_tick && last - next < 4_096 {
                 last += 1;
             }
             if last == next {
@@ -253,7 +268,9 @@ pub fn view_latency(server: &Server, tag: &str, rate: u64, duration: Duration) -
                 .collect();
             let payload = BatchPayload::from_rows(&records, &schema).expect("rows");
             let corr = c.correlation();
-            let _ = sent_at_tx.send(Instant::now());
+            let sent_now = Instant::now();
+            lag.record(sent_now.saturating_duration_since(scheduled_send(next)).as_nanos() as u64).expect("record");
+            let _ = sent_at_tx.send(sent_now);
             c.send(&sluice::server::native::protocol::encode::produce(corr, &produce_topic, 0, payload.bytes()))
                 .expect("send");
             sent_batches += 1;
@@ -261,11 +278,13 @@ pub fn view_latency(server: &Server, tag: &str, rate: u64, duration: Duration) -
             next = last;
         }
         producing.store(false, std::sync::atomic::Ordering::Release);
+        report("produce_send_lag", &lag, &mut serde_json::Map::new());
         sent_batches
     });
     let mut pg = pg_connect(server);
     let stmt = pg.prepare(&format!("SELECT seq FROM {topic}_v WHERE k = 0")).expect("prepare");
-    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let mut from_send = Histogram::<u64>::new(3).expect("histogram");
+    let mut from_due = Histogram::<u64>::new(3).expect("histogram");
     let mut seen: i64 = -1;
     let deadline = Instant::now() + duration + Duration::from_secs(30);
     while seen + 1 < total as i64 && Instant::now() < deadline {
@@ -275,7 +294,9 @@ pub fn view_latency(server: &Server, tag: &str, rate: u64, duration: Duration) -
         for i in (seen + 1)..=seq {
             // The first 10% warm up.
             if i as u64 >= total / 10 {
-                h.record(now.saturating_duration_since(due(i as u64)).as_nanos() as u64).expect("record");
+                let i = i as u64;
+                from_send.record(now.saturating_duration_since(scheduled_send(i)).as_nanos() as u64).expect("record");
+                from_due.record(now.saturating_duration_since(due(i)).as_nanos() as u64).expect("record");
             }
         }
         seen = seen.max(seq);
@@ -285,5 +306,5 @@ pub fn view_latency(server: &Server, tag: &str, rate: u64, duration: Duration) -
         report("produce_ack", &h, &mut serde_json::Map::new());
     }
     eprintln!("view latency: {total} events in {batches} batches at {rate}/s");
-    h
+    ViewLatency { from_send, from_due }
 }

@@ -215,7 +215,7 @@ fn main() {
 
     // Live latency idle, then during a full-speed rebuild of the large log.
     let secs = if args.quick { 3 } else { 10 };
-    let idle = view_latency(&server, "idle", LIVE_EVENTS_PER_S, Duration::from_secs(secs));
+    let idle = view_latency(&server, "idle", LIVE_EVENTS_PER_S, Duration::from_secs(secs)).from_send;
     report("live_idle", &idle, &mut json);
     let during_secs = (r.seconds * 0.8).clamp(1.0, secs as f64);
     let rebuilding = {
@@ -223,7 +223,7 @@ fn main() {
         std::thread::spawn(move || sql(http, "ALTER MATERIALIZED VIEW tumble REBUILD FROM EARLIEST"))
     };
     std::thread::sleep(Duration::from_millis(100));
-    let during = view_latency(&server, "during", LIVE_EVENTS_PER_S, Duration::from_secs_f64(during_secs));
+    let during = view_latency(&server, "during", LIVE_EVENTS_PER_S, Duration::from_secs_f64(during_secs)).from_send;
     let _ = rebuilding.join();
     report("live_during_rebuild", &during, &mut json);
     let (status, body) = http_request(server.http, "GET", "/views/tumble/rebuild", b"");

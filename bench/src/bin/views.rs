@@ -176,8 +176,9 @@ fn main() {
     }
     if want("latency") {
         let secs = if args.quick { 5 } else { 20 };
-        let h = view_latency(&server, "views", 100_000, Duration::from_secs(secs));
-        report("view_latency", &h, &mut json);
+        let l = view_latency(&server, "views", 100_000, Duration::from_secs(secs));
+        report("view_latency", &l.from_send, &mut json);
+        report("view_latency_from_due", &l.from_due, &mut json);
     }
     println!("{}", serde_json::Value::Object(json));
 }
