@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::dataflow::accumulator::{decode_opt_datum, encode_opt_datum, Acc, Position};
 use crate::dataflow::plan::{AggregatePlan, LatePolicy, ViewOptions, WindowPlan};
@@ -76,9 +78,12 @@ impl PartialGroup {
 /// Stage 1: one batch's records folded per group and window.
 pub struct PartialTable {
     shards: usize,
-    index: HashMap<Box<[u8]>, usize>,
+    /// Positions in `groups` by (group key, window start): a row's key is hashed once and
+    /// compared in place against its group, never copied for the lookup.
+    index: HashTable<usize>,
+    hasher: DefaultHashBuilder,
     groups: Vec<(usize, PartialGroup)>,
-    /// Scratch for the key being looked up (group key, then window start).
+    /// Scratch for the group key being looked up.
     scratch: Vec<u8>,
     sessions: HashMap<Box<[u8]>, (usize, Vec<OwnedDatum>, SessionSet, i64)>,
 }
@@ -87,7 +92,8 @@ impl PartialTable {
     pub fn new(shards: usize) -> Self {
         PartialTable {
             shards,
-            index: HashMap::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
             groups: Vec::new(),
             scratch: Vec::with_capacity(64),
             sessions: HashMap::new(),
@@ -135,8 +141,6 @@ impl PartialTable {
                     }
                 });
                 for &(s, e) in windows[..n].iter().chain(overflow.iter()) {
-                    self.scratch.truncate(key_len);
-                    self.scratch.extend_from_slice(&s.to_le_bytes());
                     self.fold(plan, row, key_len, Some((s, e)), ts, pos);
                 }
             }
@@ -153,16 +157,27 @@ impl PartialTable {
         ts: i64,
         pos: Position,
     ) {
-        let i = match self.index.get(&self.scratch[..]) {
+        let Self { index, hasher, groups, scratch, shards, .. } = self;
+        let key = &scratch[..key_len];
+        let start = window.map(|w| w.0);
+        let hash = hasher.hash_one((key, start));
+        let found = index.find(hash, |&i| {
+            let g = &groups[i].1;
+            g.window.map(|w| w.0) == start && *g.key == *key
+        });
+        let i = match found {
             Some(&i) => i,
             None => {
-                let key: Box<[u8]> = self.scratch[..key_len].into();
-                let owner = super::row::owner_of(&key, self.shards);
+                let owner = super::row::owner_of(key, *shards);
                 let key_values = plan.keys.iter().map(|k| k.eval(row).into_owned()).collect();
                 let accs = plan.aggs.iter().map(|a| a.func.new_acc()).collect();
-                self.groups.push((owner, PartialGroup { key, key_values, window, accs, max_ts: ts }));
-                self.index.insert(self.scratch[..].into(), self.groups.len() - 1);
-                self.groups.len() - 1
+                groups.push((owner, PartialGroup { key: key.into(), key_values, window, accs, max_ts: ts }));
+                let i = groups.len() - 1;
+                index.insert_unique(hash, i, |&j| {
+                    let g = &groups[j].1;
+                    hasher.hash_one((&*g.key, g.window.map(|w| w.0)))
+                });
+                i
             }
         };
         let g = &mut self.groups[i].1;
