@@ -784,21 +784,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                         rt.metrics.bytes_read.add(batch.payload().len() as u64);
                         read_any = true;
                         if rt.replaying.get() {
-                            // A replay folds a batch in slices and, once it has run for
-                            // REPLAY_RUN_US, steps aside through the reactor: live work that
-                            // arrived meanwhile (network input is only found there) then runs
-                            // first, with the larger share. glommio's own preemption timer is
-                            // 100 ms; 1 ms executor-wide lost wake-ups.
-                            loop {
-                                let done = rt.process_batch(*side, *p, &batch, crate::limits::REPLAY_SLICE_ROWS);
-                                if ran_since.elapsed() >= Duration::from_micros(crate::limits::REPLAY_RUN_US) {
-                                    glommio::timer::sleep(Duration::from_micros(1)).await;
-                                    ran_since = std::time::Instant::now();
-                                }
-                                if done {
-                                    break;
-                                }
-                            }
+                            fold_replayed(&rt, *side, *p, &batch, &mut ran_since).await;
                         } else {
                             rt.process_batch(*side, *p, &batch, usize::MAX);
                             glommio::yield_if_needed().await;
@@ -841,6 +827,23 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         maybe_checkpoint(&*host, &rt).await;
         if !progressed {
             wait_for_data(&rt, &readers).await;
+        }
+    }
+}
+
+/// Folds a replayed batch in slices; once the replay has run for REPLAY_RUN_US it steps
+/// aside through the reactor, so live work that arrived meanwhile (network input is only
+/// found there) runs first, with the larger share. glommio's own preemption timer is
+/// 100 ms; 1 ms executor-wide lost wake-ups.
+async fn fold_replayed(rt: &ViewRuntime, side: Side, p: u32, batch: &Batch, ran_since: &mut std::time::Instant) {
+    loop {
+        let done = rt.process_batch(side, p, batch, crate::limits::REPLAY_SLICE_ROWS);
+        if ran_since.elapsed() >= Duration::from_micros(crate::limits::REPLAY_RUN_US) {
+            glommio::timer::sleep(Duration::from_micros(1)).await;
+            *ran_since = std::time::Instant::now();
+        }
+        if done {
+            return;
         }
     }
 }

@@ -91,9 +91,7 @@ impl IoBuf {
             IoBuf::Heap(b) => b.as_mut_slice(),
         }
     }
-}
 
-impl IoBuf {
     /// Freezes a filled buffer so that the write and readers of what it holds can share it.
     pub fn share(self) -> SharedBuf {
         match self {

@@ -801,7 +801,6 @@ impl Inner {
         let total: usize = requests.iter().map(AppendRequest::disk_len).sum();
         let mut buf = self.storage.alloc_buffer(total);
         let mut headers = Vec::with_capacity(requests.len());
-        let pos_first = pos;
         let mut at = 0usize;
         let mut next = base_offset;
         for r in &requests {
@@ -839,7 +838,7 @@ impl Inner {
             let st = &mut *st;
             st.segments.back_mut().expect("active segment").len += total as u64;
             for (h, p) in &headers {
-                let stored = buf.slice((p - pos_first) as usize + BATCH_HEADER_BYTES, h.payload_len as usize);
+                let stored = buf.slice((p - pos) as usize + BATCH_HEADER_BYTES, h.payload_len as usize);
                 st.tail.push(Batch::new(*h, stored.expect("a batch lies inside its write buffer")));
             }
             st.offsets.advance_appended(next);

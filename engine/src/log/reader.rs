@@ -146,8 +146,7 @@ impl PartitionReader {
                         end: offsets.visible_end().0,
                     });
                 }
-                if let Some(batch) = self.partition.tail_batch(self.next) {
-                    self.next = Offset(batch.end_offset());
+                if let Some(batch) = self.take_from_tail() {
                     return Ok(Some(batch));
                 }
                 let Some(view) = self.partition.segment_view(self.next) else {
@@ -174,7 +173,10 @@ impl PartitionReader {
                     .segment_view(self.next)
                     .is_none_or(|v| Rc::ptr_eq(&v.file, &cursor.file) && v.visible_len == cursor.visible_len);
                 self.cursor = None;
-                if same && self.partition.tail_batch(self.next).is_none() {
+                if let Some(batch) = self.take_from_tail() {
+                    return Ok(Some(batch));
+                }
+                if same {
                     return Ok(None);
                 }
                 continue;
@@ -188,6 +190,13 @@ impl PartitionReader {
                 }
             }
         }
+    }
+
+    /// The batch holding `next` from the partition's tail cache, if it is there.
+    fn take_from_tail(&mut self) -> Option<Batch> {
+        let batch = self.partition.tail_batch(self.next)?;
+        self.next = Offset(batch.end_offset());
+        Some(batch)
     }
 
     /// Reads the batch at the cursor; `None` when it ended before `next` (skipped).
