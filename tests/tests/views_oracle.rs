@@ -170,6 +170,41 @@ fn reference(evs: &[Ev], ev2: &[(u32, Ev2)]) -> BTreeMap<&'static str, Vec<Vec<V
                 .collect(),
         );
     }
+    // by_value: hop windows by the (nullable) integer v
+    {
+        let mut g: BTreeMap<(Option<i64>, i64), (u64, f64)> = BTreeMap::new();
+        for e in &on_time {
+            let last = window(e.ts, 2_000);
+            for start in [last - 4_000, last - 2_000, last] {
+                let c = g.entry((e.v, start)).or_default();
+                c.0 += 1;
+                c.1 += e.x;
+            }
+        }
+        out.insert(
+            "by_value",
+            g.into_iter()
+                .map(|((v, ws), (n, xs))| {
+                    let (s, cv) = match v {
+                        Some(v) => (json!(v * n as i64), json!(n)),
+                        None => (Value::Null, json!(0)),
+                    };
+                    let v = v.map_or(Value::Null, |v| json!(v));
+                    vec![
+                        v.clone(),
+                        ts_json(ws),
+                        ts_json(ws + 6_000),
+                        json!(n),
+                        s,
+                        v.clone(),
+                        v,
+                        json!(xs / n as f64),
+                        cv,
+                    ]
+                })
+                .collect(),
+        );
+    }
     // sess: 1.5 s gap
     {
         let mut by_key: BTreeMap<String, Vec<&Ev>> = BTreeMap::new();
@@ -313,6 +348,15 @@ const VIEWS: &[(&str, &str, &str, &str)] = &[
         "SELECT k, window_start, window_end, count(*) AS n, coalesce(sum(v), 0) AS s \
          FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) GROUP BY k, window_start, window_end",
         "k, window_start",
+    ),
+    (
+        // Integer keys (NULL for a tenth of the events): groups found by the keys' values
+        // in place, NULL keys by their bytes.
+        "by_value",
+        "",
+        "SELECT v, window_start, window_end, count(*) AS n, sum(v) AS s, min(v) AS mn, max(v) AS mx, avg(x) AS a, \
+         count(v) AS cv FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) GROUP BY v, window_start, window_end",
+        "v NULLS FIRST, window_start",
     ),
     (
         "sess",

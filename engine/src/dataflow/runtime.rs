@@ -213,7 +213,7 @@ impl ViewRuntime {
             left,
             right,
             table_source,
-            partials: PartialTable::new(shards),
+            partials: PartialTable::new(shards, plan.aggregate.as_ref()),
             join_out: (0..shards).map(|_| Vec::new()).collect(),
             scratch: Vec::with_capacity(64),
             agg,
@@ -224,7 +224,7 @@ impl ViewRuntime {
             table: TableReplica::default(),
             table_pruned_at: i64::MIN,
             table_ready: vec![plan.table_join.is_none(); shards],
-            second_partials: PartialTable::new(shards),
+            second_partials: PartialTable::new(shards, plan.aggregate.as_ref()),
             changes: Vec::new(),
             append_changes: Vec::new(),
             late_side: Vec::new(),
@@ -430,6 +430,18 @@ impl ViewRuntime {
                     let owner = owner_of(&st.scratch, self.shard.count);
                     let values = owned_row(&row, width);
                     st.join_out[owner].push((side, st.scratch.as_slice().into(), JoinRow { ts, pos, values }));
+                }
+                (None, _) if plan.table_join.is_none() && plan.aggregate.is_some() => {
+                    // The common case, folded from the archived values in place.
+                    if plan.filter.as_ref().is_some_and(|f| !f.holds(&row)) {
+                        self.metrics.filtered_out.add(1);
+                        continue;
+                    }
+                    if let Some(agg) = &plan.aggregate {
+                        if !st.partials.add_archived(agg, &rec.value, ts, pos) {
+                            st.partials.add(agg, &row, ts, pos);
+                        }
+                    }
                 }
                 (None, _) => {
                     // Enrichment, as of the event.
