@@ -131,8 +131,8 @@ impl IntKeys {
         Some(IntKeys { columns, len: plan.keys.len() })
     }
 
-    /// The row's key values; `None` when a key is NULL
-    /// or not of its column's kind (the row's group is then found by its key bytes).
+    /// The row's key values; `None` when a key is NULL or not of its column's kind (the
+    /// row's group is then found by its key bytes).
     #[inline]
     fn ident(&self, row: &(impl Row + ?Sized)) -> Option<[i64; INT_KEYS_MAX]> {
         let mut id = [i64::MIN; INT_KEYS_MAX];
@@ -146,8 +146,9 @@ impl IntKeys {
     }
 }
 
-/// The aggregates' arguments of a plan that stage 1 can fold straight from archived
-/// rows: integer keys, no session windows, and every argument a plain column (or none).
+/// A plan that stage 1 can fold straight from archived source rows: integer keys, no
+/// session window, and every aggregate argument a plain column (or none). Only for rows
+/// of the source alone: a view with a table join evaluates its joined row.
 #[derive(Debug, Clone)]
 struct ArchivedFold {
     keys: IntKeys,
