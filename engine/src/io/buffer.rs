@@ -11,7 +11,7 @@ use glommio::io::{DmaBuffer, ReadResult};
 
 use crate::limits::BLOCK_BYTES;
 
-/// A zeroed heap allocation aligned to [`BLOCK_BYTES`].
+/// A heap allocation aligned to [`BLOCK_BYTES`], every byte initialised.
 pub struct AlignedHeap {
     ptr: std::ptr::NonNull<u8>,
     len: usize,
@@ -23,6 +23,27 @@ impl AlignedHeap {
         // SAFETY: the layout has a non-zero size (at least one block).
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
         let Some(ptr) = std::ptr::NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        AlignedHeap { ptr, len }
+    }
+
+    /// `parts` one after the other in a buffer of `len` bytes (at least their sum), the
+    /// rest zeroed: written once, not zeroed first (a batch stitched from two reads).
+    pub fn concat(parts: &[&[u8]], len: usize) -> Self {
+        let used: usize = parts.iter().map(|p| p.len()).sum();
+        assert!(used <= len, "parts of {used} bytes in a buffer of {len}");
+        let layout = Self::layout(len);
+        // SAFETY: the layout has a non-zero size (at least one block).
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let Some(ptr) = std::ptr::NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        let mut at = 0;
+        for part in parts {
+            // SAFETY: `at + part.len() <= used <= len`, inside the allocation, which no
+            // slice can overlap (it is new).
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), ptr.as_ptr().add(at), part.len()) };
+            at += part.len();
+        }
+        // SAFETY: `[used, len)` is inside the allocation; after this every byte is initialised.
+        unsafe { std::ptr::write_bytes(ptr.as_ptr().add(used), 0, len - used) };
         AlignedHeap { ptr, len }
     }
 
@@ -50,7 +71,7 @@ impl AlignedHeap {
 
 impl Drop for AlignedHeap {
     fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with this exact layout.
+        // SAFETY: allocated in `zeroed` or `concat` with this exact layout.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
     }
 }
@@ -187,5 +208,22 @@ impl Deref for ReadBuf {
             ReadBuf::Heap { buf, start, len } => &buf.as_slice()[*start..*start + *len],
             ReadBuf::Written { buf, start, len } => &buf.as_bytes()[*start..*start + *len],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concat_writes_the_parts_in_order_and_zeroes_the_rest() {
+        let a: Vec<u8> = (0..3_000u32).map(|i| (i % 251) as u8).collect();
+        let b: Vec<u8> = (0..2_000u32).map(|i| (i % 13) as u8 + 1).collect();
+        let heap = AlignedHeap::concat(&[&a, &b], 2 * BLOCK_BYTES);
+        let s = heap.as_slice();
+        assert_eq!(s.as_ptr() as usize % BLOCK_BYTES, 0);
+        assert_eq!(&s[..a.len()], &a[..]);
+        assert_eq!(&s[a.len()..a.len() + b.len()], &b[..]);
+        assert!(s[a.len() + b.len()..].iter().all(|&x| x == 0));
     }
 }

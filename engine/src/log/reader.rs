@@ -93,9 +93,7 @@ impl SegmentCursor {
         if len - head > next.len() {
             return Ok(None);
         }
-        let mut stitched = AlignedHeap::zeroed(align_up(len as u64) as usize);
-        stitched.as_mut_slice()[..head].copy_from_slice(&front[at..]);
-        stitched.as_mut_slice()[head..len].copy_from_slice(&next[..len - head]);
+        let stitched = AlignedHeap::concat(&[&front[at..], &next[..len - head]], align_up(len as u64) as usize);
         Ok(ReadBuf::from_heap(stitched).slice(0, len))
     }
 }
