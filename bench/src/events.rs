@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -50,7 +51,8 @@ pub struct Server {
     pub http: SocketAddr,
     pub native: SocketAddr,
     pub pg: SocketAddr,
-    pub dir: tempfile::TempDir,
+    /// Shared so that a restart serves the same directory (deleted with the last server).
+    pub dir: Arc<tempfile::TempDir>,
 }
 
 impl Server {
@@ -74,16 +76,22 @@ impl Drop for Server {
 /// the operators and the reads), in a fresh directory under target/.
 pub fn start(cpu: usize) -> Server {
     let dir = tempfile::tempdir_in(repo_root().join("target")).expect("tempdir");
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, "checkpoint_interval_ms = 0\n").expect("config");
+    std::fs::write(dir.path().join("sluice.toml"), "checkpoint_interval_ms = 0\n").expect("config");
+    serve(Arc::new(dir), &[cpu])
+}
+
+/// `sluice serve` over `dir` with one shard per CPU of `cpus`, each pinned to its CPU.
+fn serve(dir: Arc<tempfile::TempDir>, cpus: &[usize]) -> Server {
+    let cpu_list: Vec<String> = cpus.iter().map(usize::to_string).collect();
     let mut child = Command::new("taskset")
-        .args(["-c", &cpu.to_string()])
+        .args(["-c", &cpu_list.join(",")])
         .arg(sluice_bin())
-        .args(["serve", "--shards", "1", "--native-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0"])
-        .args(["--http-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--shards", &cpus.len().to_string(), "--native-addr", "127.0.0.1:0"])
+        .args(["--kafka-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--config")
-        .arg(&config)
+        .arg(dir.path().join("sluice.toml"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -96,6 +104,17 @@ pub fn start(cpu: usize) -> Server {
             .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
     };
     Server { http: field("http"), native: field("native"), pg: field("pg"), child, dir }
+}
+
+impl Server {
+    /// Stops the server (SIGTERM: it finishes in-flight work, syncs and exits) and serves
+    /// the same data directory again with one shard per CPU of `cpus`.
+    pub fn restart_on(mut self, cpus: &[usize]) -> Server {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+        serve(self.dir.clone(), cpus)
+    }
 }
 
 pub fn round2(x: f64) -> f64 {

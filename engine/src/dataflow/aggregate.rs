@@ -211,6 +211,13 @@ struct GroupHead {
     max_ts: i64,
 }
 
+impl GroupHead {
+    /// The window start (`i64::MIN` unwindowed), the second half of the group's identity.
+    fn start(&self) -> i64 {
+        self.window.map_or(i64::MIN, |w| w.0)
+    }
+}
+
 /// Stage 1: one round's records folded per group and window.
 ///
 /// The per-row work is a lookup and the accumulator updates, so the table is laid out
@@ -395,7 +402,7 @@ impl PartialTable {
                 let hash = hasher.hash_one((key, start));
                 let same = |&i: &u32| {
                     let g = &heads[i as usize];
-                    g.window.map_or(i64::MIN, |w| w.0) == start && *g.key == *key
+                    g.start() == start && *g.key == *key
                 };
                 if let Some(&i) = by_bytes.find(hash, same) {
                     return i as usize;
@@ -404,7 +411,7 @@ impl PartialTable {
                 let Self { by_bytes, hasher, heads, .. } = self;
                 by_bytes.insert_unique(hash, i as u32, |&j| {
                     let g = &heads[j as usize];
-                    hasher.hash_one((&*g.key, g.window.map_or(i64::MIN, |w| w.0)))
+                    hasher.hash_one((&*g.key, g.start()))
                 });
                 i
             }
