@@ -131,6 +131,8 @@ pub fn load(native: SocketAddr, topic: &str, n: u64) -> u64 {
     let mut c = Client::connect(native).expect("native connect");
     let (config, _) = c.describe_topic(topic).expect("describe");
     let schema: Schema = config.schema().expect("typed topic").clone();
+    // (ts, k, v) with k a BIGINT, or its text "sym<k>" where the topic's k is TEXT.
+    let text_key = schema.columns.get(1).is_some_and(|c| c.ty == sluice::record::schema::ColumnType::Text);
     let batch = 4_096u64;
     let inflight = 8;
     let (mut sent, mut received, mut bytes) = (0u64, 0u64, 0u64);
@@ -141,10 +143,11 @@ pub fn load(native: SocketAddr, topic: &str, n: u64) -> u64 {
             let records: Vec<Record<Vec<Value>>> = (first..(first + batch).min(n))
                 .map(|i| {
                     let (ts, k, v) = event(i);
+                    let k = if text_key { Value::Text(format!("sym{k}")) } else { Value::BigInt(k) };
                     Record {
                         timestamp_ms: ts,
                         key: None,
-                        value: vec![Value::Timestamp(ts), Value::BigInt(k), Value::BigInt(v)],
+                        value: vec![Value::Timestamp(ts), k, Value::BigInt(v)],
                         headers: Vec::new(),
                     }
                 })

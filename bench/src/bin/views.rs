@@ -6,8 +6,8 @@
 //! - Throughput: N events (ts, k, v) are written to a topic first; each view is then
 //!   created and reads them all from offset 0 (a replay: the same path as live), on one
 //!   shard pinned to one core. events/s = N / time from CREATE to the last event counted.
-//!   Workloads: filter+projection, tumbling count+sum per key, hopping window, stream–table
-//!   join.
+//!   Workloads: filter+projection, tumbling count+sum per key (a BIGINT key, and the same
+//!   events with a TEXT key), hopping window, stream–table join.
 //! - The same tumbling count+sum per key, on the same events, with differential-dataflow
 //!   (one timely worker, the same core; events from memory) and with PyFlink (Flink SQL
 //!   reading the events from a CSV file; the table API's own runtime).
@@ -82,6 +82,10 @@ const WORKLOADS: &[(&str, &str)] = &[
         "SELECT k, window_start, count(*) AS n, sum(v) AS s FROM TUMBLE(ev, ts, INTERVAL '1' SECOND) GROUP BY k, window_start",
     ),
     (
+        "tumble_text",
+        "SELECT k, window_start, count(*) AS n, sum(v) AS s FROM TUMBLE(evt, ts, INTERVAL '1' SECOND) GROUP BY k, window_start",
+    ),
+    (
         "hop",
         "SELECT k, window_start, count(*) AS n, sum(v) AS s FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) \
          GROUP BY k, window_start",
@@ -97,6 +101,8 @@ fn setup(http: SocketAddr) {
         http,
         &format!(
             "CREATE TOPIC ev (ts TIMESTAMP NOT NULL, k BIGINT NOT NULL, v BIGINT NOT NULL) \
+               WITH (partitions = {PARTITIONS}, event_time = 'ts', durability = 'none');
+             CREATE TOPIC evt (ts TIMESTAMP NOT NULL, k TEXT NOT NULL, v BIGINT NOT NULL) \
                WITH (partitions = {PARTITIONS}, event_time = 'ts', durability = 'none');
              CREATE TABLE dim (k BIGINT, grp TEXT, PRIMARY KEY (k)) WITH (partitions = 1);"
         ),
@@ -124,6 +130,11 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     let want = |part: &str| args.only.as_deref().is_none_or(|o| o.split(',').any(|p| p == part));
+    if want("tumble_text") {
+        // The same events with the key as text ("sym<k>"): the common trading key.
+        let bytes = load(server.native, "evt", n);
+        eprintln!("loaded {n} events with text keys ({:.0} MB)", bytes as f64 / 1e6);
+    }
     let mut results: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     for round in 0..rounds {
         for (name, body) in WORKLOADS {

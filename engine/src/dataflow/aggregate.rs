@@ -146,12 +146,29 @@ impl IntKeys {
     }
 }
 
-/// A plan that stage 1 can fold straight from archived source rows: integer keys, no
+/// The column of a plan's group key when that is one TEXT column.
+fn text_key_of(plan: &AggregatePlan) -> Option<usize> {
+    match (plan.keys.as_slice(), plan.key_types.as_slice()) {
+        ([Expr::Column(c)], [DataType::Text]) => Some(*c),
+        _ => None,
+    }
+}
+
+/// The group keys the archived fold reads in place.
+#[derive(Debug, Clone, Copy)]
+enum ArchivedKeys {
+    Ints(IntKeys),
+    /// One TEXT column: the string is hashed and compared where it lies.
+    Text(usize),
+}
+
+/// A plan that stage 1 can fold straight from archived source rows: integer keys (or one
+/// TEXT key), no
 /// session window, and every aggregate argument a plain column (or none). Only for rows
 /// of the source alone: a view with a table join evaluates its joined row.
 #[derive(Debug, Clone)]
 struct ArchivedFold {
-    keys: IntKeys,
+    keys: ArchivedKeys,
     /// Per aggregate: the column it reads (`None`: count(*)).
     args: Vec<Option<usize>>,
     /// Rows narrower than this (written before a column existed) take the general path.
@@ -159,8 +176,12 @@ struct ArchivedFold {
 }
 
 impl ArchivedFold {
-    fn of(plan: &AggregatePlan, keys: Option<IntKeys>) -> Option<ArchivedFold> {
-        let keys = keys?;
+    fn of(plan: &AggregatePlan, int_keys: Option<IntKeys>) -> Option<ArchivedFold> {
+        let keys = match (int_keys, text_key_of(plan)) {
+            (Some(k), _) => ArchivedKeys::Ints(k),
+            (None, Some(c)) => ArchivedKeys::Text(c),
+            (None, None) => return None,
+        };
         if matches!(plan.window, Some(WindowPlan::Session { .. })) {
             return None;
         }
@@ -173,15 +194,29 @@ impl ArchivedFold {
                 Some(_) => None,
             })
             .collect::<Option<Vec<_>>>()?;
-        let width_min =
-            keys.columns[..keys.len].iter().map(|&(c, _)| c).chain(args.iter().flatten().copied()).max()? + 1;
+        let key_columns: Vec<usize> = match keys {
+            ArchivedKeys::Ints(k) => k.columns[..k.len].iter().map(|&(c, _)| c).collect(),
+            ArchivedKeys::Text(c) => vec![c],
+        };
+        let width_min = key_columns.into_iter().chain(args.iter().flatten().copied()).max()? + 1;
         Some(ArchivedFold { keys, args, width_min })
     }
 
+    /// How the row's group is found; `None` when a key is NULL or not of its column's
+    /// kind (the general fold takes the row).
     #[inline]
-    fn ident(&self, values: &ArchivedVec<ArchivedValue>) -> Option<[i64; INT_KEYS_MAX]> {
+    fn lookup<'v>(&self, values: &'v ArchivedVec<ArchivedValue>) -> Option<GroupLookup<'v>> {
+        let ints = match self.keys {
+            ArchivedKeys::Ints(ints) => ints,
+            ArchivedKeys::Text(c) => {
+                return match values.get(c)? {
+                    ArchivedValue::Text(t) => Some(GroupLookup::Text(t.as_str())),
+                    _ => None,
+                }
+            }
+        };
         let mut id = [i64::MIN; INT_KEYS_MAX];
-        for (slot, &(c, kind)) in id.iter_mut().zip(&self.keys.columns[..self.keys.len]) {
+        for (slot, &(c, kind)) in id.iter_mut().zip(&ints.columns[..ints.len]) {
             *slot = match (kind, values.get(c)?) {
                 (IntKind::Int, ArchivedValue::BigInt(v)) => v.to_native(),
                 (IntKind::Int, ArchivedValue::Int(v)) => v.to_native() as i64,
@@ -189,15 +224,17 @@ impl ArchivedFold {
                 _ => return None,
             };
         }
-        Some(id)
+        Some(GroupLookup::Ints(id))
     }
 }
 
 /// How a row's group is found.
 #[derive(Clone, Copy)]
-enum GroupLookup {
+enum GroupLookup<'k> {
     /// By integer keys (and the window start).
     Ints([i64; INT_KEYS_MAX]),
+    /// By one text key (and the window start).
+    Text(&'k str),
     /// By the key bytes in `scratch[..len]` and the window start.
     Bytes(usize),
 }
@@ -216,6 +253,14 @@ impl GroupHead {
     fn start(&self) -> i64 {
         self.window.map_or(i64::MIN, |w| w.0)
     }
+
+    /// The group's key when it is one text.
+    fn text_key(&self) -> Option<&str> {
+        match self.key_values.as_slice() {
+            [Datum::Text(t)] => Some(t.as_ref()),
+            _ => None,
+        }
+    }
 }
 
 /// Stage 1: one round's records folded per group and window.
@@ -227,10 +272,14 @@ impl GroupHead {
 pub struct PartialTable {
     shards: usize,
     int_keys: Option<IntKeys>,
+    /// The column of the plan's one TEXT key, if that is its key.
+    text_key: Option<usize>,
     archived: Option<ArchivedFold>,
     /// Aggregates per group.
     aggs: usize,
     by_ints: HashTable<(IntIdent, u32)>,
+    /// (window start, position in `heads`) by text key and window start.
+    by_text: HashTable<(i64, u32)>,
     /// Positions in `heads` by (key bytes, window start), hashed once, compared in place.
     by_bytes: HashTable<u32>,
     hasher: DefaultHashBuilder,
@@ -248,9 +297,11 @@ impl PartialTable {
         PartialTable {
             shards,
             int_keys: plan.and_then(IntKeys::of),
+            text_key: plan.and_then(text_key_of),
             archived: plan.and_then(|p| ArchivedFold::of(p, IntKeys::of(p))),
             aggs: plan.map_or(0, |p| p.aggs.len()),
             by_ints: HashTable::new(),
+            by_text: HashTable::new(),
             by_bytes: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             heads: Vec::new(),
@@ -271,9 +322,11 @@ impl PartialTable {
             self.add_to_session(plan, row, ts, pos, gap_ms);
             return;
         }
-        let lookup = match self.int_keys.and_then(|k| k.ident(row)) {
-            Some(id) => GroupLookup::Ints(id),
-            None => {
+        let text_key = self.text_key.map(|c| row.get(c));
+        let lookup = match (self.int_keys.and_then(|k| k.ident(row)), &text_key) {
+            (Some(id), _) => GroupLookup::Ints(id),
+            (None, Some(Datum::Text(t))) => GroupLookup::Text(t),
+            (None, _) => {
                 self.scratch.clear();
                 for k in &plan.keys {
                     k.eval(row).encode_key(&mut self.scratch);
@@ -308,15 +361,15 @@ impl PartialTable {
         if values.len() < fold.width_min {
             return false;
         }
-        let Some(id) = fold.ident(values) else { return false };
+        let Some(lookup) = fold.lookup(values) else { return false };
         let row = SourceValues(values);
         match plan.window {
             Some(window) => assign(window, ts, |s, e| {
-                let i = self.find_or_insert(plan, &row, GroupLookup::Ints(id), Some((s, e)), ts);
+                let i = self.find_or_insert(plan, &row, lookup, Some((s, e)), ts);
                 self.update_archived(plan, values, i, ts, pos);
             }),
             None => {
-                let i = self.find_or_insert(plan, &row, GroupLookup::Ints(id), None, ts);
+                let i = self.find_or_insert(plan, &row, lookup, None, ts);
                 self.update_archived(plan, values, i, ts, pos);
             }
         }
@@ -373,7 +426,7 @@ impl PartialTable {
         &mut self,
         plan: &AggregatePlan,
         row: &(impl Row + ?Sized),
-        lookup: GroupLookup,
+        lookup: GroupLookup<'_>,
         window: Option<(i64, i64)>,
         ts: i64,
     ) -> usize {
@@ -395,6 +448,24 @@ impl PartialTable {
                         i
                     }
                 }
+            }
+            GroupLookup::Text(text) => {
+                let hash = self.hasher.hash_one((text, start));
+                let heads = &self.heads;
+                let same = |&(other, i): &(i64, u32)| other == start && heads[i as usize].text_key() == Some(text);
+                if let Some(&(_, i)) = self.by_text.find(hash, same) {
+                    return i as usize;
+                }
+                self.scratch.clear();
+                for k in &plan.keys {
+                    k.eval(row).encode_key(&mut self.scratch);
+                }
+                let i = self.insert_group(plan, row, self.scratch.len(), window, ts);
+                let Self { by_text, hasher, heads, .. } = self;
+                by_text.insert_unique(hash, (start, i as u32), |&(start, j)| {
+                    hasher.hash_one((heads[j as usize].text_key().unwrap_or_default(), start))
+                });
+                i
             }
             GroupLookup::Bytes(len) => {
                 let Self { by_bytes, hasher, heads, scratch, .. } = self;
@@ -457,6 +528,7 @@ impl PartialTable {
     pub fn drain(&mut self, mut each: impl FnMut(usize, PartialGroup)) {
         let aggs = self.aggs;
         self.by_ints.clear();
+        self.by_text.clear();
         self.by_bytes.clear();
         debug_assert_eq!(self.accs.len(), self.heads.len() * aggs);
         let mut accs = std::mem::take(&mut self.accs).into_iter();
@@ -949,6 +1021,47 @@ mod tests {
         out
     }
 
+    /// Folds `rows` with the archived fold (where it takes them) and with the general
+    /// fold by key bytes only; asserts both make the same partials. Returns how many rows
+    /// the archived fold took.
+    fn fold_both(plan: &AggregatePlan, rows: &[Vec<Value>]) -> usize {
+        let mut general = PartialTable::new(2, Some(plan));
+        // The general fold: every group by its key bytes.
+        general.int_keys = None;
+        general.text_key = None;
+        general.archived = None;
+        let mut archived = PartialTable::new(2, Some(plan));
+        assert!(archived.archived.is_some());
+        let mut folded_in_place = 0;
+        for (offset, row) in rows.iter().enumerate() {
+            let Value::Timestamp(ts) = row[0] else { panic!("rows start with their time") };
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(row).expect("archive");
+            let values = rkyv::access::<ArchivedVec<ArchivedValue>, rkyv::rancor::Error>(&bytes).expect("access");
+            let pos = Position { ts, partition: 0, offset: offset as u64 };
+            general.add(plan, &SourceValues(values), ts, pos);
+            if archived.add_archived(plan, values, ts, pos) {
+                folded_in_place += 1;
+            } else {
+                archived.add(plan, &SourceValues(values), ts, pos);
+            }
+        }
+        assert_eq!(drained(&mut archived, plan), drained(&mut general, plan));
+        assert!(archived.is_empty());
+        folded_in_place
+    }
+
+    fn aggs() -> Vec<AggPlan> {
+        vec![
+            agg(AggFunc::CountStar, None),
+            agg(AggFunc::Count, Some(2)),
+            agg(AggFunc::Sum, Some(2)),
+            agg(AggFunc::Min, Some(2)),
+            agg(AggFunc::Max, Some(3)),
+            agg(AggFunc::Avg, Some(2)),
+            agg(AggFunc::FirstValue, Some(2)),
+        ]
+    }
+
     /// The archived fold (keys and arguments read in place) makes exactly the partials
     /// the general fold makes, NULL keys, narrow rows, INT and BIGINT and sum overflow
     /// included.
@@ -960,51 +1073,50 @@ mod tests {
             (vec![Expr::Column(1), Expr::Column(3)], vec![DataType::BigInt, DataType::Int], None),
             (vec![Expr::Column(0)], vec![DataType::Timestamp], Some(WindowPlan::Tumble { size_ms: 30 })),
         ] {
-            let plan = AggregatePlan {
-                keys,
-                key_types,
-                aggs: vec![
-                    agg(AggFunc::CountStar, None),
-                    agg(AggFunc::Count, Some(2)),
-                    agg(AggFunc::Sum, Some(2)),
-                    agg(AggFunc::Min, Some(2)),
-                    agg(AggFunc::Max, Some(3)),
-                    agg(AggFunc::Avg, Some(2)),
-                    agg(AggFunc::FirstValue, Some(2)),
-                ],
-                window,
-            };
-            let mut general = PartialTable::new(2, Some(&plan));
-            // The general fold: every group by its key bytes.
-            general.int_keys = None;
-            general.archived = None;
-            let mut archived = PartialTable::new(2, Some(&plan));
-            assert!(archived.archived.is_some());
-            let mut folded_in_place = 0;
-            for offset in 0..5_000u64 {
-                let ts = rng.gen_range(0..1_000i64);
-                let big = |rng: &mut rand::rngs::StdRng| match rng.gen_range(0..20) {
-                    0 => Value::Null,
-                    1 => Value::BigInt(i64::MAX - rng.gen_range(0..3)),
-                    _ => Value::BigInt(rng.gen_range(-5..5)),
-                };
-                let mut row = vec![Value::Timestamp(ts), big(&mut rng), big(&mut rng)];
-                if rng.gen_range(0..10) > 0 {
-                    row.push(if rng.gen_range(0..10) == 0 { Value::Null } else { Value::Int(rng.gen_range(0..3)) });
-                }
-                let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&row).expect("archive");
-                let values = rkyv::access::<ArchivedVec<ArchivedValue>, rkyv::rancor::Error>(&bytes).expect("access");
-                let pos = Position { ts, partition: 0, offset };
-                general.add(&plan, &SourceValues(values), ts, pos);
-                if archived.add_archived(&plan, values, ts, pos) {
-                    folded_in_place += 1;
-                } else {
-                    archived.add(&plan, &SourceValues(values), ts, pos);
-                }
-            }
+            let plan = AggregatePlan { keys, key_types, aggs: aggs(), window };
+            let rows: Vec<Vec<Value>> = (0..5_000)
+                .map(|_| {
+                    let big = |rng: &mut rand::rngs::StdRng| match rng.gen_range(0..20) {
+                        0 => Value::Null,
+                        1 => Value::BigInt(i64::MAX - rng.gen_range(0..3)),
+                        _ => Value::BigInt(rng.gen_range(-5..5)),
+                    };
+                    let mut row = vec![Value::Timestamp(rng.gen_range(0..1_000)), big(&mut rng), big(&mut rng)];
+                    if rng.gen_range(0..10) > 0 {
+                        row.push(if rng.gen_range(0..10) == 0 { Value::Null } else { Value::Int(rng.gen_range(0..3)) });
+                    }
+                    row
+                })
+                .collect();
+            let folded_in_place = fold_both(&plan, &rows);
             assert!(folded_in_place > 2_500, "{folded_in_place}");
-            assert_eq!(drained(&mut archived, &plan), drained(&mut general, &plan));
-            assert!(archived.is_empty());
+        }
+    }
+
+    /// The same for one TEXT key, read and compared where it lies.
+    #[test]
+    fn the_archived_fold_equals_the_general_fold_for_a_text_key() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        for window in [Some(WindowPlan::Hop { slide_ms: 20, size_ms: 50 }), None] {
+            let plan =
+                AggregatePlan { keys: vec![Expr::Column(1)], key_types: vec![DataType::Text], aggs: aggs(), window };
+            let rows: Vec<Vec<Value>> = (0..5_000)
+                .map(|_| {
+                    let key = match rng.gen_range(0..20) {
+                        0 => Value::Null,
+                        1 => Value::Text(String::new()),
+                        _ => Value::Text(format!("sym{}", rng.gen_range(0..30))),
+                    };
+                    let mut row =
+                        vec![Value::Timestamp(rng.gen_range(0..1_000)), key, Value::BigInt(rng.gen_range(-5..5))];
+                    if rng.gen_range(0..10) > 0 {
+                        row.push(Value::Int(rng.gen_range(0..3)));
+                    }
+                    row
+                })
+                .collect();
+            let folded_in_place = fold_both(&plan, &rows);
+            assert!(folded_in_place > 2_500, "{folded_in_place}");
         }
     }
 }
