@@ -322,6 +322,9 @@ impl PartialTable {
             self.add_to_session(plan, row, ts, pos, gap_ms);
             return;
         }
+        if row.archived().is_some_and(|values| self.add_archived(plan, row, values, ts, pos)) {
+            return;
+        }
         let text_key = self.text_key.map(|c| row.get(c));
         let lookup = match (self.int_keys.and_then(|k| k.ident(row)), &text_key) {
             (Some(id), _) => GroupLookup::Ints(id),
@@ -348,11 +351,12 @@ impl PartialTable {
 
     /// `add` for a source row read in place: keys and arguments come straight from the
     /// archived values, with no expression or datum in between. Returns false, having
-    /// changed nothing, when the plan or the row needs the general path (`add`).
+    /// changed nothing, when the plan or the row needs the general path.
     #[inline]
-    pub fn add_archived(
+    fn add_archived(
         &mut self,
         plan: &AggregatePlan,
+        row: &(impl Row + ?Sized),
         values: &ArchivedVec<ArchivedValue>,
         ts: i64,
         pos: Position,
@@ -362,14 +366,13 @@ impl PartialTable {
             return false;
         }
         let Some(lookup) = fold.lookup(values) else { return false };
-        let row = SourceValues(values);
         match plan.window {
             Some(window) => assign(window, ts, |s, e| {
-                let i = self.find_or_insert(plan, &row, lookup, Some((s, e)), ts);
+                let i = self.find_or_insert(plan, row, lookup, Some((s, e)), ts);
                 self.update_archived(plan, values, i, ts, pos);
             }),
             None => {
-                let i = self.find_or_insert(plan, &row, lookup, None, ts);
+                let i = self.find_or_insert(plan, row, lookup, None, ts);
                 self.update_archived(plan, values, i, ts, pos);
             }
         }
@@ -559,16 +562,6 @@ impl PartialTable {
                 );
             }
         }
-    }
-}
-
-/// A source row's values as a [`Row`] (for the rare steps of the archived path that
-/// evaluate: a new group's key).
-struct SourceValues<'a>(&'a ArchivedVec<ArchivedValue>);
-
-impl Row for SourceValues<'_> {
-    fn get(&self, i: usize) -> Datum<'_> {
-        self.0.get(i).map_or(Datum::Null, Datum::from_archived)
     }
 }
 
@@ -1021,10 +1014,15 @@ mod tests {
         out
     }
 
-    /// Folds `rows` with the archived fold (where it takes them) and with the general
-    /// fold by key bytes only; asserts both make the same partials. Returns how many rows
-    /// the archived fold took.
+    /// Folds `rows`, read in place from their archived form, with the table as views use
+    /// it (the archived fold where it takes a row) and with the general fold by key bytes
+    /// only; asserts both make the same partials. Returns how many rows the archived fold
+    /// took.
     fn fold_both(plan: &AggregatePlan, rows: &[Vec<Value>]) -> usize {
+        use crate::dataflow::plan::ColumnInfo;
+        use crate::dataflow::row::SourceRow;
+        let columns: Vec<ColumnInfo> =
+            (0..4).map(|i| ColumnInfo { name: format!("c{i}"), ty: DataType::BigInt, default: Value::Null }).collect();
         let mut general = PartialTable::new(2, Some(plan));
         // The general fold: every group by its key bytes.
         general.int_keys = None;
@@ -1037,13 +1035,14 @@ mod tests {
             let Value::Timestamp(ts) = row[0] else { panic!("rows start with their time") };
             let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(row).expect("archive");
             let values = rkyv::access::<ArchivedVec<ArchivedValue>, rkyv::rancor::Error>(&bytes).expect("access");
+            let source = SourceRow { values, columns: &columns };
             let pos = Position { ts, partition: 0, offset: offset as u64 };
-            general.add(plan, &SourceValues(values), ts, pos);
-            if archived.add_archived(plan, values, ts, pos) {
+            general.add(plan, &source, ts, pos);
+            let fold = archived.archived.as_ref().expect("an archived fold");
+            if values.len() >= fold.width_min && fold.lookup(values).is_some() {
                 folded_in_place += 1;
-            } else {
-                archived.add(plan, &SourceValues(values), ts, pos);
             }
+            archived.add(plan, &source, ts, pos);
         }
         assert_eq!(drained(&mut archived, plan), drained(&mut general, plan));
         assert!(archived.is_empty());

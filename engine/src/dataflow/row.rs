@@ -20,6 +20,10 @@ impl Row for SourceRow<'_> {
             None => self.columns.get(i).map_or(Datum::Null, |c| Datum::from_value(&c.default)),
         }
     }
+
+    fn archived(&self) -> Option<&rkyv::vec::ArchivedVec<ArchivedValue>> {
+        Some(self.values)
+    }
 }
 
 /// The event time of a record: its event-time column, else the record's timestamp.

@@ -431,35 +431,32 @@ impl ViewRuntime {
                     let values = owned_row(&row, width);
                     st.join_out[owner].push((side, st.scratch.as_slice().into(), JoinRow { ts, pos, values }));
                 }
-                (None, _) if plan.table_join.is_none() && plan.aggregate.is_some() => {
-                    // The common case, folded from the archived values in place.
-                    if plan.filter.as_ref().is_some_and(|f| !f.holds(&row)) {
-                        self.metrics.filtered_out.add(1);
+                (None, _) => {
+                    let id = (partition, offset, 0, 0);
+                    let Some(t) = &plan.table_join else {
+                        // The source row alone, read where it lies.
+                        emit_row(
+                            plan,
+                            &self.metrics,
+                            &mut st.partials,
+                            &mut st.append,
+                            &mut st.append_changes,
+                            &row,
+                            ts,
+                            pos,
+                            id,
+                        );
+                        continue;
+                    };
+                    // Enrichment, as of the event.
+                    st.scratch.clear();
+                    encode_exprs(&t.stream_key, &row, &mut st.scratch);
+                    let table_row = st.table.lookup(&st.scratch, ts);
+                    if table_row.is_none() && !t.keep_unmatched {
+                        self.metrics.unmatched.add(1);
                         continue;
                     }
-                    if let Some(agg) = &plan.aggregate {
-                        if !st.partials.add_archived(agg, &rec.value, ts, pos) {
-                            st.partials.add(agg, &row, ts, pos);
-                        }
-                    }
-                }
-                (None, _) => {
-                    // Enrichment, as of the event.
-                    let table_row: Option<&[OwnedDatum]> = match &plan.table_join {
-                        Some(t) => {
-                            st.scratch.clear();
-                            encode_exprs(&t.stream_key, &row, &mut st.scratch);
-                            let found = st.table.lookup(&st.scratch, ts);
-                            if found.is_none() && !t.keep_unmatched {
-                                self.metrics.unmatched.add(1);
-                                continue;
-                            }
-                            found
-                        }
-                        None => None,
-                    };
                     let input = Joined { left: &row, left_width: width, right: table_row };
-                    let id = (partition, offset, 0, 0);
                     emit_row(
                         plan,
                         &self.metrics,

@@ -14,6 +14,12 @@ use super::types::{format_timestamp, parse_interval, parse_timestamp, DataType, 
 /// Anything expressions can read columns from.
 pub trait Row {
     fn get(&self, i: usize) -> Datum<'_>;
+
+    /// The row's values as stored, when it is a source record read in place (operators
+    /// may then read them without going through datums); `None` for any other row.
+    fn archived(&self) -> Option<&rkyv::vec::ArchivedVec<crate::record::schema::ArchivedValue>> {
+        None
+    }
 }
 
 impl Row for [OwnedDatum] {
