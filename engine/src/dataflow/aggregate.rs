@@ -18,6 +18,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use rkyv::vec::ArchivedVec;
 
 use crate::dataflow::accumulator::{decode_opt_datum, encode_opt_datum, Acc, Position};
+use crate::dataflow::int_group_index::{IntGroupIndex, INT_KEYS_MAX};
 use crate::dataflow::plan::{AggPlan, AggregatePlan, LatePolicy, ViewOptions, WindowPlan};
 use crate::dataflow::window::{assign, SessionSet};
 use crate::record::schema::ArchivedValue;
@@ -74,28 +75,6 @@ impl PartialGroup {
         }
         let accs = (0..k).map(|_| Acc::decode(d)).collect::<Result<_, _>>()?;
         Ok(PartialGroup { key, key_values, window, accs, max_ts })
-    }
-}
-
-/// Integer group keys compared in place, at most this many (more: compared as key bytes).
-const INT_KEYS_MAX: usize = 2;
-
-/// A group's identity when every group key is an integer column: the keys (unused ones
-/// `i64::MIN`) and the window start (`i64::MIN` unwindowed). Compared in place, field
-/// by field; no key bytes are built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IntIdent {
-    keys: [i64; INT_KEYS_MAX],
-    start: i64,
-}
-
-impl std::hash::Hash for IntIdent {
-    // As numbers: an array would hash as a byte slice, the hasher's slow path.
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        for k in self.keys {
-            state.write_i64(k);
-        }
-        state.write_i64(self.start);
     }
 }
 
@@ -245,7 +224,6 @@ struct GroupHead {
     key: Box<[u8]>,
     key_values: Vec<OwnedDatum>,
     window: Option<(i64, i64)>,
-    max_ts: i64,
 }
 
 impl GroupHead {
@@ -277,7 +255,8 @@ pub struct PartialTable {
     archived: Option<ArchivedFold>,
     /// Aggregates per group.
     aggs: usize,
-    by_ints: HashTable<(IntIdent, u32)>,
+    /// Groups whose keys are integer columns: by keys and window start, in place.
+    by_ints: IntGroupIndex,
     /// (window start, position in `heads`) by text key and window start.
     by_text: HashTable<(i64, u32)>,
     /// Positions in `heads` by (key bytes, window start), hashed once, compared in place.
@@ -286,6 +265,9 @@ pub struct PartialTable {
     heads: Vec<GroupHead>,
     /// Accumulators of every group: group i's are `accs[i * aggs..(i + 1) * aggs]`.
     accs: Vec<Acc>,
+    /// The latest event time of every group, apart from its head: the fold touches it per
+    /// row, the head only when the group is made.
+    max_ts: Vec<i64>,
     /// Scratch for the group key being looked up.
     scratch: Vec<u8>,
     sessions: HashMap<Box<[u8]>, (usize, Vec<OwnedDatum>, SessionSet, i64)>,
@@ -300,12 +282,13 @@ impl PartialTable {
             text_key: plan.and_then(text_key_of),
             archived: plan.and_then(|p| ArchivedFold::of(p, IntKeys::of(p))),
             aggs: plan.map_or(0, |p| p.aggs.len()),
-            by_ints: HashTable::new(),
+            by_ints: IntGroupIndex::new(),
             by_text: HashTable::new(),
             by_bytes: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             heads: Vec::new(),
             accs: Vec::new(),
+            max_ts: Vec::new(),
             scratch: Vec::with_capacity(64),
             sessions: HashMap::new(),
         }
@@ -388,8 +371,7 @@ impl PartialTable {
         ts: i64,
         pos: Position,
     ) {
-        let head = &mut self.heads[i];
-        head.max_ts = head.max_ts.max(ts);
+        self.max_ts[i] = self.max_ts[i].max(ts);
         let n = self.aggs;
         let Some(fold) = &self.archived else { return };
         for ((acc, a), arg) in self.accs[i * n..(i + 1) * n].iter_mut().zip(&plan.aggs).zip(&fold.args) {
@@ -435,23 +417,18 @@ impl PartialTable {
     ) -> usize {
         let start = window.map_or(i64::MIN, |w| w.0);
         match lookup {
-            GroupLookup::Ints(keys) => {
-                let id = IntIdent { keys, start };
-                let hash = self.hasher.hash_one(id);
-                match self.by_ints.find(hash, |(other, _)| *other == id) {
-                    Some(&(_, i)) => i as usize,
-                    None => {
-                        self.scratch.clear();
-                        for k in &plan.keys {
-                            k.eval(row).encode_key(&mut self.scratch);
-                        }
-                        let i = self.insert_group(plan, row, self.scratch.len(), window, ts);
-                        let hasher = &self.hasher;
-                        self.by_ints.insert_unique(hash, (id, i as u32), |(id, _)| hasher.hash_one(id));
-                        i
+            GroupLookup::Ints(keys) => match self.by_ints.find(&keys, start) {
+                Ok(i) => i as usize,
+                Err(at) => {
+                    self.scratch.clear();
+                    for k in &plan.keys {
+                        k.eval(row).encode_key(&mut self.scratch);
                     }
+                    let i = self.insert_group(plan, row, self.scratch.len(), window, ts);
+                    self.by_ints.insert(at, keys, start, i as u32);
+                    i
                 }
-            }
+            },
             GroupLookup::Text(text) => {
                 let hash = self.hasher.hash_one((text, start));
                 let heads = &self.heads;
@@ -510,16 +487,15 @@ impl PartialTable {
             key,
             key_values: plan.keys.iter().map(|k| k.eval(row).into_owned()).collect(),
             window,
-            max_ts: ts,
         });
+        self.max_ts.push(ts);
         self.accs.extend(plan.aggs.iter().map(|a| a.func.new_acc()));
         i
     }
 
     #[inline]
     fn update(&mut self, plan: &AggregatePlan, row: &(impl Row + ?Sized), i: usize, ts: i64, pos: Position) {
-        let head = &mut self.heads[i];
-        head.max_ts = head.max_ts.max(ts);
+        self.max_ts[i] = self.max_ts[i].max(ts);
         let n = self.aggs;
         debug_assert_eq!(n, plan.aggs.len());
         for (acc, a) in self.accs[i * n..(i + 1) * n].iter_mut().zip(&plan.aggs) {
@@ -534,18 +510,14 @@ impl PartialTable {
         self.by_text.clear();
         self.by_bytes.clear();
         debug_assert_eq!(self.accs.len(), self.heads.len() * aggs);
-        let mut accs = std::mem::take(&mut self.accs).into_iter();
-        for h in self.heads.drain(..) {
+        debug_assert_eq!(self.max_ts.len(), self.heads.len());
+        // Drained, not taken: the next round reuses the capacity.
+        let mut accs = self.accs.drain(..);
+        for (h, max_ts) in self.heads.drain(..).zip(self.max_ts.drain(..)) {
             let group_accs = accs.by_ref().take(aggs).collect();
             each(
                 h.owner,
-                PartialGroup {
-                    key: h.key,
-                    key_values: h.key_values,
-                    window: h.window,
-                    accs: group_accs,
-                    max_ts: h.max_ts,
-                },
+                PartialGroup { key: h.key, key_values: h.key_values, window: h.window, accs: group_accs, max_ts },
             );
         }
         for (key, (owner, values, set, max_ts)) in self.sessions.drain() {
