@@ -63,6 +63,15 @@ impl Server {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
+
+    /// Stops the server (SIGTERM: it finishes in-flight work, syncs and exits) and serves
+    /// the same data directory again with one shard per CPU of `cpus`.
+    pub fn restart_on(mut self, cpus: &[usize]) -> Server {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+        serve(self.dir.clone(), cpus)
+    }
 }
 
 impl Drop for Server {
@@ -104,17 +113,6 @@ fn serve(dir: Arc<tempfile::TempDir>, cpus: &[usize]) -> Server {
             .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
     };
     Server { http: field("http"), native: field("native"), pg: field("pg"), child, dir }
-}
-
-impl Server {
-    /// Stops the server (SIGTERM: it finishes in-flight work, syncs and exits) and serves
-    /// the same data directory again with one shard per CPU of `cpus`.
-    pub fn restart_on(mut self, cpus: &[usize]) -> Server {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.child.wait();
-        serve(self.dir.clone(), cpus)
-    }
 }
 
 pub fn round2(x: f64) -> f64 {

@@ -393,6 +393,13 @@ impl ViewRuntime {
         let mut end = next;
         let first = next.saturating_sub(batch.base_offset()) as usize;
         let done = rows.len().saturating_sub(first) <= rows_max;
+        let mut sink = RowSink {
+            plan,
+            metrics: &self.metrics,
+            partials: &mut st.partials,
+            append: &mut st.append,
+            append_changes: &mut st.append_changes,
+        };
         for (i, rec) in rows.iter().enumerate().skip(first).take(rows_max) {
             let offset = batch.base_offset() + i as u64;
             end = offset + 1;
@@ -435,17 +442,7 @@ impl ViewRuntime {
                     let id = (partition, offset, 0, 0);
                     let Some(t) = &plan.table_join else {
                         // The source row alone, read where it lies.
-                        emit_row(
-                            plan,
-                            &self.metrics,
-                            &mut st.partials,
-                            &mut st.append,
-                            &mut st.append_changes,
-                            &row,
-                            ts,
-                            pos,
-                            id,
-                        );
+                        sink.emit(&row, ts, pos, id);
                         continue;
                     };
                     // Enrichment, as of the event.
@@ -456,18 +453,7 @@ impl ViewRuntime {
                         self.metrics.unmatched.add(1);
                         continue;
                     }
-                    let input = Joined { left: &row, left_width: width, right: table_row };
-                    emit_row(
-                        plan,
-                        &self.metrics,
-                        &mut st.partials,
-                        &mut st.append,
-                        &mut st.append_changes,
-                        &input,
-                        ts,
-                        pos,
-                        id,
-                    );
+                    sink.emit(&Joined { left: &row, left_width: width, right: table_row }, ts, pos, id);
                 }
             }
         }
@@ -594,17 +580,14 @@ impl ViewRuntime {
                     });
                     for (values, ts, lpos, rpos) in pairs {
                         let id = (lpos.partition, lpos.offset, rpos.partition, rpos.offset);
-                        emit_row(
+                        let mut sink = RowSink {
                             plan,
-                            &self.metrics,
-                            &mut st.second_partials,
-                            &mut st.append,
-                            &mut st.append_changes,
-                            &values,
-                            ts,
-                            lpos,
-                            id,
-                        );
+                            metrics: &self.metrics,
+                            partials: &mut st.second_partials,
+                            append: &mut st.append,
+                            append_changes: &mut st.append_changes,
+                        };
+                        sink.emit(&values, ts, lpos, id);
                     }
                 }
                 if plan.aggregate.is_some() {
@@ -857,30 +840,32 @@ async fn fold_replayed(rt: &ViewRuntime, side: Side, p: u32, batch: &Batch, ran_
     }
 }
 
-/// The last steps every input row of a view takes: the WHERE, then either the partial
-/// aggregate (`partials`) or the append-only view's rows (recorded as a change).
-#[allow(clippy::too_many_arguments)]
-fn emit_row(
-    plan: &ViewPlan,
-    metrics: &ViewMetrics,
-    partials: &mut PartialTable,
-    append: &mut AppendState,
-    append_changes: &mut Vec<(RowId, bool)>,
-    row: &(impl Row + ?Sized),
-    ts: i64,
-    pos: Position,
-    id: RowId,
-) {
-    if plan.filter.as_ref().is_some_and(|f| !f.holds(row)) {
-        metrics.filtered_out.add(1);
-        return;
-    }
-    match &plan.aggregate {
-        Some(agg) => partials.add(agg, row, ts, pos),
-        None => {
-            let out: Vec<OwnedDatum> = plan.output.iter().map(|c| c.expr.eval(row).into_owned()).collect();
-            if append.insert(id, ts, out, plan.options.state_rows_max) {
-                append_changes.push((id, true));
+/// Where every input row of a view ends: the WHERE, then either a partial aggregate or
+/// the append-only view's rows (recorded as a change). Borrows only those parts of the
+/// view's state, so the caller keeps the rest (scratch, table, outboxes) in hand.
+struct RowSink<'a> {
+    plan: &'a ViewPlan,
+    metrics: &'a ViewMetrics,
+    partials: &'a mut PartialTable,
+    append: &'a mut AppendState,
+    append_changes: &'a mut Vec<(RowId, bool)>,
+}
+
+impl RowSink<'_> {
+    #[inline]
+    fn emit(&mut self, row: &(impl Row + ?Sized), ts: i64, pos: Position, id: RowId) {
+        let plan = self.plan;
+        if plan.filter.as_ref().is_some_and(|f| !f.holds(row)) {
+            self.metrics.filtered_out.add(1);
+            return;
+        }
+        match &plan.aggregate {
+            Some(agg) => self.partials.add(agg, row, ts, pos),
+            None => {
+                let out: Vec<OwnedDatum> = plan.output.iter().map(|c| c.expr.eval(row).into_owned()).collect();
+                if self.append.insert(id, ts, out, plan.options.state_rows_max) {
+                    self.append_changes.push((id, true));
+                }
             }
         }
     }
