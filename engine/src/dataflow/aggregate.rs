@@ -20,7 +20,7 @@ use rkyv::vec::ArchivedVec;
 use crate::dataflow::accumulator::{decode_opt_datum, encode_opt_datum, Acc, Position};
 use crate::dataflow::int_group_index::{IntGroupIndex, INT_KEYS_MAX};
 use crate::dataflow::plan::{AggPlan, AggregatePlan, LatePolicy, ViewOptions, WindowPlan};
-use crate::dataflow::window::{for_each_window, SessionSet};
+use crate::dataflow::window::{assign, SessionSet};
 use crate::record::schema::ArchivedValue;
 use crate::sql::expr::{Expr, Row};
 use crate::sql::types::{DataType, Datum, OwnedDatum};
@@ -320,10 +320,16 @@ impl PartialTable {
                 GroupLookup::Bytes(self.scratch.len())
             }
         };
-        for_each_window(plan.window, ts, |window| {
-            let i = self.find_or_insert(plan, row, lookup, window, ts);
-            self.update(plan, row, i, ts, pos);
-        });
+        match plan.window {
+            Some(window) => assign(window, ts, |s, e| {
+                let i = self.find_or_insert(plan, row, lookup, Some((s, e)), ts);
+                self.update(plan, row, i, ts, pos);
+            }),
+            None => {
+                let i = self.find_or_insert(plan, row, lookup, None, ts);
+                self.update(plan, row, i, ts, pos);
+            }
+        }
     }
 
     /// `add` for a source row read in place: keys and arguments come straight from the
@@ -343,10 +349,18 @@ impl PartialTable {
             return false;
         }
         let Some(lookup) = fold.lookup(values) else { return false };
-        for_each_window(plan.window, ts, |window| {
-            let i = self.find_or_insert(plan, row, lookup, window, ts);
-            self.update_archived(plan, values, i, ts, pos);
-        });
+        // The same window walk as `add`'s, on purpose: behind a shared helper taking the
+        // closure, the closure stayed out of line (`bench --bin fold`: 27 -> 44 ns/row).
+        match plan.window {
+            Some(window) => assign(window, ts, |s, e| {
+                let i = self.find_or_insert(plan, row, lookup, Some((s, e)), ts);
+                self.update_archived(plan, values, i, ts, pos);
+            }),
+            None => {
+                let i = self.find_or_insert(plan, row, lookup, None, ts);
+                self.update_archived(plan, values, i, ts, pos);
+            }
+        }
         true
     }
 

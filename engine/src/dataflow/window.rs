@@ -26,16 +26,6 @@ pub fn assign(window: WindowPlan, ts: i64, mut f: impl FnMut(i64, i64)) {
     }
 }
 
-/// Calls `f` with every window holding `ts` under an optional tumbling or hopping
-/// window (`None`: the one unwindowed group, `f(None)`).
-#[inline]
-pub fn for_each_window(window: Option<WindowPlan>, ts: i64, mut f: impl FnMut(Option<(i64, i64)>)) {
-    match window {
-        Some(window) => assign(window, ts, |start, end| f(Some((start, end)))),
-        None => f(None),
-    }
-}
-
 /// One session of one key: events closer than the gap, and their aggregates.
 #[derive(Debug, Clone)]
 pub struct Session {
