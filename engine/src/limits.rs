@@ -118,6 +118,11 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub const PARTITIONS_MAX: u32 = 4096;
 /// How often retention is enforced.
 pub const RETENTION_CHECK_INTERVAL_MS: u64 = 5_000;
+/// How often each shard's stall probe wakes: the probe measures how late a timer of
+/// this period fires, which is how long the shard's loop went without looking at I/O.
+pub const STALL_PROBE_INTERVAL_MS: u64 = 1;
+/// A stall probe late by more than this is logged as a stall of the shard.
+pub const STALL_WARN_MS: u64 = 5;
 /// How often a shard looks for a shutdown request (cold path).
 pub const SHUTDOWN_POLL_MS: u64 = 10;
 

@@ -28,7 +28,7 @@ use crate::dataflow::exchange::DataMsg;
 use crate::io::{DirLock, Storage};
 use crate::limits::{
     CONNECTIONS_MAX_DEFAULT, CONNECTION_IDLE_MS_DEFAULT, EXCHANGE_QUEUE_DEPTH, FRAME_BYTES_MAX_DEFAULT,
-    RETENTION_CHECK_INTERVAL_MS, SHARD_QUEUE_DEPTH,
+    RETENTION_CHECK_INTERVAL_MS, SHARD_QUEUE_DEPTH, STALL_PROBE_INTERVAL_MS, STALL_WARN_MS,
 };
 use crate::log::{LogManager, Placement};
 use crate::runtime::{start_shards, MeshSetup, ShardId, ShutdownSignal};
@@ -274,6 +274,7 @@ async fn shard_main(
         return fail(format!("shard {}: restoring the views failed: {e}", id.index));
     }
     let retention = glommio::spawn_local(retention_loop(node.clone()));
+    let probe = glommio::spawn_local(stall_probe(node.clone()));
     let checkpoints = glommio::spawn_local(node.clone().checkpoint_loop(config.checkpoint_interval_ms));
     let group_timers = {
         let node2 = node.clone();
@@ -316,6 +317,7 @@ async fn shard_main(
     node.views.stop_all().await;
     shutdown.phase_barrier(2, id.count).await;
     retention.cancel().await;
+    probe.cancel().await;
     group_timers.await;
     watcher.cancel().await;
     let result = node.log.close().await.map_err(|e| format!("shard {}: closing the log: {e}", id.index));
@@ -375,6 +377,28 @@ async fn accept_loop(
                     Err(_) => break,
                 }
             }
+        }
+    }
+}
+
+/// Measures how late a short timer fires on this shard: the time its loop spent without
+/// polling I/O (a long task, a page fault, the CPU taken away). Seastar calls these
+/// reactor stalls; here they go to `sluice_shard_loop_lag_seconds` and the log.
+async fn stall_probe(node: Rc<Node>) {
+    let period = Duration::from_millis(STALL_PROBE_INTERVAL_MS);
+    let warn = Duration::from_millis(STALL_WARN_MS);
+    while !node.is_stopping() {
+        let asleep = std::time::Instant::now();
+        glommio::timer::sleep(period).await;
+        let lag = asleep.elapsed().saturating_sub(period);
+        node.loop_lag.record(lag);
+        if lag > warn {
+            tracing::warn!(
+                shard = node.shard.index,
+                lag_us = lag.as_micros() as u64,
+                at_ms = crate::clock::now_ms(),
+                "shard loop stalled"
+            );
         }
     }
 }

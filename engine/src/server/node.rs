@@ -190,6 +190,8 @@ pub struct Node {
     pub(super) data: std::cell::RefCell<Option<super::views::DataMeshes>>,
     /// Spreads unkeyed SQL inserts over partitions.
     pub(super) insert_round_robin: Cell<u32>,
+    /// How late the shard's stall probe woke (see `server::stall_probe`).
+    pub loop_lag: crate::metrics::LatencyHistogram,
 }
 
 impl Node {
@@ -208,6 +210,7 @@ impl Node {
             views: crate::view::manager::ViewManager::new(),
             data: std::cell::RefCell::new(None),
             insert_round_robin: Cell::new(0),
+            loop_lag: Default::default(),
         }
     }
 

@@ -41,6 +41,11 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("sluice_shard_peer_requests_inflight", "gauge", "Requests from other shards being served."),
     ("sluice_shard_connections", "gauge", "Open client connections on the shard."),
     ("sluice_shard_sync_latency_seconds", "histogram", "Duration of the shard's partition fdatasyncs."),
+    (
+        "sluice_shard_loop_lag_seconds",
+        "histogram",
+        "How late a 1 ms timer fired on the shard: time its loop went without polling I/O.",
+    ),
     ("sluice_view_keys", "gauge", "Groups (or rows) the view keeps on the shard."),
     ("sluice_view_state_bytes", "gauge", "Approximate bytes of the view's state on the shard."),
     ("sluice_view_events_total", "counter", "Source records the view processed on the shard."),
@@ -95,6 +100,11 @@ pub fn render_shard(node: &Node) -> String {
     sync.render(&mut h, "sluice_shard_sync_latency_seconds", &l);
     for line in h.lines() {
         let _ = writeln!(out, "sluice_shard_sync_latency_seconds\t{line}");
+    }
+    let mut h = String::new();
+    node.loop_lag.render(&mut h, "sluice_shard_loop_lag_seconds", &l);
+    for line in h.lines() {
+        let _ = writeln!(out, "sluice_shard_loop_lag_seconds\t{line}");
     }
     render_views(node, &mut out);
     out
