@@ -82,9 +82,11 @@ impl Drop for Server {
 }
 
 /// A release `sluice serve` with one shard on `cpu`, checkpoints off (the runs measure
-/// the operators and the reads), in a fresh directory under target/.
+/// the operators and the reads), in a fresh directory under `$SLUICE_BENCH_DIR` (default:
+/// target/), so a run can be pointed at another disk, or at tmpfs to take the disk out.
 pub fn start(cpu: usize) -> Server {
-    let dir = tempfile::tempdir_in(repo_root().join("target")).expect("tempdir");
+    let parent = std::env::var_os("SLUICE_BENCH_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let dir = tempfile::tempdir_in(parent).expect("tempdir");
     std::fs::write(dir.path().join("sluice.toml"), "checkpoint_interval_ms = 0\n").expect("config");
     serve(Arc::new(dir), &[cpu])
 }
@@ -102,7 +104,8 @@ fn serve(dir: Arc<tempfile::TempDir>, cpus: &[usize]) -> Server {
         .arg("--config")
         .arg(dir.path().join("sluice.toml"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // SLUICE_BENCH_SERVER_LOG=1 shows the server's warnings (stalls, errors) inline.
+        .stderr(if std::env::var_os("SLUICE_BENCH_SERVER_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
         .spawn()
         .expect("start sluice");
     let mut line = String::new();

@@ -8,7 +8,10 @@
 //! - [`sequential_read`]: stream existing files back whole (the ceiling for
 //!   replay/scans);
 //! - [`write_fdatasync_latency_us`]: append one 4 KiB block and `fdatasync` it,
-//!   many times (the floor for a durable commit of a small batch).
+//!   many times (the floor for a durable commit of a small batch);
+//! - [`open_loop_ack_latency_us`]: the same commit behind a loopback TCP round trip,
+//!   requests sent open loop at a fixed rate: the floor for a produce-ack on this
+//!   machine, scheduler and virtualisation included.
 //!
 //! Buffers are 4096-aligned heap allocations and are not registered with the
 //! ring (the memlock limit is small and registration is not what we measure).
@@ -22,7 +25,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const ALIGN: usize = 4096;
 
@@ -289,6 +292,73 @@ pub fn write_fdatasync_latency_us(path: &Path, samples: usize) -> io::Result<His
     Ok(hist)
 }
 
+/// Bytes of a request in [`open_loop_ack_latency_us`] (a small produce's size).
+const ACK_REQUEST_BYTES: usize = 100;
+
+/// Open-loop commit latency with nothing but the kernel in the way: a thread serves one
+/// loopback TCP connection, appending a 4 KiB `O_DIRECT` block and `fdatasync`ing it for
+/// each 100-byte request before an 8-byte reply. Requests are due at `rate` per second
+/// for `seconds`; latency counts from when a request was due (no coordinated omission).
+/// Microseconds.
+pub fn open_loop_ack_latency_us(path: &Path, rate: u64, seconds: u64) -> io::Result<Histogram<u64>> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let addr = listener.local_addr()?;
+    let file = open_direct(path, true)?;
+    let server = std::thread::spawn(move || -> io::Result<()> {
+        let (mut conn, _) = listener.accept()?;
+        conn.set_nodelay(true)?;
+        let buf = AlignedBuf::new(ALIGN)?;
+        let mut request = [0u8; ACK_REQUEST_BYTES];
+        let mut at = 0u64;
+        while conn.read_exact(&mut request).is_ok() {
+            // SAFETY: buf is ALIGN bytes, aligned for O_DIRECT, and outlives the call.
+            let n = unsafe { libc::pwrite(file.as_raw_fd(), buf.ptr.as_ptr().cast(), ALIGN, at as libc::off_t) };
+            if n != ALIGN as isize {
+                return Err(io::Error::last_os_error());
+            }
+            file.sync_data()?;
+            at += ALIGN as u64;
+            conn.write_all(&request[..8])?;
+        }
+        Ok(())
+    });
+    let mut sender = std::net::TcpStream::connect(addr)?;
+    sender.set_nodelay(true)?;
+    let mut receiver = sender.try_clone()?;
+    let total = rate * seconds;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let start = Instant::now() + Duration::from_millis(50);
+    let replies = std::thread::spawn(move || -> io::Result<Histogram<u64>> {
+        let mut h = Histogram::new_with_bounds(1, 60_000_000, 3).map_err(io::Error::other)?;
+        let mut reply = [0u8; 8];
+        for _ in 0..total {
+            receiver.read_exact(&mut reply)?;
+            let due = start + interval * u64::from_le_bytes(reply) as u32;
+            h.saturating_record(Instant::now().saturating_duration_since(due).as_micros() as u64);
+        }
+        Ok(h)
+    });
+    let mut request = [0u8; ACK_REQUEST_BYTES];
+    for i in 0..total {
+        let due = start + interval * i as u32;
+        // Sleep to just before the due time, then spin, as the Sluice client does.
+        let now = Instant::now();
+        if due > now + Duration::from_micros(200) {
+            std::thread::sleep(due - now - Duration::from_micros(200));
+        }
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        request[..8].copy_from_slice(&i.to_le_bytes());
+        sender.write_all(&request)?;
+    }
+    let h = replies.join().map_err(|_| io::Error::other("reply thread panicked"))??;
+    drop(sender);
+    server.join().map_err(|_| io::Error::other("server thread panicked"))??;
+    Ok(h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +409,15 @@ mod tests {
         let hist = write_fdatasync_latency_us(&dir.0.join("log"), 50).expect("latency");
         assert_eq!(hist.len(), 50);
         assert!(hist.value_at_quantile(0.5) >= 1);
+    }
+
+    #[test]
+    fn open_loop_ack_answers_every_request() {
+        let dir = TempDir::new("ack");
+        let hist = open_loop_ack_latency_us(&dir.0.join("log"), 200, 1).expect("open-loop ack");
+        assert_eq!(hist.len(), 200);
+        // Each request made the server append one block.
+        assert_eq!(std::fs::metadata(dir.0.join("log")).expect("log").len(), 200 * ALIGN as u64);
     }
 
     /// The yardstick figures: `cargo test --release -- --ignored --nocapture`.

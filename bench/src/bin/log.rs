@@ -67,6 +67,9 @@ fn main() {
         let lat = raw_disk::write_fdatasync_latency_us(&root.join("raw-sync.dat"), 1000).expect("raw sync");
         println!("raw 4 KiB write+fdatasync: {}", describe(&lat));
         for rate in [500u64, 2000] {
+            let raw = raw_disk::open_loop_ack_latency_us(&root.join(format!("raw-ack-{rate}.dat")), rate, 4)
+                .expect("raw open-loop ack");
+            println!("raw open-loop ack latency ({rate} req/s): {}", describe(&raw));
             let h = ack_latency(&root.join(format!("ack-{rate}")), rate, 4);
             println!("produce-ack latency ({rate} req/s): {}", describe(&h));
         }
@@ -175,16 +178,26 @@ fn main() {
     let seconds = if quick { 4 } else { 15 };
     let mut ack = serde_json::Map::new();
     let mut headline = None;
+    let mut raw_ack = serde_json::Map::new();
+    let mut raw_headline = None;
     for &rate in rates {
+        // The machine's own open-loop floor first: a bare thread doing the same commit.
+        let raw = raw_disk::open_loop_ack_latency_us(&root.join(format!("raw-ack-{rate}.dat")), rate, seconds)
+            .expect("raw open-loop ack");
+        println!("raw open-loop ack latency (4 KiB write+fdatasync per request, {rate} req/s): {}", describe(&raw));
         let h = ack_latency(&root.join(format!("ack-{rate}")), rate, seconds);
         println!("produce-ack latency (sync, 1 record of 100 B, {rate} req/s open loop): {}", describe(&h));
         if headline.is_none() {
             headline = Some(h.value_at_quantile(0.99));
+            raw_headline = Some(raw.value_at_quantile(0.99));
         }
         ack.insert(format!("{rate}_per_s"), percentiles_json(&h));
+        raw_ack.insert(format!("{rate}_per_s"), percentiles_json(&raw));
     }
     json.insert("ack_p99_us".into(), headline.unwrap_or(0).into());
     json.insert("ack_latency".into(), ack.into());
+    json.insert("raw_ack_open_loop_p99_us".into(), raw_headline.unwrap_or(0).into());
+    json.insert("raw_ack_open_loop_latency".into(), raw_ack.into());
 
     // 5. Peak RSS of a replay, at 10x and 40x the read-ahead budget.
     for (factor, key) in [(10u64, "replay_rss_mb"), (40, "replay_rss_mb_40x")] {
