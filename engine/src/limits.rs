@@ -26,8 +26,11 @@ pub const INDEX_INTERVAL_BYTES: u64 = 32 << 10;
 
 /// Bytes the appender coalesces into one write (a group of queued batches).
 pub const APPEND_WRITE_BYTES_MAX: usize = 4 << 20;
-/// Group writes a partition keeps in flight (building the next overlaps writing these).
-pub const APPEND_WRITES_INFLIGHT_MAX: usize = 4;
+/// Group writes a partition keeps in flight, and their bytes: building and starting the
+/// next overlaps writing these, and a write held up in the device (behind a replay's
+/// large reads, say) does not hold back the appends behind it.
+pub const APPEND_WRITES_INFLIGHT_MAX: usize = 64;
+pub const APPEND_INFLIGHT_BYTES_MAX: usize = 16 << 20;
 /// Append requests queued per partition before producers are suspended (backpressure).
 pub const APPEND_QUEUE_DEPTH: usize = 1024;
 /// How often a partition under `interval` durability without an explicit interval syncs.
@@ -133,6 +136,7 @@ const _: () = assert!((BATCH_BYTES_MAX_CEILING as u64) < SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(BLOCK_BYTES as u64));
 const _: () = assert!(READ_AHEAD_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(APPEND_WRITE_BYTES_MAX >= BATCH_BYTES_MAX_DEFAULT + BLOCK_BYTES);
+const _: () = assert!(APPEND_INFLIGHT_BYTES_MAX >= APPEND_WRITE_BYTES_MAX);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT > BATCH_BYTES_MAX_CEILING);
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64 + 1);
 

@@ -41,8 +41,8 @@ use super::tail_cache::TailCache;
 use super::topic::{Durability, TopicConfig};
 use crate::io::{IoError, OpenMode, Storage};
 use crate::limits::{
-    APPEND_QUEUE_DEPTH, APPEND_WRITES_INFLIGHT_MAX, APPEND_WRITE_BYTES_MAX, BATCH_BYTES_MAX_CEILING,
-    BATCH_HEADER_BYTES, BLOCK_BYTES, WATERMARK_PERSIST_INTERVAL_MS,
+    APPEND_INFLIGHT_BYTES_MAX, APPEND_QUEUE_DEPTH, APPEND_WRITES_INFLIGHT_MAX, APPEND_WRITE_BYTES_MAX,
+    BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES, WATERMARK_PERSIST_INTERVAL_MS,
 };
 use crate::metrics::{Counter, LatencyHistogram};
 use crate::record::{Batch, BatchHeader, BatchPayload, ProducerInfo};
@@ -850,12 +850,15 @@ impl Inner {
             self.new_data.notify(usize::MAX);
         }
         let write = glommio::spawn_local(async move { file.write_at(buf, pos).await });
-        Some(InflightWrite { requests, headers, segment_base, write })
+        Some(InflightWrite { requests, headers, segment_base, bytes: total, write, landed: None })
     }
 
     /// Waits for the oldest in-flight write and acknowledges (or fails) its appends.
     async fn retire(&self, w: InflightWrite) {
-        let result = w.write.await;
+        let result = match w.landed {
+            Some(result) => result,
+            None => w.write.await,
+        };
         if let Err(e) = &result {
             self.fail(format!("write failed: {e}"));
         }
@@ -931,23 +934,43 @@ struct InflightWrite {
     requests: Vec<AppendRequest>,
     headers: Vec<(BatchHeader, u64)>,
     segment_base: u64,
+    bytes: usize,
     write: Task<Result<(), IoError>>,
+    /// The write's result once it landed while the appender was also watching the queue
+    /// (the task is done then and must not be awaited again).
+    landed: Option<Result<(), IoError>>,
 }
 
 /// The appender: drains the queue in groups and keeps up to
-/// [`APPEND_WRITES_INFLIGHT_MAX`] group writes in flight, so building the next group
-/// overlaps the disk writing the previous ones. Writes are retired in order.
+/// [`APPEND_WRITES_INFLIGHT_MAX`] group writes ([`APPEND_INFLIGHT_BYTES_MAX`] bytes) in
+/// flight, so building and starting the next group overlaps the disk writing the previous
+/// ones. Writes are retired in order.
 async fn append_loop(inner: Rc<Inner>) {
     let mut group = Vec::new();
     let mut inflight: VecDeque<InflightWrite> = VecDeque::new();
+    let mut inflight_bytes = 0usize;
     loop {
-        let must_retire =
-            inflight.len() >= APPEND_WRITES_INFLIGHT_MAX || (!inflight.is_empty() && inner.queue.is_empty());
-        if must_retire {
-            if let Some(w) = inflight.pop_front() {
-                inner.retire(w).await;
+        let full = inflight.len() >= APPEND_WRITES_INFLIGHT_MAX || inflight_bytes >= APPEND_INFLIGHT_BYTES_MAX;
+        let idle = inner.queue.is_empty();
+        if let Some(oldest) = inflight.front_mut().filter(|_| full || idle) {
+            if !full && oldest.landed.is_none() {
+                // Whichever comes first: the oldest write lands, or an append arrives. A
+                // write held up in the device must not keep later appends from starting
+                // (and, below `sync`, from becoming visible).
+                let write = &mut oldest.write;
+                oldest.landed = futures_lite::future::or(async { Some(write.await) }, async {
+                    inner.queue.wait_not_empty().await;
+                    None
+                })
+                .await;
             }
-            continue;
+            if full || oldest.landed.is_some() {
+                if let Some(w) = inflight.pop_front() {
+                    inflight_bytes -= w.bytes;
+                    inner.retire(w).await;
+                }
+                continue;
+            }
         }
         if !inner.queue.pop_group(&mut group, APPEND_WRITE_BYTES_MAX, AppendRequest::disk_len).await {
             break;
@@ -967,6 +990,7 @@ async fn append_loop(inner: Rc<Inner>) {
             if needs_roll {
                 // A roll seals the segment: everything written to it must have landed first.
                 while let Some(w) = inflight.pop_front() {
+                    inflight_bytes -= w.bytes;
                     inner.retire(w).await;
                 }
                 if inner.state.borrow().failure.is_some() {
@@ -978,6 +1002,7 @@ async fn append_loop(inner: Rc<Inner>) {
                 }
             }
             if let Some(w) = inner.start_write(&mut group) {
+                inflight_bytes += w.bytes;
                 inflight.push_back(w);
             }
         }

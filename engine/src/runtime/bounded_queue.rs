@@ -128,6 +128,17 @@ impl<T> BoundedQueue<T> {
         }
     }
 
+    /// Waits until an item is queued or the queue is closed (takes nothing).
+    pub async fn wait_not_empty(&self) {
+        loop {
+            let listener = self.not_empty.listen();
+            if !self.items.borrow().is_empty() || self.closed.get() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
     /// Refuses new items; the consumer still drains what is queued.
     pub fn close(&self) {
         self.closed.set(true);
