@@ -31,6 +31,12 @@ pub const APPEND_WRITE_BYTES_MAX: usize = 4 << 20;
 /// large reads, say) does not hold back the appends behind it.
 pub const APPEND_WRITES_INFLIGHT_MAX: usize = 64;
 pub const APPEND_INFLIGHT_BYTES_MAX: usize = 16 << 20;
+/// Writes in flight beyond which the appender starts another only when the oldest has
+/// been in the device for APPEND_WRITE_HELD_UP (below `sync`; under `sync` it is the cap):
+/// waiting lets the queue build one large write (measured: eager small writes cost sync
+/// appends ~20% of the raw disk's bandwidth).
+pub const APPEND_WRITES_BUSY: usize = 4;
+pub const APPEND_WRITE_HELD_UP: std::time::Duration = std::time::Duration::from_millis(2);
 /// Append requests queued per partition before producers are suspended (backpressure).
 pub const APPEND_QUEUE_DEPTH: usize = 1024;
 /// How often a partition under `interval` durability without an explicit interval syncs.
@@ -137,6 +143,7 @@ const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(BLOCK_BYTES as u64));
 const _: () = assert!(READ_AHEAD_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(APPEND_WRITE_BYTES_MAX >= BATCH_BYTES_MAX_DEFAULT + BLOCK_BYTES);
 const _: () = assert!(APPEND_INFLIGHT_BYTES_MAX >= APPEND_WRITE_BYTES_MAX);
+const _: () = assert!(APPEND_WRITES_BUSY < APPEND_WRITES_INFLIGHT_MAX);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT > BATCH_BYTES_MAX_CEILING);
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64 + 1);
 

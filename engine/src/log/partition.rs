@@ -41,8 +41,9 @@ use super::tail_cache::TailCache;
 use super::topic::{Durability, TopicConfig};
 use crate::io::{IoError, OpenMode, Storage};
 use crate::limits::{
-    APPEND_INFLIGHT_BYTES_MAX, APPEND_QUEUE_DEPTH, APPEND_WRITES_INFLIGHT_MAX, APPEND_WRITE_BYTES_MAX,
-    BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES, WATERMARK_PERSIST_INTERVAL_MS,
+    APPEND_INFLIGHT_BYTES_MAX, APPEND_QUEUE_DEPTH, APPEND_WRITES_BUSY, APPEND_WRITES_INFLIGHT_MAX,
+    APPEND_WRITE_BYTES_MAX, APPEND_WRITE_HELD_UP, BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES,
+    WATERMARK_PERSIST_INTERVAL_MS,
 };
 use crate::metrics::{Counter, LatencyHistogram};
 use crate::record::{Batch, BatchHeader, BatchPayload, ProducerInfo};
@@ -850,7 +851,15 @@ impl Inner {
             self.new_data.notify(usize::MAX);
         }
         let write = glommio::spawn_local(async move { file.write_at(buf, pos).await });
-        Some(InflightWrite { requests, headers, segment_base, bytes: total, write, landed: None })
+        Some(InflightWrite {
+            requests,
+            headers,
+            segment_base,
+            bytes: total,
+            started: std::time::Instant::now(),
+            write,
+            landed: None,
+        })
     }
 
     /// Waits for the oldest in-flight write and acknowledges (or fails) its appends.
@@ -935,6 +944,7 @@ struct InflightWrite {
     headers: Vec<(BatchHeader, u64)>,
     segment_base: u64,
     bytes: usize,
+    started: std::time::Instant,
     write: Task<Result<(), IoError>>,
     /// The write's result once it landed while the appender was also watching the queue
     /// (the task is done then and must not be awaited again).
@@ -950,24 +960,53 @@ async fn append_loop(inner: Rc<Inner>) {
     let mut inflight: VecDeque<InflightWrite> = VecDeque::new();
     let mut inflight_bytes = 0usize;
     loop {
-        let full = inflight.len() >= APPEND_WRITES_INFLIGHT_MAX || inflight_bytes >= APPEND_INFLIGHT_BYTES_MAX;
-        let idle = inner.queue.is_empty();
-        if let Some(oldest) = inflight.front_mut().filter(|_| full || idle) {
-            if !full && oldest.landed.is_none() {
-                // Whichever comes first: the oldest write lands, or an append arrives. A
-                // write held up in the device must not keep later appends from starting
-                // (and, below `sync`, from becoming visible).
-                let write = &mut oldest.write;
-                oldest.landed = futures_lite::future::or(async { Some(write.await) }, async {
-                    inner.queue.wait_not_empty().await;
-                    None
-                })
-                .await;
-            }
-            if full || oldest.landed.is_some() {
-                if let Some(w) = inflight.pop_front() {
-                    inflight_bytes -= w.bytes;
-                    inner.retire(w).await;
+        // Below `sync` an append is visible once its write starts, so starting writes early
+        // is what keeps visibility independent of the device. Under `sync` nothing is
+        // visible before the flush: waiting for the oldest write builds larger writes.
+        let eager = inner.topic.durability != Durability::Sync;
+        let writes_max = if eager { APPEND_WRITES_INFLIGHT_MAX } else { APPEND_WRITES_BUSY };
+        let full = inflight.len() >= writes_max || inflight_bytes >= APPEND_INFLIGHT_BYTES_MAX;
+        // Closed and drained: nothing will arrive, the loop below retires what is left.
+        let idle = inner.queue.is_empty() && !inner.queue.is_closed();
+        // Past APPEND_WRITES_BUSY writes, another starts only once the oldest is held up in
+        // the device; until then waiting for it lets the queue grow into one large write.
+        let busy = eager && inflight.len() >= APPEND_WRITES_BUSY;
+        if let Some(oldest) = inflight.front_mut() {
+            let held_up_in = APPEND_WRITE_HELD_UP.saturating_sub(oldest.started.elapsed());
+            if full || idle || (busy && !held_up_in.is_zero()) {
+                if eager && !full && oldest.landed.is_none() {
+                    // Whichever comes first: the oldest write lands, an append arrives (if
+                    // none is queued), or the oldest counts as held up (if busy). A write
+                    // stuck in the device must not keep later appends from starting (and,
+                    // below `sync`, from becoming visible) for long.
+                    let write = &mut oldest.write;
+                    oldest.landed = futures_lite::future::or(async { Some(write.await) }, async {
+                        futures_lite::future::or(
+                            async {
+                                if idle {
+                                    inner.queue.wait_not_empty().await
+                                } else {
+                                    futures_lite::future::pending().await
+                                }
+                            },
+                            async {
+                                if busy && !held_up_in.is_zero() {
+                                    glommio::timer::sleep(held_up_in).await
+                                } else {
+                                    futures_lite::future::pending().await
+                                }
+                            },
+                        )
+                        .await;
+                        None
+                    })
+                    .await;
+                }
+                if full || !eager || oldest.landed.is_some() {
+                    if let Some(w) = inflight.pop_front() {
+                        inflight_bytes -= w.bytes;
+                        inner.retire(w).await;
+                    }
                 }
                 continue;
             }

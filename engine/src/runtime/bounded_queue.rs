@@ -153,4 +153,8 @@ impl<T> BoundedQueue<T> {
     pub fn is_empty(&self) -> bool {
         self.items.borrow().is_empty()
     }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
 }
