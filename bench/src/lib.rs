@@ -35,6 +35,20 @@ pub fn describe(h: &Histogram<u64>) -> String {
     )
 }
 
+/// Returns at `due`: sleeps until just before it, then spins. An open-loop client must
+/// not oversleep: latency counts from when a request was due, so a late send would be
+/// charged to the server.
+pub fn wait_until(due: std::time::Instant) {
+    let early = std::time::Duration::from_micros(200);
+    let now = std::time::Instant::now();
+    if due > now + early {
+        std::thread::sleep(due - now - early);
+    }
+    while std::time::Instant::now() < due {
+        std::hint::spin_loop();
+    }
+}
+
 /// Peak resident set size of this process (VmHWM), in MiB.
 pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

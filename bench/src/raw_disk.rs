@@ -341,15 +341,7 @@ pub fn open_loop_ack_latency_us(path: &Path, rate: u64, seconds: u64) -> io::Res
     });
     let mut request = [0u8; ACK_REQUEST_BYTES];
     for i in 0..total {
-        let due = start + interval * i as u32;
-        // Sleep to just before the due time, then spin, as the Sluice client does.
-        let now = Instant::now();
-        if due > now + Duration::from_micros(200) {
-            std::thread::sleep(due - now - Duration::from_micros(200));
-        }
-        while Instant::now() < due {
-            std::hint::spin_loop();
-        }
+        crate::wait_until(start + interval * i as u32);
         request[..8].copy_from_slice(&i.to_le_bytes());
         sender.write_all(&request)?;
     }

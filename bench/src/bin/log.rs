@@ -405,16 +405,7 @@ fn ack_latency(dir: &Path, rate: u64, seconds: u64) -> hdrhistogram::Histogram<u
         h
     });
     for i in 0..total {
-        let due = start + interval * i as u32;
-        // Sleep until just before the request is due, then spin: oversleeping would be
-        // charged to the server (latency counts from when a request was due).
-        let now = Instant::now();
-        if due > now + Duration::from_micros(200) {
-            std::thread::sleep(due - now - Duration::from_micros(200));
-        }
-        while Instant::now() < due {
-            std::hint::spin_loop();
-        }
+        bench::wait_until(start + interval * i as u32);
         sender.send(&encode::produce((i + 1) as u32, "ack", 0, payload.bytes())).expect("send");
     }
     let h = receiver.join().expect("receiver");
