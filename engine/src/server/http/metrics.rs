@@ -44,7 +44,7 @@ const METRICS: &[(&str, &str, &str)] = &[
     (
         "sluice_shard_loop_lag_seconds",
         "histogram",
-        "How late a 1 ms timer fired on the shard: time its loop went without polling I/O.",
+        "How late a 10 ms timer fired on the shard: time its loop went without polling I/O.",
     ),
     ("sluice_view_keys", "gauge", "Groups (or rows) the view keeps on the shard."),
     ("sluice_view_state_bytes", "gauge", "Approximate bytes of the view's state on the shard."),
