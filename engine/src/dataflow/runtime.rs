@@ -571,22 +571,22 @@ impl ViewRuntime {
             DataBody::JoinRows { side, rows, watermark: _ } => {
                 let Some(j) = &plan.interval_join else { return };
                 let rows_max = plan.options.state_rows_max;
+                let mut sink = RowSink {
+                    plan,
+                    metrics: &self.metrics,
+                    partials: &mut st.second_partials,
+                    append: &mut st.append,
+                    append_changes: &mut st.append_changes,
+                };
+                let mut pairs: Vec<(Vec<OwnedDatum>, i64, Position, Position)> = Vec::new();
                 for (key, row) in rows {
-                    let mut pairs: Vec<(Vec<OwnedDatum>, i64, Position, Position)> = Vec::new();
                     st.join.add(side, &key, row, j.lower_ms, j.upper_ms, rows_max, |l, r| {
                         let mut values = l.values.clone();
                         values.extend(r.values.iter().cloned());
                         pairs.push((values, l.ts, l.pos, r.pos));
                     });
-                    for (values, ts, lpos, rpos) in pairs {
+                    for (values, ts, lpos, rpos) in pairs.drain(..) {
                         let id = (lpos.partition, lpos.offset, rpos.partition, rpos.offset);
-                        let mut sink = RowSink {
-                            plan,
-                            metrics: &self.metrics,
-                            partials: &mut st.second_partials,
-                            append: &mut st.append,
-                            append_changes: &mut st.append_changes,
-                        };
                         sink.emit(&values, ts, lpos, id);
                     }
                 }

@@ -958,13 +958,13 @@ struct InflightWrite {
 async fn append_loop(inner: Rc<Inner>) {
     let mut group = Vec::new();
     let mut inflight: VecDeque<InflightWrite> = VecDeque::new();
-    let mut inflight_bytes = 0usize;
     loop {
         // Below `sync` an append is visible once its write starts, so starting writes early
         // is what keeps visibility independent of the device. Under `sync` nothing is
         // visible before the flush: waiting for the oldest write builds larger writes.
         let eager = inner.topic.durability != Durability::Sync;
         let writes_max = if eager { APPEND_WRITES_INFLIGHT_MAX } else { APPEND_WRITES_BUSY };
+        let inflight_bytes: usize = inflight.iter().map(|w| w.bytes).sum();
         let full = inflight.len() >= writes_max || inflight_bytes >= APPEND_INFLIGHT_BYTES_MAX;
         // Closed and drained: nothing will arrive, the loop below retires what is left.
         let idle = inner.queue.is_empty() && !inner.queue.is_closed();
@@ -976,35 +976,23 @@ async fn append_loop(inner: Rc<Inner>) {
             if full || idle || (busy && !held_up_in.is_zero()) {
                 if eager && !full && oldest.landed.is_none() {
                     // Whichever comes first: the oldest write lands, an append arrives (if
-                    // none is queued), or the oldest counts as held up (if busy). A write
+                    // none is queued), or the oldest counts as held up (if some are). A write
                     // stuck in the device must not keep later appends from starting (and,
                     // below `sync`, from becoming visible) for long.
                     let write = &mut oldest.write;
                     oldest.landed = futures_lite::future::or(async { Some(write.await) }, async {
-                        futures_lite::future::or(
-                            async {
-                                if idle {
-                                    inner.queue.wait_not_empty().await
-                                } else {
-                                    futures_lite::future::pending().await
-                                }
-                            },
-                            async {
-                                if busy && !held_up_in.is_zero() {
-                                    glommio::timer::sleep(held_up_in).await
-                                } else {
-                                    futures_lite::future::pending().await
-                                }
-                            },
-                        )
-                        .await;
+                        // Idle: only an append gives the appender work. Busy: the timer.
+                        if idle {
+                            inner.queue.wait_not_empty().await;
+                        } else {
+                            glommio::timer::sleep(held_up_in).await;
+                        }
                         None
                     })
                     .await;
                 }
                 if full || !eager || oldest.landed.is_some() {
                     if let Some(w) = inflight.pop_front() {
-                        inflight_bytes -= w.bytes;
                         inner.retire(w).await;
                     }
                 }
@@ -1029,7 +1017,6 @@ async fn append_loop(inner: Rc<Inner>) {
             if needs_roll {
                 // A roll seals the segment: everything written to it must have landed first.
                 while let Some(w) = inflight.pop_front() {
-                    inflight_bytes -= w.bytes;
                     inner.retire(w).await;
                 }
                 if inner.state.borrow().failure.is_some() {
@@ -1041,7 +1028,6 @@ async fn append_loop(inner: Rc<Inner>) {
                 }
             }
             if let Some(w) = inner.start_write(&mut group) {
-                inflight_bytes += w.bytes;
                 inflight.push_back(w);
             }
         }

@@ -120,11 +120,7 @@ impl<T> BoundedQueue<T> {
                     return false;
                 }
             }
-            let listener = self.not_empty.listen();
-            if !self.items.borrow().is_empty() || self.closed.get() {
-                continue;
-            }
-            listener.await;
+            self.wait_not_empty().await;
         }
     }
 
