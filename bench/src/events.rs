@@ -81,12 +81,16 @@ impl Drop for Server {
     }
 }
 
+/// Where benchmarks make their data directories: `$SLUICE_BENCH_DIR`, else target/.
+pub fn scratch_parent() -> PathBuf {
+    std::env::var_os("SLUICE_BENCH_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from)
+}
+
 /// A release `sluice serve` with one shard on `cpu`, checkpoints off (the runs measure
 /// the operators and the reads), in a fresh directory under `$SLUICE_BENCH_DIR` (default:
 /// target/), so a run can be pointed at another disk, or at tmpfs to take the disk out.
 pub fn start(cpu: usize) -> Server {
-    let parent = std::env::var_os("SLUICE_BENCH_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
-    let dir = tempfile::tempdir_in(parent).expect("tempdir");
+    let dir = tempfile::tempdir_in(scratch_parent()).expect("tempdir");
     std::fs::write(dir.path().join("sluice.toml"), "checkpoint_interval_ms = 0\n").expect("config");
     serve(Arc::new(dir), &[cpu])
 }

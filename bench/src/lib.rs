@@ -1,5 +1,5 @@
 //! Benchmarks of Sluice, each as ratios against a yardstick measured in the same run on
-//! the same disk. Binaries: `log` (this package's `src/bin/log.rs`).
+//! the same disk. Binaries (`src/bin/`): `log`, `kafka`, `views`, `rebuild`, `fold`.
 
 pub mod events;
 pub mod raw_disk;
@@ -7,6 +7,11 @@ pub mod raw_disk;
 use std::path::Path;
 
 use hdrhistogram::Histogram;
+
+/// Every benchmark binary links this library, so this one declaration gives them all the
+/// server's allocator (built without transparent huge pages, like the server).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A latency histogram in microseconds: 1 us .. 60 s, 3 significant figures.
 pub fn latency_histogram() -> Histogram<u64> {

@@ -23,9 +23,6 @@ use sluice::record::schema::{ArchivedValue, Value};
 use sluice::sql::expr::Expr;
 use sluice::sql::types::DataType;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     /// A run of a few seconds.

@@ -35,9 +35,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     /// A run under a minute.
@@ -149,7 +146,7 @@ fn start(broker: Broker, args: &Args, tansu: Option<&Path>) -> Option<Running> {
             Some(Running { child, kafka, native: None, _dir: None })
         }
         _ => {
-            let dir = tempfile::tempdir_in(repo_root().join("target")).expect("tempdir");
+            let dir = tempfile::tempdir_in(bench::events::scratch_parent()).expect("tempdir");
             // The shards pin themselves to the first CPUs they are allowed: the broker's.
             let cpus = (0..args.shards).map(|i| (args.broker_cpu + i).to_string()).collect::<Vec<_>>().join(",");
             let mut cmd = Command::new("taskset");

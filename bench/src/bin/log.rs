@@ -28,9 +28,6 @@ use sluice::limits::{READ_AHEAD_BUDGET_BYTES, READ_AHEAD_CHUNK_BYTES, READ_AHEAD
 use sluice::log::{Durability, Offset, Partition, PartitionReader, TopicConfig};
 use sluice::record::{BatchBuilder, BatchPayload, RawRecord};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     /// A run under a minute, with less data.
@@ -67,11 +64,7 @@ fn main() {
         let lat = raw_disk::write_fdatasync_latency_us(&root.join("raw-sync.dat"), 1000).expect("raw sync");
         println!("raw 4 KiB write+fdatasync: {}", describe(&lat));
         for rate in [500u64, 2000] {
-            let raw = raw_disk::open_loop_ack_latency_us(&root.join(format!("raw-ack-{rate}.dat")), rate, 4)
-                .expect("raw open-loop ack");
-            println!("raw open-loop ack latency ({rate} req/s): {}", describe(&raw));
-            let h = ack_latency(&root.join(format!("ack-{rate}")), rate, 4);
-            println!("produce-ack latency ({rate} req/s): {}", describe(&h));
+            ack_with_floor(&root, rate, 4);
         }
         return;
     }
@@ -181,12 +174,7 @@ fn main() {
     let mut raw_ack = serde_json::Map::new();
     let mut raw_headline = None;
     for &rate in rates {
-        // The machine's own open-loop floor first: a bare thread doing the same commit.
-        let raw = raw_disk::open_loop_ack_latency_us(&root.join(format!("raw-ack-{rate}.dat")), rate, seconds)
-            .expect("raw open-loop ack");
-        println!("raw open-loop ack latency (4 KiB write+fdatasync per request, {rate} req/s): {}", describe(&raw));
-        let h = ack_latency(&root.join(format!("ack-{rate}")), rate, seconds);
-        println!("produce-ack latency (sync, 1 record of 100 B, {rate} req/s open loop): {}", describe(&h));
+        let (raw, h) = ack_with_floor(&root, rate, seconds);
         if headline.is_none() {
             headline = Some(h.value_at_quantile(0.99));
             raw_headline = Some(raw.value_at_quantile(0.99));
@@ -412,6 +400,21 @@ fn ack_latency(dir: &Path, rate: u64, seconds: u64) -> hdrhistogram::Histogram<u
     shutdown.request();
     let _ = server.join();
     h
+}
+
+/// The machine's open-loop floor (a bare thread doing the same commit), then Sluice's
+/// produce-ack latency at the same rate; both printed: (floor, Sluice).
+fn ack_with_floor(
+    root: &Path,
+    rate: u64,
+    seconds: u64,
+) -> (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>) {
+    let raw = raw_disk::open_loop_ack_latency_us(&root.join(format!("raw-ack-{rate}.dat")), rate, seconds)
+        .expect("raw open-loop ack");
+    println!("raw open-loop ack latency (4 KiB write+fdatasync per request, {rate} req/s): {}", describe(&raw));
+    let h = ack_latency(&root.join(format!("ack-{rate}")), rate, seconds);
+    println!("produce-ack latency (sync, 1 record of 100 B, {rate} req/s open loop): {}", describe(&h));
+    (raw, h)
 }
 
 /// A second client on the same socket, for reading replies while the first sends.

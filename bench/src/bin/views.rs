@@ -31,9 +31,6 @@ use bench::sql;
 use clap::Parser;
 use hdrhistogram::Histogram;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     /// A run under a minute.
