@@ -55,8 +55,8 @@ pub const READ_AHEAD_CHUNK_BYTES: usize = 1 << 20;
 pub const READ_AHEAD_DEPTH: usize = 4;
 /// Memory one sequential reader may hold in read-ahead buffers.
 pub const READ_AHEAD_BUDGET_BYTES: usize = READ_AHEAD_CHUNK_BYTES * READ_AHEAD_DEPTH;
-/// Payload bytes of its newest batches a partition keeps in memory for live readers (plus
-/// whatever is appended but not yet written, and the rest of the write buffers they share).
+/// Buffer bytes (headers, payloads, block padding) of its newest batches a partition keeps
+/// in memory for live readers, plus whatever is appended but not yet written.
 pub const TAIL_CACHE_BYTES_MAX: usize = 2 << 20;
 
 /// Largest native-protocol frame accepted (Kafka's socket.request.max.bytes).
