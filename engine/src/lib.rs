@@ -7,6 +7,7 @@
 #![allow(clippy::type_complexity)]
 
 pub mod clock;
+pub mod contained;
 pub mod dataflow;
 pub mod io;
 pub mod limits;

@@ -18,8 +18,6 @@ fn iterations(default: usize) -> usize {
     std::env::var("SLUICE_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Any bytes as a frame body: decoding (and validating a produce payload) returns a
-/// value or an error, never panics, never allocates past the input.
 /// A frame body: an api key (mostly one that exists), a version (mostly the current
 /// one), then arbitrary bytes, so the campaign reaches every request's decoder. Decoding
 /// (and validating a produce payload) returns a value or an error, never panics, and

@@ -226,3 +226,44 @@ fn a_views_changelog_is_a_table_for_kafka_consumers_and_other_views() {
         sql_rows(h, "SELECT * FROM visits_by_spender")
     );
 }
+
+/// A Postgres frontend connection spoken by hand: startup done, ready for messages.
+fn pg_raw(server: &Server) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(server.pg).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut body = 196_608i32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0test\0database\0sluice\0\0");
+    let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    s.write_all(&startup).unwrap();
+    // Up to ReadyForQuery: 'Z', length 5, status.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
+        let n = s.read(&mut buf).expect("startup reply");
+        assert!(n > 0, "closed during startup: {seen:?}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    s
+}
+
+/// Hostile frontend messages that the protocol crate's decoders would index past their end
+/// (a Parse or a Bind cut short) get a FATAL protocol-violation error on that connection;
+/// the server keeps serving everyone else.
+#[test]
+fn truncated_pg_messages_get_an_error_and_the_server_keeps_serving() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("d"));
+    for message in [&b"P\0\0\0\x06\0\0"[..], b"B\0\0\0\x06\0\0", b"P\0\0\0\x04", b"B\0\0\0\x08a\0b\0"] {
+        let mut s = pg_raw(&server);
+        s.write_all(message).unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let text = String::from_utf8_lossy(&reply);
+        assert!(reply.first() == Some(&b'E') && text.contains("08P01"), "{message:?}: {text:?}");
+        let (ok, out, err) = psql(&server, &["-At", "-c", "SHOW TOPICS"]);
+        assert!(ok, "the server still answers after {message:?}: {out} {err}");
+    }
+}

@@ -13,7 +13,6 @@
 pub mod values;
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -305,9 +304,10 @@ impl Connection {
                 Read::Closed => return Ok(()),
             };
             let ctx = &self.ctx;
-            let decoded = catch_unwind(AssertUnwindSafe(|| F::decode(&mut frame, ctx)));
+            // pgwire's decoders index short messages without checking (a 7-byte Parse).
+            let decoded = crate::contained::catch(|| F::decode(&mut frame, ctx));
             let msg = match decoded {
-                Ok(Ok(Some(m))) => m,
+                Some(Ok(Some(m))) => m,
                 _ => {
                     let e = SqlError::new(
                         sqlstate::PROTOCOL_VIOLATION,
