@@ -403,7 +403,7 @@ impl PartialTable {
         for (acc, a) in accs.iter_mut().zip(&plan.aggs) {
             acc.update(a.func, &arg_value(a, row), pos);
         }
-        entry.2.insert(ts, ts + gap_ms, &accs, &plan.aggs);
+        entry.2.insert(ts, ts.saturating_add(gap_ms), &accs, &plan.aggs);
         entry.3 = entry.3.max(ts);
     }
 

@@ -5,24 +5,29 @@ use crate::dataflow::accumulator::Acc;
 use crate::dataflow::plan::{AggPlan, WindowPlan};
 
 /// Calls `f(start, end)` for every tumbling or hopping window holding `ts`, oldest
-/// first. Session windows are not assigned here (see [`SessionSet`]).
+/// first. Session windows are not assigned here (see [`SessionSet`]). Event times come
+/// from the wire: near the ends of `i64` the window bounds saturate instead of wrapping
+/// (a wrapped hop start would loop ~2^64 times).
 pub fn assign(window: WindowPlan, ts: i64, mut f: impl FnMut(i64, i64)) {
     match window {
         WindowPlan::Tumble { size_ms } => {
-            let start = ts.div_euclid(size_ms) * size_ms;
-            f(start, start + size_ms);
+            let start = ts.saturating_sub(ts.rem_euclid(size_ms));
+            f(start, start.saturating_add(size_ms));
         }
         WindowPlan::Hop { slide_ms, size_ms } => {
-            let last = ts.div_euclid(slide_ms) * slide_ms;
-            let mut start = last - (size_ms - 1).div_euclid(slide_ms) * slide_ms;
-            while start <= last {
-                if start + size_ms > ts {
-                    f(start, start + size_ms);
+            let last = ts.saturating_sub(ts.rem_euclid(slide_ms));
+            let mut start = last.saturating_sub((size_ms - 1).div_euclid(slide_ms) * slide_ms);
+            loop {
+                if start.saturating_add(size_ms) > ts {
+                    f(start, start.saturating_add(size_ms));
                 }
-                start += slide_ms;
+                match start.checked_add(slide_ms) {
+                    Some(next) if next <= last => start = next,
+                    _ => break,
+                }
             }
         }
-        WindowPlan::Session { gap_ms } => f(ts, ts + gap_ms),
+        WindowPlan::Session { gap_ms } => f(ts, ts.saturating_add(gap_ms)),
     }
 }
 
@@ -102,6 +107,22 @@ mod tests {
             }
             let n = windows(WindowPlan::Hop { slide_ms: 3, size_ms: 7 }, ts).len();
             assert!(n == 2 || n == 3, "{ts}: {n} windows");
+        }
+    }
+
+    #[test]
+    fn extreme_event_times_neither_wrap_nor_hang() {
+        for ts in [i64::MAX, i64::MAX - 1, i64::MIN, i64::MIN + 1, 0] {
+            for w in [
+                WindowPlan::Tumble { size_ms: 1_000 },
+                WindowPlan::Hop { slide_ms: 1, size_ms: 4_000 },
+                WindowPlan::Hop { slide_ms: 1_000, size_ms: 4_000 },
+                WindowPlan::Session { gap_ms: 1_000 },
+            ] {
+                let got = windows(w, ts);
+                assert!(got.len() <= 4_000, "{w:?} at {ts}: {} windows", got.len());
+                assert!(got.iter().all(|&(s, e)| s <= ts && s <= e), "{w:?} at {ts}: {got:?}");
+            }
         }
     }
 

@@ -441,9 +441,10 @@ impl Partition {
                 let first = &st.segments[0];
                 debug_assert!(first.sealed);
                 let by_size = topic.retention_bytes.is_some_and(|max| total - first.data_bytes() >= max);
-                let by_age = topic
-                    .retention_ms
-                    .is_some_and(|ms| first.index.max_timestamp_ms() < now_ms.saturating_sub(ms as i64));
+                // A retention past i64::MAX ms keeps everything (a wrapped cast deleted all).
+                let by_age = topic.retention_ms.is_some_and(|ms| {
+                    first.index.max_timestamp_ms() < i64::try_from(ms).map_or(i64::MIN, |ms| now_ms.saturating_sub(ms))
+                });
                 if !(by_size || by_age) {
                     break;
                 }
