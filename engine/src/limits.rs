@@ -61,6 +61,10 @@ pub const TAIL_CACHE_BYTES_MAX: usize = 2 << 20;
 
 /// Largest native-protocol frame accepted (Kafka's socket.request.max.bytes).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 100 << 20;
+/// A frame body is read into a buffer that starts at this size and doubles as bytes
+/// arrive, so an announced length costs nothing until the bytes come. Common batches
+/// (up to 256 KiB) arrive in one step, with no copy.
+pub const FRAME_READ_CHUNK_BYTES: usize = 256 << 10;
 /// Requests one connection may have in flight before the server stops reading it.
 pub const CONNECTION_INFLIGHT_MAX: usize = 64;
 /// Open connections per server before new ones are refused.

@@ -566,3 +566,39 @@ fn typed_topics_declare_a_schema() {
     );
     assert_eq!(schema.event_time, Some(0));
 }
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS");
+    kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+}
+
+/// A peer that announces a huge frame and then sends nothing holds no more than the first
+/// chunk of a buffer (native and Kafka listeners), and everyone else is still served.
+#[test]
+fn announced_frames_cost_memory_only_as_their_bytes_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("d"));
+    let mut c = Client::connect(server.addr).unwrap();
+    c.create_topic(&spec("m", 1)).unwrap();
+    let before = rss_bytes(server.pid());
+    let mut silent = Vec::new();
+    for i in 0..40 {
+        let (addr, len) = if i % 2 == 0 {
+            (server.addr, (99u32 << 20).to_le_bytes())
+        } else {
+            (server.kafka, (99i32 << 20).to_be_bytes())
+        };
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&len).unwrap();
+        s.write_all(&[1u8; 100]).unwrap();
+        silent.push(s);
+    }
+    // Still served, and the silent peers were all read by now.
+    c.produce("m", 0, &batch(0, 3, 10, 0)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let grown = rss_bytes(server.pid()).saturating_sub(before);
+    // Zero-filling the announced lengths up front held 40 x 99 MiB.
+    assert!(grown < 200 << 20, "RSS grew by {} MiB", grown >> 20);
+    drop(silent);
+}

@@ -6,6 +6,7 @@
 //! all shards are there) sync and close the log. `server/` never reaches into a
 //! partition's internals: it goes through `log`'s API.
 
+mod frame;
 pub mod http;
 pub mod kafka;
 pub mod native;

@@ -57,8 +57,7 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(reader: &mut R, max: usi
         return Frame::Refused(format!("request of {len} bytes exceeds socket.request.max.bytes ({max})"));
     }
     buf.clear();
-    buf.resize(len, 0);
-    match reader.read_exact(&mut buf[..]).await {
+    match crate::server::frame::read_body(reader, buf, len).await {
         Ok(()) => Frame::Body(buf.split().freeze()),
         Err(_) => Frame::Closed,
     }

@@ -43,9 +43,8 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(reader: &mut R, limits: 
         let err = ApiError::new(ErrorCode::MalformedRequest, format!("frame of {len} bytes is shorter than a header"));
         return ReadOutcome::Refused(error_reply(0, &err));
     }
-    let mut body = AlignedVec::with_capacity(len);
-    body.resize(len, 0);
-    match reader.read_exact(&mut body).await {
+    let mut body = AlignedVec::new();
+    match crate::server::frame::read_body(reader, &mut body, len).await {
         Ok(()) => ReadOutcome::Frame(body),
         Err(_) => ReadOutcome::Closed,
     }
