@@ -275,6 +275,52 @@ fn produce_error(reply: &[u8]) -> Option<i16> {
     Some(r.responses.first()?.partition_responses.first()?.error_code)
 }
 
+/// A Fetch naming one partition hundreds of times, each with a 2 GiB limit, and a 2 GiB
+/// response limit: the reply (and what the server held to build it) stays within the
+/// broker's response cap, and every entry still carries the partition's offsets.
+#[test]
+fn a_fetch_repeating_a_partition_stays_within_the_response_cap() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, "");
+    create(&server, "big", 1);
+    let mut c = Client::connect(server.addr).unwrap();
+    for b in 0..4u64 {
+        c.produce("big", 0, &sluice_tests::batch(b * 1_000, 1_000, 1_000, 0)).unwrap();
+    }
+    let entries = 300;
+    let partitions: Vec<FetchPartition> = (0..entries)
+        .map(|_| FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(i32::MAX))
+        .collect();
+    let req = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(i32::MAX)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string("big".into())))
+            .with_partitions(partitions)]);
+    let mut body = bytes::BytesMut::new();
+    req.encode(&mut body, 11).unwrap();
+    let mut s = TcpStream::connect(server.kafka).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(&kafka_frame(1, 11, 5, &body)).unwrap();
+    let frame = read_frame(&mut s).expect("a fetch response");
+    // Four ~1 MB batches per entry: without a budget across entries, 300 x 4 MB.
+    assert!(frame.len() < (64 << 20) + (2 << 20), "a response of {} MiB", frame.len() >> 20);
+    let mut b = bytes::Bytes::copy_from_slice(&frame[8..]);
+    let r = FetchResponse::decode(&mut b, 11).unwrap();
+    let parts = &r.responses[0].partitions;
+    assert_eq!(parts.len(), entries);
+    assert!(parts.iter().all(|p| p.error_code == 0 && p.high_watermark == 4_000), "offsets in every entry");
+    let with_records = parts.iter().filter(|p| p.records.as_ref().is_some_and(|r| !r.is_empty())).count();
+    assert!((1..entries).contains(&with_records), "{with_records} entries carried records");
+    // The server is still serving.
+    assert_eq!(values(&server, "big", 0).len(), 4_000);
+}
+
 #[test]
 fn hostile_kafka_frames_leave_a_well_behaved_client_untouched() {
     let dir = tempfile::tempdir().unwrap();

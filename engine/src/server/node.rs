@@ -485,7 +485,11 @@ impl Node {
             };
             futures_lite::future::or(p.wait_for(from, Duration::from_millis(wait as u64)), stopped).await;
         }
-        let batches = p.read(from, max_bytes.clamp(1, FETCH_BYTES_MAX) as usize).await?;
+        // 0 bytes: the offsets only (a Kafka fetch whose response budget is spent).
+        let batches = match max_bytes {
+            0 => Vec::new(),
+            max => p.read(from, max.min(FETCH_BYTES_MAX) as usize).await?,
+        };
         let offsets = p.offsets();
         let capacity = batches.iter().map(|b| b.payload().len() + 80).sum();
         let encoded = match format {

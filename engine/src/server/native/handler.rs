@@ -40,6 +40,8 @@ async fn execute(node: &Node, corr: u32, request: Request) -> Result<Vec<u8>, Ap
             produce(node, &topic, partition, body, payload_start, &mut e).await?
         }
         Request::Fetch { topic, partition, start, max_bytes, max_wait_ms } => {
+            // A native fetch always gets at least the first batch (0 reads as 1).
+            let max_bytes = max_bytes.max(1);
             let reply = node.fetch(&topic, partition, start, max_bytes, max_wait_ms, FetchFormat::Native).await?;
             e.u64(reply.start.0).u64(reply.log_start.0).u64(reply.visible_end.0).u32(reply.batch_count);
             // Batches start 16-aligned in the frame body (which starts after the length).
