@@ -275,6 +275,29 @@ fn produce_error(reply: &[u8]) -> Option<i16> {
     Some(r.responses.first()?.partition_responses.first()?.error_code)
 }
 
+/// Compressed batches each under the per-batch decompression cap still may not add up
+/// past the request's budget (the larger of `request_bytes_max` and
+/// `decompressed_bytes_max`): the request is refused as a whole, before anything is held
+/// or written.
+#[test]
+fn a_produce_of_many_small_bombs_is_refused_as_a_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir, "request_bytes_max = 4194304\ndecompressed_bytes_max = 4194304\n");
+    let mut spec = CreateTopic::new("roomy", 1);
+    spec.batch_bytes_max = Some(64 << 20);
+    Client::connect(server.addr).unwrap().create_topic(&spec).unwrap();
+    let zeros = vec![0u8; 3 << 20];
+    let bomb = sluice::server::kafka::record_batch::encode_batch_for_test(&[(0, None, Some(&zeros))], None, 1);
+    let reply =
+        hostile_for(server.kafka, &produce_frame("roomy", &[&bomb[..], &bomb].concat(), 21), Duration::from_secs(30));
+    assert_eq!(produce_error(&reply), Some(10), "MESSAGE_TOO_LARGE: 6 MiB decompressed in one request");
+    assert!(values(&server, "roomy", 0).is_empty(), "nothing written");
+    // One such batch alone is within the budget.
+    let reply = hostile_for(server.kafka, &produce_frame("roomy", &bomb, 22), Duration::from_secs(30));
+    assert_eq!(produce_error(&reply), Some(0));
+    assert_eq!(values(&server, "roomy", 0).len(), 1);
+}
+
 /// A Fetch naming one partition hundreds of times, each with a 2 GiB limit, and a 2 GiB
 /// response limit: the reply (and what the server held to build it) stays within the
 /// broker's response cap, and every entry still carries the partition's offsets.

@@ -76,13 +76,15 @@ fn from_batch_error(e: BatchError) -> PartitionFailure {
     }
 }
 
-/// Checks and converts one partition's record set.
+/// Checks and converts one partition's record set. `budget` is what the request may
+/// still convert (decompressed and archived), shared by all its partitions.
 fn convert(
     node: &Node,
     ctx: &KafkaContext,
     topic: &str,
     partition: i32,
     records: Option<&[u8]>,
+    budget: &mut usize,
 ) -> Result<Converted, PartitionFailure> {
     let config = node
         .log
@@ -102,7 +104,8 @@ fn convert(
                 format!("batch of {} bytes exceeds the topic's limit of {} bytes", b.len(), config.batch_bytes_max),
             ));
         }
-        let max = ctx.config.decompressed_bytes_max;
+        let max = ctx.config.decompressed_bytes_max.min(*budget);
+        let (before, dead_before) = (out.batches.len(), out.dead_letters.len());
         match (config.schema(), &config.dead_letter_topic) {
             (None, _) => out.batches.push(record_batch::to_raw_payload(b, max, now_ms).map_err(from_batch_error)?),
             (Some(schema), None) => {
@@ -120,6 +123,9 @@ fn convert(
                 }
             }
         }
+        let made: usize = out.batches[before..].iter().map(BatchPayload::stored_len).sum::<usize>()
+            + out.dead_letters[dead_before..].iter().map(|(_, _, p)| p.stored_len()).sum::<usize>();
+        *budget = budget.saturating_sub(made);
     }
     Ok(out)
 }
@@ -210,13 +216,15 @@ pub async fn submit(node: &Node, ctx: &KafkaContext, _version: i16, req: Produce
         let topics = refuse_all(INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1");
         return Submitted { acks, topics };
     }
-    // Phase 1: check and convert everything.
+    // Phase 1: check and convert everything, holding at most this much converted: many
+    // small compressed batches, each under the per-batch cap, must not add up to gigabytes.
+    let mut budget = ctx.config.decompressed_bytes_max.max(ctx.config.request_bytes_max);
     let mut converted = Vec::with_capacity(req.topic_data.len());
     let mut failed = None;
     for t in &req.topic_data {
         let mut parts = Vec::with_capacity(t.partition_data.len());
         for p in &t.partition_data {
-            let c = convert(node, ctx, t.name.as_str(), p.index, p.records.as_deref());
+            let c = convert(node, ctx, t.name.as_str(), p.index, p.records.as_deref(), &mut budget);
             if let Err(f) = &c {
                 failed.get_or_insert(format!("{}/{}: {}", t.name.as_str(), p.index, f.message));
             }
