@@ -85,6 +85,8 @@ pub const KAFKA_DECOMPRESSED_BYTES_MAX_DEFAULT: usize = 64 << 20;
 /// Partitions of the internal `__consumer_offsets` topic (fixed: a group's partition is a
 /// hash of its name, so it must not change between runs).
 pub const OFFSETS_TOPIC_PARTITIONS: u32 = 16;
+/// Assignment protocols one consumer may offer when joining a group (clients offer 1–3).
+pub const GROUP_PROTOCOLS_MAX: usize = 64;
 /// How often a coordinator checks its groups' session and rebalance deadlines.
 pub const GROUP_TICK_MS: u64 = 100;
 /// Longest a fetch may wait for `min_bytes`.

@@ -102,9 +102,12 @@ impl GroupCoordinator {
             loop {
                 glommio::timer::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
                 let now = Instant::now();
-                for g in self.groups.borrow_mut().values_mut() {
+                let mut groups = self.groups.borrow_mut();
+                for g in groups.values_mut() {
                     g.tick(now);
                 }
+                // Join and Sync make a group for any id: vacant ones must not pile up.
+                groups.retain(|_, g| !g.is_vacant());
             }
         };
         futures_lite::future::or(ticking, stopped).await;
@@ -119,8 +122,9 @@ impl GroupCoordinator {
             .map(|g| (g.id.clone(), g.protocol_type().unwrap_or("consumer").to_string(), g.state().name()))
             .collect();
         // Groups known only by their committed offsets are listed as Empty, as Kafka does.
+        let live: std::collections::HashSet<String> = out.iter().map(|(g, _, _)| g.clone()).collect();
         for name in self.offsets.borrow().group_names() {
-            if !out.iter().any(|(g, _, _)| *g == name) {
+            if !live.contains(&name) {
                 out.push((name, "consumer".to_string(), GroupState::Empty.name()));
             }
         }

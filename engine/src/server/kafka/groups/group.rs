@@ -163,6 +163,12 @@ impl Group {
         self.state
     }
 
+    /// No member, no member id handed out, nothing pending: the coordinator forgets the
+    /// group (its committed offsets live in the offsets table, not here).
+    pub fn is_vacant(&self) -> bool {
+        self.state == GroupState::Empty && self.members.is_empty() && self.pending_ids.is_empty()
+    }
+
     pub fn generation(&self) -> i32 {
         self.generation
     }
@@ -193,6 +199,7 @@ impl Group {
             return rx;
         }
         if req.protocols.is_empty()
+            || req.protocols.len() > crate::limits::GROUP_PROTOCOLS_MAX
             || req.protocol_type.is_empty()
             || (!self.members.is_empty() && self.protocol_type.as_deref() != Some(req.protocol_type.as_str()))
             || (!self.members.is_empty() && !self.supports_any(&req.protocols))
@@ -663,5 +670,26 @@ mod tests {
         let mut other = join_req("");
         other.protocols = vec![("sticky".into(), Bytes::new())];
         assert_eq!(now_value(g.join(other, t0)).unwrap().error, code::INCONSISTENT_GROUP_PROTOCOL);
+        let mut many = join_req("");
+        many.protocols = (0..=crate::limits::GROUP_PROTOCOLS_MAX).map(|i| (format!("p{i}"), Bytes::new())).collect();
+        assert_eq!(now_value(g.join(many, t0)).unwrap().error, code::INCONSISTENT_GROUP_PROTOCOL);
+    }
+
+    #[test]
+    fn a_group_is_vacant_only_with_nobody_in_or_on_the_way() {
+        let mut g = Group::new("g", timeouts());
+        let t0 = Instant::now();
+        assert!(g.is_vacant());
+        // Refused joins leave it vacant (the coordinator then forgets it).
+        let mut r = join_req("");
+        r.session_timeout_ms = 1;
+        now_value(g.join(r, t0)).unwrap();
+        assert!(g.is_vacant());
+        let a = now_value(g.join(join_req(""), t0)).unwrap().member_id;
+        assert!(!g.is_vacant(), "a member id handed out");
+        now_value(g.join(join_req(&a), t0)).unwrap();
+        assert!(!g.is_vacant());
+        g.leave(std::slice::from_ref(&a), t0);
+        assert!(g.is_vacant());
     }
 }

@@ -32,8 +32,14 @@ pub async fn handle(node: &Node, ctx: &KafkaContext, version: i16, req: Metadata
     let topics = match requested {
         None => node.log.topics().iter().map(|t| describe(t)).collect(),
         Some(names) => {
+            // Each topic once, as a broker answers: a name repeated 10,000 times must not
+            // describe a 4,096-partition topic 10,000 times.
+            let mut seen = std::collections::HashSet::with_capacity(names.len());
             let mut out = Vec::with_capacity(names.len());
             for name in names {
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
                 let config = match node.log.topic(&name) {
                     Some(c) => Some(c),
                     None if auto_create => auto_created(node, ctx, &name).await,

@@ -21,13 +21,18 @@ async fn fetch(node: &Node, group: &str, topics: Option<Vec<(String, Vec<i32>)>>
     }
 }
 
-/// Groups (topic, partition, offset) rows by topic, in first-seen order.
+/// Groups (topic, partition, offset) rows by topic, in first-seen order (indexed: a
+/// request may name a million topics).
 fn by_topic(rows: Vec<(String, i32, Option<CommittedOffset>)>) -> Vec<TopicOffsets> {
     let mut out: Vec<TopicOffsets> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (t, p, o) in rows {
-        match out.iter_mut().find(|(name, _)| *name == t) {
-            Some((_, parts)) => parts.push((p, o)),
-            None => out.push((t, vec![(p, o)])),
+        match at.get(&t) {
+            Some(&i) => out[i].1.push((p, o)),
+            None => {
+                at.insert(t.clone(), out.len());
+                out.push((t, vec![(p, o)]));
+            }
         }
     }
     out
