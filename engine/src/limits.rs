@@ -71,6 +71,9 @@ pub const CONNECTION_INFLIGHT_MAX: usize = 64;
 pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// A connection that sends nothing for this long is closed.
 pub const CONNECTION_IDLE_MS_DEFAULT: u64 = 10 * 60 * 1000;
+/// The shortest idle deadline a config may set (0 would close every connection at once
+/// and give replies no time to be written).
+pub const CONNECTION_IDLE_MS_MIN: u64 = 10;
 /// Longest a reply may take to be written to a client before the connection is dropped.
 pub const REPLY_WRITE_MS_MAX: u64 = 30_000;
 /// Longest long-poll a fetch may ask for.

@@ -368,6 +368,11 @@ fn second_server_on_the_same_directory_and_bad_config_are_refused() {
     std::fs::write(&cfg, "native_port = 1\n").unwrap();
     let (st, _, err) = sluice_cli(&["serve", "--config", cfg.to_str().unwrap()], None);
     assert!(!st.success() && err.contains("unknown field"), "{err}");
+    for zero in ["idle_ms = 0\n", "[kafka]\nidle_ms = 0\n"] {
+        std::fs::write(&cfg, zero).unwrap();
+        let (st, _, err) = sluice_cli(&["serve", "--config", cfg.to_str().unwrap()], None);
+        assert!(!st.success() && err.contains("idle_ms must be at least"), "{zero}: {err}");
+    }
     let (st, _, err) = sluice_cli(&["topic", "list", "--addr", "127.0.0.1:1"], None);
     assert!(!st.success() && err.contains("cannot reach the server"), "{err}");
 }

@@ -81,7 +81,7 @@ impl KafkaSection {
             return Err("kafka.group_session_timeout_min_ms must be positive and at most the maximum".into());
         }
         if let Some(v) = self.idle_ms {
-            k.idle_ms = v.max(1);
+            k.idle_ms = v;
         }
         if let Some(a) = self.advertised_addr {
             k.advertised_addr = Some(a);

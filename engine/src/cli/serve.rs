@@ -83,6 +83,9 @@ pub fn config_from(args: &ServeArgs) -> Result<ServerConfig, String> {
     if c.shards == 0 || c.shards > 1024 {
         return Err(format!("shards must be between 1 and 1024, not {}", c.shards));
     }
+    if c.idle_ms < sluice::limits::CONNECTION_IDLE_MS_MIN || c.kafka.idle_ms < sluice::limits::CONNECTION_IDLE_MS_MIN {
+        return Err(format!("idle_ms must be at least {} ms", sluice::limits::CONNECTION_IDLE_MS_MIN));
+    }
     if c.frame_bytes_max < 1024 {
         return Err("frame_bytes_max must be at least 1024".into());
     }

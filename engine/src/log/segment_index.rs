@@ -104,9 +104,14 @@ impl SegmentIndex {
         }
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
-            let offset = summary.base_offset + d.u32()? as u64;
+            let offset =
+                summary.base_offset.checked_add(d.u32()? as u64).ok_or(WireError::Invalid("index entry offset"))?;
             let pos = d.u32()? as u64;
             let max_timestamp_ms = d.i64()?;
+            // An entry outside its segment would send reads past the data: rebuild instead.
+            if offset >= summary.end_offset || pos >= summary.len {
+                return Err(WireError::Invalid("index entry outside its segment"));
+            }
             if let Some(last) = entries.last() {
                 let last: &IndexEntry = last;
                 if offset <= last.offset || pos <= last.pos || max_timestamp_ms < last.max_timestamp_ms {

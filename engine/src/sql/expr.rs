@@ -446,7 +446,8 @@ pub fn like(s: &str, p: &str) -> bool {
     j == p.len()
 }
 
-/// Truncates a timestamp to a unit (`second`, `minute`, `hour`, `day`, `week`, `month`, `year`).
+/// Truncates a timestamp to a unit (`second`, `minute`, `hour`, `day`, `week`, `month`, `year`);
+/// `None` for an unknown unit or a result outside the range of timestamps.
 pub fn date_trunc(unit: &str, ms: i64) -> Option<i64> {
     use super::types::{civil_from_days, days_from_civil};
     let step = match unit.to_ascii_lowercase().as_str() {
@@ -459,19 +460,20 @@ pub fn date_trunc(unit: &str, ms: i64) -> Option<i64> {
             // ISO weeks start on Monday; 1970-01-01 was a Thursday.
             let days = ms.div_euclid(86_400_000);
             let monday = days - (days + 3).rem_euclid(7);
-            return Some(monday * 86_400_000);
+            return monday.checked_mul(86_400_000);
         }
         "month" | "months" => {
             let (y, m, _) = civil_from_days(ms.div_euclid(86_400_000));
-            return Some(days_from_civil(y, m, 1) * 86_400_000);
+            return days_from_civil(y, m, 1).checked_mul(86_400_000);
         }
         "year" | "years" => {
             let (y, _, _) = civil_from_days(ms.div_euclid(86_400_000));
-            return Some(days_from_civil(y, 1, 1) * 86_400_000);
+            return days_from_civil(y, 1, 1).checked_mul(86_400_000);
         }
         _ => return None,
     };
-    Some(ms.div_euclid(step) * step)
+    // Near i64::MIN the truncated time is not representable: NULL, not a wrapped value.
+    ms.checked_sub(ms.rem_euclid(step))
 }
 
 /// A field of a timestamp (`year`, `month`, `day`, `hour`, `minute`, `second`, `dow`,

@@ -463,7 +463,8 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     let parts: Vec<&str> = s.split('-').collect();
     if parts.len() == 3 {
         let (y, m, d) = (parts[0].parse().ok()?, parts[1].parse().ok()?, parts[2].parse().ok()?);
-        if (1..=12).contains(&m) && (1..=31).contains(&d) {
+        // Postgres's range of years: beyond it the milliseconds would not fit an i64.
+        if (1..=12).contains(&m) && (1..=31).contains(&d) && (-4713..=294_276).contains(&y) {
             return Some(days_from_civil(y, m, d) * 86_400_000);
         }
     }
@@ -557,6 +558,11 @@ mod tests {
         assert_eq!(format_interval(90_061_500), "1 day 01:01:01.500");
         assert_eq!(parse_timestamp("2026-01-02 03:04:05.006"), Some(1_767_323_045_006));
         assert_eq!(parse_timestamp("2026-01-02"), Some(1_767_312_000_000));
+        assert_eq!(parse_timestamp("300000000-01-01"), None, "past Postgres's years: an i64 of ms overflows");
+        for unit in ["second", "week", "month", "year"] {
+            assert_eq!(crate::sql::expr::date_trunc(unit, i64::MIN), None, "{unit}");
+            assert!(crate::sql::expr::date_trunc(unit, i64::MAX).is_some_and(|t| t <= i64::MAX), "{unit}");
+        }
         assert_eq!(parse_interval("1", Some("SECOND")), Some(1000));
         assert_eq!(parse_interval("5 minutes", None), Some(300_000));
         assert_eq!(parse_interval("1 hour 30 minutes", None), Some(5_400_000));

@@ -533,7 +533,8 @@ fn write_record<V: rkyv::Archive>(
 ) {
     scratch.clear();
     scratch.push(0); // attributes
-    put_varlong(scratch, r.timestamp_ms.to_native() - base_ts);
+                     // Wrapping, as Kafka's clients add it back: extreme timestamps in one batch still round-trip.
+    put_varlong(scratch, r.timestamp_ms.to_native().wrapping_sub(base_ts));
     put_varlong(scratch, index as i64);
     put_bytes(scratch, r.key.as_ref().map(|k| k.as_slice()));
     put_bytes(scratch, value);
