@@ -12,6 +12,10 @@ pub const BATCH_HEADER_BYTES: usize = 64;
 pub const BATCH_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// Hard ceiling for a configured batch size: a batch must fit in one segment write.
 pub const BATCH_BYTES_MAX_CEILING: usize = 64 << 20;
+/// Steps one LIKE match may take (~0.1 s) before it evaluates to NULL.
+pub const LIKE_STEPS_MAX: usize = 1 << 26;
+/// Largest text a SQL function may build (no batch could hold a bigger one).
+pub const TEXT_VALUE_BYTES_MAX: usize = BATCH_BYTES_MAX_CEILING;
 /// Records in one batch at most (keeps record counts inside u32 and bounds validation work).
 pub const BATCH_RECORDS_MAX: usize = 1 << 20;
 

@@ -200,7 +200,9 @@ impl Acc {
                 h.insert(&k);
             }
             Acc::Sketch(s) => {
-                if let Some(x) = v.as_f64() {
+                // The sketch's bins overflow on an infinity (a panic in ddsketch); NaN has no
+                // rank. Neither is a value a percentile can be taken of: skipped as NULL is.
+                if let Some(x) = v.as_f64().filter(|x| x.is_finite()) {
                     s.0.add(x);
                 }
             }
@@ -589,5 +591,24 @@ mod tests {
         }
         let v = p.result(q, DataType::Double).as_f64().unwrap();
         assert!((v - 9000.0).abs() / 9000.0 <= 0.011, "{v}");
+        // Infinities and NaN have no rank: skipped (the sketch's bins overflowed on them).
+        for x in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            p.update(q, &Datum::Double(x), pos(0, 0));
+        }
+        assert_eq!(p.result(q, DataType::Double).as_f64(), Some(v));
+    }
+
+    #[test]
+    fn min_and_max_order_nan_as_postgres_does_whatever_the_arrival_order() {
+        let values = [Datum::Double(1.0), Datum::Double(f64::NAN), Datum::Double(-3.0)];
+        for order in [[0, 1, 2], [1, 0, 2], [2, 0, 1], [1, 2, 0]] {
+            let (mut min, mut max) = (AggFunc::Min.new_acc(), AggFunc::Max.new_acc());
+            for i in order {
+                min.update(AggFunc::Min, &values[i], pos(0, 0));
+                max.update(AggFunc::Max, &values[i], pos(0, 0));
+            }
+            assert_eq!(min.result(AggFunc::Min, DataType::Double), Datum::Double(-3.0));
+            assert!(max.result(AggFunc::Max, DataType::Double).as_f64().is_some_and(f64::is_nan), "NaN is the largest");
+        }
     }
 }

@@ -201,7 +201,11 @@ impl Schema {
         if self.event_time.is_some() && next.event_time != self.event_time {
             return Err(SchemaError::Incompatible("the event time column cannot change".into()));
         }
-        Ok(Schema { version: self.version + 1, columns: next.columns.clone(), event_time: next.event_time })
+        let version = self
+            .version
+            .checked_add(1)
+            .ok_or_else(|| SchemaError::Incompatible(format!("a topic has at most {} schema versions", u16::MAX)))?;
+        Ok(Schema { version, columns: next.columns.clone(), event_time: next.event_time })
     }
 
     /// Reads a row written with an older version as this version: added columns take

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use super::types::{format_timestamp, parse_interval, parse_timestamp, DataType, Datum, OwnedDatum};
+use crate::limits::LIKE_STEPS_MAX;
 
 /// Anything expressions can read columns from.
 pub trait Row {
@@ -229,7 +230,7 @@ impl Expr {
             Expr::Neg(e) => match e.eval(row) {
                 Datum::Int(i) => i.checked_neg().map_or(Datum::Null, Datum::Int),
                 Datum::Double(d) => Datum::Double(-d),
-                Datum::Interval(i) => Datum::Interval(-i),
+                Datum::Interval(i) => i.checked_neg().map_or(Datum::Null, Datum::Interval),
                 _ => Datum::Null,
             },
             Expr::Binary { op, left, right } => binary(*op, left, right, row),
@@ -281,7 +282,7 @@ impl Expr {
             Expr::Like { expr, pattern, negated, case_insensitive } => match (expr.eval(row), pattern.eval(row)) {
                 (Datum::Text(s), Datum::Text(p)) => {
                     let m = if *case_insensitive { like(&s.to_lowercase(), &p.to_lowercase()) } else { like(&s, &p) };
-                    Datum::Bool(m != *negated)
+                    m.map_or(Datum::Null, |m| Datum::Bool(m != *negated))
                 }
                 _ => Datum::Null,
             },
@@ -415,35 +416,102 @@ pub fn cast<'a>(v: Datum<'a>, to: DataType) -> Datum<'a> {
     }
 }
 
-/// SQL LIKE with `%` and `_` (and `\` escaping either).
-pub fn like(s: &str, p: &str) -> bool {
-    let (s, p): (Vec<char>, Vec<char>) = (s.chars().collect(), p.chars().collect());
-    // Iterative matching with backtracking to the last `%`.
-    let (mut i, mut j) = (0usize, 0usize);
-    let (mut star, mut mark) = (None::<usize>, 0usize);
-    while i < s.len() {
-        if j < p.len() && p[j] == '\\' && j + 1 < p.len() && p[j + 1] == s[i] {
-            i += 1;
-            j += 2;
-        } else if j < p.len() && (p[j] == '_' || (p[j] == s[i] && p[j] != '%' && p[j] != '\\')) {
-            i += 1;
-            j += 1;
-        } else if j < p.len() && p[j] == '%' {
-            star = Some(j);
-            mark = i;
-            j += 1;
-        } else if let Some(st) = star {
-            j = st + 1;
-            mark += 1;
-            i = mark;
-        } else {
-            return false;
+/// A piece of a LIKE pattern between two `%`: literal text, or `_` (any one character).
+enum LikePiece {
+    Lit(String),
+    Any,
+}
+
+/// The pattern split at its unescaped `%`s (`\` escapes `%`, `_` and itself).
+fn like_segments(p: &str) -> Vec<Vec<LikePiece>> {
+    let mut segments = vec![Vec::new()];
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        let seg = segments.last_mut().expect("one segment at least");
+        let lit = match c {
+            '%' => {
+                segments.push(Vec::new());
+                continue;
+            }
+            '_' => {
+                seg.push(LikePiece::Any);
+                continue;
+            }
+            '\\' => chars.next().unwrap_or('\\'),
+            c => c,
+        };
+        match seg.last_mut() {
+            Some(LikePiece::Lit(l)) => l.push(lit),
+            _ => seg.push(LikePiece::Lit(lit.to_string())),
         }
     }
-    while j < p.len() && p[j] == '%' {
-        j += 1;
+    segments
+}
+
+/// Where `seg` ends if it matches `s` from byte `at`.
+fn like_match_at(s: &str, mut at: usize, seg: &[LikePiece]) -> Option<usize> {
+    for piece in seg {
+        match piece {
+            LikePiece::Lit(l) if s[at..].starts_with(l.as_str()) => at += l.len(),
+            LikePiece::Any => at += s[at..].chars().next()?.len_utf8(),
+            LikePiece::Lit(_) => return None,
+        }
     }
-    j == p.len()
+    Some(at)
+}
+
+/// Where `seg` starts if it matches `s` ending exactly at byte `end`.
+fn like_match_back(s: &str, mut end: usize, seg: &[LikePiece]) -> Option<usize> {
+    for piece in seg.iter().rev() {
+        match piece {
+            LikePiece::Lit(l) if s[..end].ends_with(l.as_str()) => end -= l.len(),
+            LikePiece::Any => end -= s[..end].chars().next_back()?.len_utf8(),
+            LikePiece::Lit(_) => return None,
+        }
+    }
+    Some(end)
+}
+
+/// SQL LIKE with `%` and `_` (and `\` escaping either). Segments between `%`s match
+/// leftmost, in order, which is exact for LIKE; a segment without `_` is found by a
+/// linear substring search. `None` when a match would take more than [`LIKE_STEPS_MAX`]
+/// steps (only segments with `_` can get there): a shard must not stall for minutes on
+/// one hostile row or query.
+pub fn like(s: &str, p: &str) -> Option<bool> {
+    let segments = like_segments(p);
+    let (first, rest) = segments.split_first().expect("one segment at least");
+    let Some((last, middle)) = rest.split_last() else {
+        return Some(like_match_at(s, 0, first) == Some(s.len()));
+    };
+    let Some(mut at) = like_match_at(s, 0, first) else { return Some(false) };
+    let Some(end) = like_match_back(s, s.len(), last).filter(|end| *end >= at) else { return Some(false) };
+    let s = &s[..end];
+    let mut steps = 0usize;
+    for seg in middle.iter().filter(|seg| !seg.is_empty()) {
+        let cost = seg.iter().map(|p| if let LikePiece::Lit(l) = p { l.len() } else { 1 }).sum::<usize>();
+        loop {
+            let candidate = match &seg[0] {
+                LikePiece::Lit(l) => match s[at..].find(l.as_str()) {
+                    Some(i) => at + i,
+                    None => return Some(false),
+                },
+                LikePiece::Any => at,
+            };
+            steps += cost;
+            if steps > LIKE_STEPS_MAX {
+                return None;
+            }
+            if let Some(e) = like_match_at(s, candidate, seg) {
+                at = e;
+                break;
+            }
+            match s[candidate..].chars().next() {
+                Some(c) => at = candidate + c.len_utf8(),
+                None => return Some(false),
+            }
+        }
+    }
+    Some(true)
 }
 
 /// Truncates a timestamp to a unit (`second`, `minute`, `hour`, `day`, `week`, `month`, `year`);
@@ -565,9 +633,10 @@ fn call_strict<'a, R: Row + ?Sized>(func: Func, a: Datum<'a>, args: &'a [Expr], 
             let st = s();
             let from = arg(1).as_i64().unwrap_or(1);
             let chars: Vec<char> = st.chars().collect();
-            let begin = (from - 1).max(0) as usize;
+            // Positions from the wire may be anywhere in i64: saturate, never wrap.
+            let begin = from.saturating_sub(1).max(0).min(chars.len() as i64) as usize;
             let end = match arg(2).as_i64() {
-                Some(n) => ((from - 1 + n).max(0) as usize).min(chars.len()),
+                Some(n) => from.saturating_sub(1).saturating_add(n).clamp(0, chars.len() as i64) as usize,
                 None => chars.len(),
             };
             text(
@@ -581,10 +650,16 @@ fn call_strict<'a, R: Row + ?Sized>(func: Func, a: Datum<'a>, args: &'a [Expr], 
         Func::Rtrim => text(s().trim_end().to_string()),
         Func::Replace => {
             let (from, to) = (arg(1).to_pg_text().unwrap_or_default(), arg(2).to_pg_text().unwrap_or_default());
+            let st = s();
+            // The result's size is known before it is built: nested replaces grow
+            // exponentially, and past the limit the answer is NULL, not an abort.
+            let grown = st.matches(from.as_str()).count().saturating_mul(to.len().saturating_sub(from.len()));
             if from.is_empty() {
-                text(s())
+                text(st)
+            } else if st.len().saturating_add(grown) > crate::limits::TEXT_VALUE_BYTES_MAX {
+                Datum::Null
             } else {
-                text(s().replace(&from, &to))
+                text(st.replace(&from, &to))
             }
         }
         Func::StartsWith => Datum::Bool(s().starts_with(&arg(1).to_pg_text().unwrap_or_default())),
@@ -698,6 +773,23 @@ mod tests {
             f(Func::Substr, vec![Expr::Column(1), Expr::lit(Datum::Int(2)), Expr::lit(Datum::Int(3))]).eval(&r),
             Datum::Text("ell".into())
         );
+        // Positions and values from the wire at the ends of i64 saturate or give NULL.
+        let int = |i: i64| Expr::lit(Datum::Int(i));
+        assert_eq!(f(Func::Substr, vec![Expr::Column(1), int(2), int(i64::MAX)]).eval(&r), Datum::Text("ello".into()));
+        assert_eq!(f(Func::Substr, vec![Expr::Column(1), int(i64::MIN)]).eval(&r), Datum::Text("Hello".into()));
+        assert_eq!(
+            f(Func::Substr, vec![Expr::Column(1), int(i64::MIN), int(i64::MIN)]).eval(&r),
+            Datum::Text("".into())
+        );
+        assert_eq!(Expr::Neg(Box::new(Expr::lit(Datum::Interval(i64::MIN)))).eval(&r), Datum::Null);
+        let mut grow = Expr::lit(Datum::Text("aaaaaaaaaa".into()));
+        for _ in 0..10 {
+            grow = f(
+                Func::Replace,
+                vec![grow, Expr::lit(Datum::Text("a".into())), Expr::lit(Datum::Text("a".repeat(10).into()))],
+            );
+        }
+        assert_eq!(grow.eval(&r), Datum::Null, "10^11 bytes would be built");
         assert_eq!(f(Func::Coalesce, vec![Expr::Column(2), Expr::Column(0)]).eval(&r), Datum::Int(7));
         let day = f(Func::DateTrunc, vec![Expr::lit(Datum::Text("day".into())), Expr::Column(3)]);
         assert_eq!(day.eval(&r), Datum::Timestamp(86_400_000));
@@ -713,9 +805,39 @@ mod tests {
         assert_eq!(cast(Datum::Text("42".into()), DataType::Int), Datum::Int(42));
         assert_eq!(cast(Datum::Text("x".into()), DataType::Int), Datum::Null);
         assert_eq!(cast(Datum::Int(3_000_000_000), DataType::Int), Datum::Null);
-        assert!(like("hello world", "h%o w_rld"));
-        assert!(like("50%", "50\\%"));
-        assert!(!like("hello", "h_llx"));
-        assert!(like("", "%"));
+        assert_eq!(like("hello world", "h%o w_rld"), Some(true));
+        assert_eq!(like("50%", "50\\%"), Some(true));
+        assert_eq!(like("hello", "h_llx"), Some(false));
+        assert_eq!(like("", "%"), Some(true));
+        // A literal segment is found in linear time; a segment with `_` is tried at each
+        // position, and its worst case is bounded: NULL, not a stalled shard.
+        let text = "a".repeat(100_000);
+        assert_eq!(like(&text, &format!("%{}b%", "a".repeat(50_000))), Some(false));
+        assert_eq!(like(&text, &format!("%_{}b%", "a".repeat(50_000))), None);
+        assert_eq!(like(&text, &format!("%{}", "a".repeat(1_000))), Some(true));
+        assert_eq!(like(&text, &format!("%{}b%", "a".repeat(1_000))), Some(false));
+        assert_eq!(like(&format!("{text}b"), &format!("%{}b%", "a".repeat(50_000))), Some(true));
+        for (t, p, m) in [
+            ("abc", "a%c", true),
+            ("ac", "a%c", true),
+            ("a", "a%a", false),
+            ("aXbYc", "a%b%c", true),
+            ("aXcYb", "a%b%c", false),
+            ("über", "_ber", true),
+            ("über", "%b_r", true),
+            ("a%b", "a\\%b", true),
+            ("axb", "a\\%b", false),
+            ("a_b", "a\\_b", true),
+            ("a\\b", "a\\\\b", true),
+            ("abcabd", "%ab_%", true),
+            ("xaby", "%a_y", true),
+            ("xabyz", "%a_y", false),
+            ("", "", true),
+            ("", "_", false),
+            ("ab", "%%b", true),
+            ("aaab", "%a_b%", true),
+        ] {
+            assert_eq!(like(t, p), Some(m), "{t:?} LIKE {p:?}");
+        }
     }
 }

@@ -190,7 +190,8 @@ fn source_plan(r: &Relation, event_time: Option<usize>) -> SourcePlan {
         topic: r.topic.name.clone(),
         columns: r.columns.clone(),
         event_time: et,
-        lateness_ms: r.topic.lateness_ms as i64,
+        // A lateness past i64::MAX ms waits forever; a wrapped cast made every event late.
+        lateness_ms: i64::try_from(r.topic.lateness_ms).unwrap_or(i64::MAX),
     }
 }
 

@@ -280,7 +280,17 @@ impl<'a> Datum<'a> {
             (Datum::Timestamp(a), Datum::Int(b)) | (Datum::Int(a), Datum::Timestamp(b)) => Some(a.cmp(b)),
             (Datum::Text(a), Datum::Text(b)) => Some(a.as_ref().cmp(b.as_ref())),
             (Datum::Bytes(a), Datum::Bytes(b)) => Some(a.as_ref().cmp(b.as_ref())),
-            (a, b) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+            // Postgres's order of doubles: NaN equals NaN and is above every number, so
+            // min/max and comparisons do not depend on the order NaNs arrive in.
+            (a, b) => {
+                let (x, y) = (a.as_f64()?, b.as_f64()?);
+                match (x.is_nan(), y.is_nan()) {
+                    (true, true) => Some(Ordering::Equal),
+                    (true, false) => Some(Ordering::Greater),
+                    (false, true) => Some(Ordering::Less),
+                    (false, false) => x.partial_cmp(&y),
+                }
+            }
         }
     }
 
