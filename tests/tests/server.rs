@@ -327,9 +327,13 @@ fn cli_topic_produce_consume_and_inspect() {
         .find(|e| e.path().is_dir())
         .unwrap()
         .path();
+    let untouched = std::fs::metadata(&part).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
     let (st, out, _) = sluice_cli(&["inspect", part.to_str().unwrap()], None);
     assert!(st.success(), "{out}");
     assert!(out.contains("verified:"), "{out}");
+    // Reading writes nothing there (not even a device probe): read-only copies inspect too.
+    assert_eq!(std::fs::metadata(&part).unwrap().modified().unwrap(), untouched, "inspect wrote into the directory");
     let seg = part.join(sluice::log::log_file_name(0));
     let mut bytes = std::fs::read(&seg).unwrap();
     if bytes.len() > 4096 + 100 {
@@ -606,4 +610,27 @@ fn announced_frames_cost_memory_only_as_their_bytes_arrive() {
     // Zero-filling the announced lengths up front held 40 x 99 MiB.
     assert!(grown < 200 << 20, "RSS grew by {} MiB", grown >> 20);
     drop(silent);
+}
+
+/// Deleting: the internal offsets topic is refused on the native door too; a topic with a
+/// name of the longest allowed length is deleted for good (its trash name fits NAME_MAX).
+#[test]
+fn internal_topics_stay_and_long_named_topics_go_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let mut server = Server::start(&data);
+    let mut c = Client::connect(server.addr).unwrap();
+    let err = c.delete_topic("__consumer_offsets").unwrap_err();
+    assert!(err.to_string().contains("internal topic"), "{err}");
+    let long = "t".repeat(249);
+    c.create_topic(&spec(&long, 1)).unwrap();
+    c.produce(&long, 0, &batch(0, 3, 10, 0)).unwrap();
+    c.delete_topic(&long).unwrap();
+    drop(c);
+    assert!(server.terminate(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    let server = Server::start(&data);
+    let mut c = Client::connect(server.addr).unwrap();
+    let names: Vec<String> = c.list_topics().unwrap().into_iter().map(|t| t.name).collect();
+    assert!(!names.contains(&long), "the deleted topic came back: {names:?}");
+    assert!(names.iter().any(|n| n == "__consumer_offsets"), "{names:?}");
 }

@@ -95,6 +95,7 @@ fn sql_errors_name_the_problem_and_nothing_is_half_created() {
         ("CREATE TOPIC bad (x INTERVAL)", "0A000", "INTERVAL"),
         ("CREATE TOPIC bad2 (x INT) WITH (partitions = 0)", "22023", "partitions"),
         ("CREATE TOPIC bad3 (x INT) WITH (colour = 'red')", "22023", "colour"),
+        ("CREATE TOPIC bad4 (x INT) WITH (retention = '-1 day')", "22023", "non-negative"),
         ("CREATE TABLE nokey (x INT)", "42601", "PRIMARY KEY"),
         ("INSERT INTO ev VALUES ('not a time', 'a', 1)", "22P02", "timestamp"),
         ("INSERT INTO ev (ts, nope) VALUES ('2026-01-01', 1)", "42703", "nope"),

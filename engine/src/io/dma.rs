@@ -45,7 +45,12 @@ async fn probe_device(dir: &Path) -> IoResult<()> {
 }
 
 pub async fn open(path: &Path, mode: OpenMode) -> IoResult<DmaFileHandle> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    // A file read that holds a block of data is its own probe: reading (`sluice
+    // inspect`, a read-only copy) writes nothing into the directory.
+    let own_probe = matches!(mode, OpenMode::Read)
+        && std::fs::metadata(path).is_ok_and(|m| m.len() >= crate::limits::BLOCK_BYTES as u64);
+    if let Some(dir) = dir.filter(|_| !own_probe) {
         probe_device(dir).await?;
     }
     let mut opts = OpenOptions::new();
@@ -56,6 +61,14 @@ pub async fn open(path: &Path, mode: OpenMode) -> IoResult<DmaFileHandle> {
         OpenMode::CreateNew => opts.read(true).write(true).create_new(true),
     };
     let file = opts.dma_open(path).await.map_err(|e| glommio_err(IoOp::Open, path, e))?;
+    if let Some(dir) = dir.filter(|_| own_probe) {
+        PROBED.with(|p| {
+            let mut probed = p.borrow_mut();
+            if !probed.iter().any(|d| d == dir) {
+                probed.push(dir.to_path_buf());
+            }
+        });
+    }
     Ok(DmaFileHandle { file, path: path.to_path_buf() })
 }
 

@@ -270,7 +270,14 @@ impl LogManager {
         }
         let trash = self.data_dir.join("trash");
         self.storage.create_dir_all(&trash).await?;
-        let target = trash.join(format!("{name}-{}", crate::clock::now_ms()));
+        // Names are ASCII and up to 249 bytes: the full name plus a suffix could pass the
+        // file-name limit (255), and the rename would fail after every shard let go.
+        let target = trash.join(format!(
+            "{}-{}-{:x}",
+            &name[..name.len().min(200)],
+            crate::clock::now_ms(),
+            rand::random::<u32>()
+        ));
         self.storage.rename(&dir, &target).await?;
         self.storage.sync_dir(&self.data_dir.join("topics")).await?;
         self.storage.remove_dir_all(&target).await?;

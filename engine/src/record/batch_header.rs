@@ -55,6 +55,8 @@ pub enum HeaderError {
     BadPayloadCrc { stored: u32, computed: u32 },
     #[error("truncated batch header: {0} bytes")]
     Truncated(usize),
+    #[error("batch offsets past the end of the offset space (base {base}, {count} records)")]
+    OffsetOverflow { base: u64, count: u32 },
 }
 
 /// CRC32C of the header without its own CRC field: bytes 0..8 then 12..64.
@@ -124,6 +126,11 @@ impl BatchHeader {
         if stored != computed {
             return Err(HeaderError::BadHeaderCrc { stored, computed });
         }
+        let (base, count) = (u64_at(b, 16), u32_at(b, 48));
+        // A crafted file with valid checksums must not overflow `end_offset` downstream.
+        if base.checked_add(count as u64).is_none() {
+            return Err(HeaderError::OffsetOverflow { base, count });
+        }
         Ok(BatchHeader {
             flags: u16_at(b, 6),
             payload_crc32c: u32_at(b, 12),
@@ -176,5 +183,8 @@ mod tests {
             b[bit / 8] ^= 1 << (bit % 8);
             assert!(BatchHeader::decode(&b).is_err(), "flip of bit {bit} went unnoticed");
         }
+        // Valid checksums, offsets past u64::MAX: refused, not overflowed later.
+        BatchHeader { base_offset: u64::MAX - 3, ..h }.encode(&mut buf);
+        assert_eq!(BatchHeader::decode(&buf), Err(HeaderError::OffsetOverflow { base: u64::MAX - 3, count: 7 }));
     }
 }

@@ -254,11 +254,18 @@ impl Node {
                     Err(_) => building = false,
                 }
             }
-            let still_this = self.views.get(&def.name).is_some_and(|(d, _, _)| d.version < def.version);
+            // The same view (a dropped and re-created one has a new id, and its rebuild
+            // may reuse this version number), not yet switched.
+            let still_this =
+                self.views.get(&def.name).is_some_and(|(d, _, _)| d.id == def.id && d.version < def.version);
             if !building || !still_this {
-                // Cancelled or dropped meanwhile (they set the phase themselves).
+                // Cancelled or dropped meanwhile (they set the phase themselves); a newer
+                // rebuild's entry is not this watcher's to mark.
                 let mut rebuilds = self.views.rebuilds.borrow_mut();
-                if let Some(p) = rebuilds.get_mut(&def.name).filter(|p| p.phase == RebuildPhase::Building) {
+                if let Some(p) = rebuilds
+                    .get_mut(&def.name)
+                    .filter(|p| p.phase == RebuildPhase::Building && p.version == def.version)
+                {
                     p.phase = RebuildPhase::Failed;
                 }
                 return;
@@ -299,7 +306,7 @@ impl Node {
     /// and drops the old. `Ok(false)`: the rebuild went meanwhile.
     async fn switch_version(self: &Rc<Self>, def: &ViewDef) -> Result<bool, SqlError> {
         let _permit = self.catalog_lock.acquire_permit(1).await.map_err(|_| SqlError::from(super::node::gone()))?;
-        if self.views.get_building(&def.name).is_none_or(|(d, _)| d.version != def.version) {
+        if self.views.get_building(&def.name).is_none_or(|(d, _)| d.version != def.version || d.id != def.id) {
             return Ok(false);
         }
         let (storage, dir) = (self.log.storage(), self.log.data_dir());

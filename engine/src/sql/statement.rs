@@ -257,8 +257,11 @@ fn plan_create_topic(ct: &ast::CreateTable, kind: ObjectKind, params: &mut Param
                 config.apply_settings([(setting, v.as_str())]).map_err(|e| bad(&k, &v, e))?;
             }
             "retention" => {
-                let ms = parse_interval(&v, None).ok_or_else(|| bad(&k, &v, "not an interval".into()))?;
-                config.retention_ms = Some(ms.max(0) as u64);
+                // A negative retention would delete every sealed segment at the next check.
+                let ms = parse_interval(&v, None)
+                    .filter(|ms| *ms >= 0)
+                    .ok_or_else(|| bad(&k, &v, "not a non-negative interval".into()))?;
+                config.retention_ms = Some(ms as u64);
             }
             other => {
                 return Err(SqlError::new(
