@@ -276,7 +276,11 @@ impl Node {
                 self.create_topic_locked(config).await.map_err(sql_error)?;
             }
         }
+        // Never an id used before, across restarts too (dropped views leave no trace, and a
+        // crash during a DROP can leave its checkpoint behind): at least the clock in ms,
+        // which keeps `ViewDef::key` (id << 16 | version) within 64 bits until year 6429.
         let id = self.views.defs().iter().map(|d| d.id).max().unwrap_or(0).max(self.views.last_id()) + 1;
+        let id = id.max(crate::clock::now_ms().max(0) as u64);
         self.views.set_last_id(id);
         let def = ViewDef {
             name: name.to_string(),
