@@ -109,7 +109,7 @@ pub fn run(cmd: TopicCommand) -> CliResult {
         }
         TopicCommand::List { internal, addr } => {
             let topics = connect(&addr)?.list_topics().map_err(|e| e.to_string())?;
-            for t in topics.into_iter().filter(|t| internal || !t.name.starts_with("__")) {
+            for t in topics.into_iter().filter(|t| internal || !sluice::log::is_internal_topic(&t.name)) {
                 println!("{}\tpartitions={}\tdurability={}", t.name, t.partitions, t.durability);
             }
         }

@@ -28,4 +28,7 @@ pub use segment::{
     ScanOutcome, SegmentHeader, SEGMENT_DATA_START,
 };
 pub use segment_index::{IndexEntry, SegmentIndex, SegmentSummary};
-pub use topic::{decode_durability, encode_durability, validate_topic_name, Durability, TopicConfig, TOPIC_SETTINGS};
+pub use topic::{
+    decode_durability, encode_durability, is_internal_topic, validate_topic_name, Durability, TopicConfig,
+    TOPIC_SETTINGS,
+};

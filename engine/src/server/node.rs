@@ -647,7 +647,7 @@ impl Node {
         let _permit = self.catalog_lock.acquire_permit(1).await.map_err(|_| gone())?;
         self.topic(name)?;
         // Every door goes through here: the native protocol too must not drop the offsets.
-        if name.starts_with("__") {
+        if crate::log::is_internal_topic(name) {
             return Err(ApiError::new(ErrorCode::InvalidConfig, format!("'{name}' is an internal topic")));
         }
         if let Some(view) = self.views.dependent_of(name) {

@@ -66,7 +66,7 @@ pub async fn execute_script(node: &Rc<Node>, sql: &str) -> Result<Vec<Outcome>, 
 }
 
 fn internal_topic(name: &str) -> bool {
-    name.starts_with("__")
+    crate::log::is_internal_topic(name)
 }
 
 /// Carries out a planned statement.

@@ -61,7 +61,7 @@ pub async fn describe(node: &Node, name: &str) -> HttpResponse {
 }
 
 pub async fn delete(node: &Node, name: &str) -> HttpResponse {
-    if name.starts_with("__") {
+    if crate::log::is_internal_topic(name) {
         return error(StatusCode::BAD_REQUEST, format!("'{name}' is an internal topic"));
     }
     match node.delete_topic(name).await {

@@ -17,7 +17,7 @@ pub async fn handle(node: &Node, version: i16, req: DeleteTopicsRequest) -> Dele
         let mut r = DeletableTopicResult::default().with_name(name.clone());
         let result = match &name {
             None => Err((code::UNKNOWN_TOPIC_OR_PARTITION, "topic ids are not supported: name the topic".to_string())),
-            Some(n) if n.starts_with("__") => {
+            Some(n) if crate::log::is_internal_topic(n.as_str()) => {
                 Err((code::INVALID_REQUEST, format!("'{}' is an internal topic", n.as_str())))
             }
             Some(n) => node.delete_topic(n.as_str()).await.map_err(|e| (code_of(&e), e.message)),

@@ -90,6 +90,6 @@ fn describe(t: &TopicConfig) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
-        .with_is_internal(t.name.starts_with("__"))
+        .with_is_internal(crate::log::is_internal_topic(&t.name))
         .with_partitions(partitions)
 }
