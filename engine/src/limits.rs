@@ -101,6 +101,11 @@ pub const KAFKA_FETCH_WAIT_MS_MAX: i32 = 30_000;
 
 /// Largest Postgres protocol message accepted by default (a query or its parameters).
 pub const PG_MESSAGE_BYTES_MAX_DEFAULT: usize = 64 << 20;
+/// Most named prepared statements one pg connection keeps (each holds its SQL and plan).
+pub const PG_STATEMENTS_PER_CONNECTION_MAX: usize = 10_000;
+/// Most open portals one pg connection keeps within a transaction (a suspended one holds
+/// its result); portals close when the transaction ends, as in Postgres.
+pub const PG_PORTALS_PER_CONNECTION_MAX: usize = 1_000;
 /// Largest HTTP request body accepted by default.
 pub const HTTP_BODY_BYTES_MAX_DEFAULT: usize = 64 << 20;
 /// Most records one HTTP fetch returns.

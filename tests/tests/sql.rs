@@ -268,3 +268,109 @@ fn truncated_pg_messages_get_an_error_and_the_server_keeps_serving() {
         assert!(ok, "the server still answers after {message:?}: {out} {err}");
     }
 }
+
+/// One frontend message: tag, length, body.
+fn pg_message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn pg_parse(name: &str, sql: &str) -> Vec<u8> {
+    pg_message(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
+}
+
+fn pg_bind(portal: &str, statement: &str) -> Vec<u8> {
+    pg_message(b'B', format!("{portal}\0{statement}\0\0\0\0\0\0\0").as_bytes())
+}
+
+fn pg_execute(portal: &str) -> Vec<u8> {
+    pg_message(b'E', format!("{portal}\0\0\0\0\0").as_bytes())
+}
+
+/// Sends `messages` and a Sync, and returns the backend messages up to ReadyForQuery as
+/// (tag, body) pairs.
+fn pg_exchange(s: &mut std::net::TcpStream, messages: &[Vec<u8>]) -> Vec<(u8, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut out: Vec<u8> = messages.concat();
+    out.extend_from_slice(&pg_message(b'S', b""));
+    s.write_all(&out).unwrap();
+    let mut replies = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).expect("a backend message");
+        let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).unwrap();
+        let ready = head[0] == b'Z';
+        replies.push((head[0], body));
+        if ready {
+            return replies;
+        }
+    }
+}
+
+fn pg_errors(replies: &[(u8, Vec<u8>)]) -> Vec<String> {
+    replies.iter().filter(|(t, _)| *t == b'E').map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect()
+}
+
+/// A client cannot make one connection hold unbounded prepared statements or portals:
+/// past the cap it gets a 54000 error and the connection keeps working; portals close when
+/// their transaction ends (at Sync outside BEGIN, at COMMIT), as in Postgres.
+#[test]
+fn a_pg_connection_holds_bounded_statements_and_portals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("d"));
+    let mut s = pg_raw(&server);
+
+    let cap = 10_000;
+    let parses: Vec<Vec<u8>> = (0..=cap).map(|i| pg_parse(&format!("s{i}"), "SELECT 1")).collect();
+    let replies = pg_exchange(&mut s, &parses);
+    assert_eq!(replies.iter().filter(|(t, _)| *t == b'1').count(), cap, "statements up to the cap are prepared");
+    let errors = pg_errors(&replies);
+    assert!(
+        errors.len() == 1 && errors[0].contains("54000") && errors[0].contains("prepared statements"),
+        "{errors:?}"
+    );
+    // The unnamed statement is not counted, and closing one makes room.
+    let close = pg_message(b'C', b"Ss0\0");
+    let replies = pg_exchange(&mut s, &[pg_parse("", "SELECT 2"), close, pg_parse("again", "SELECT 3")]);
+    assert!(pg_errors(&replies).is_empty(), "{:?}", pg_errors(&replies));
+
+    // Outside BEGIN, Sync ends the implicit transaction and closes its portals.
+    let replies = pg_exchange(&mut s, &[pg_bind("kept", "again")]);
+    assert!(pg_errors(&replies).is_empty(), "{:?}", pg_errors(&replies));
+    let replies = pg_exchange(&mut s, &[pg_execute("kept")]);
+    let errors = pg_errors(&replies);
+    assert!(errors.len() == 1 && errors[0].contains("34000"), "the portal closed at Sync: {errors:?}");
+
+    // Inside BEGIN portals persist across Syncs, up to the cap.
+    let begin = pg_message(b'Q', b"BEGIN\0");
+    {
+        use std::io::{Read, Write};
+        s.write_all(&begin).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !seen.windows(6).any(|w| w == b"Z\0\0\0\x05T") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    let portals_cap = 1_000;
+    let binds: Vec<Vec<u8>> = (0..=portals_cap).map(|i| pg_bind(&format!("p{i}"), "again")).collect();
+    let replies = pg_exchange(&mut s, &binds);
+    assert_eq!(replies.iter().filter(|(t, _)| *t == b'2').count(), portals_cap);
+    let errors = pg_errors(&replies);
+    assert!(errors.len() == 1 && errors[0].contains("54000") && errors[0].contains("portals"), "{errors:?}");
+    // The failed Bind aborted the transaction; ROLLBACK ends it and closes the portals.
+    let replies = pg_exchange(&mut s, &[pg_parse("", "ROLLBACK"), pg_bind("", ""), pg_execute("")]);
+    assert!(pg_errors(&replies).is_empty(), "{:?}", pg_errors(&replies));
+    let replies = pg_exchange(&mut s, &[pg_execute("p1")]);
+    let errors = pg_errors(&replies);
+    assert!(errors.len() == 1 && errors[0].contains("34000"), "portals closed at ROLLBACK: {errors:?}");
+    // And the connection still answers queries.
+    let replies = pg_exchange(&mut s, &[pg_bind("", "again"), pg_execute("")]);
+    assert!(replies.iter().any(|(t, b)| *t == b'D' && b.ends_with(b"3")), "{replies:?}");
+}

@@ -29,6 +29,7 @@ use pgwire::messages::{DecodeContext, PgWireBackendMessage as B, PgWireFrontendM
 
 use super::node::Node;
 use super::sql::{execute, plan_stmt, Outcome};
+use crate::limits::{PG_PORTALS_PER_CONNECTION_MAX, PG_STATEMENTS_PER_CONNECTION_MAX};
 use crate::sql::error::{sqlstate, SqlError};
 use crate::sql::lower::Params;
 use crate::sql::parse::Stmt;
@@ -364,7 +365,12 @@ impl Connection {
                 }
                 F::Sync(_) => {
                     self.skipping = false;
-                    self.portals.remove("");
+                    // Outside BEGIN, Sync ends the implicit transaction, and its portals with it.
+                    if self.tx == TransactionStatus::Idle {
+                        self.portals.clear();
+                    } else {
+                        self.portals.remove("");
+                    }
                     self.send(B::ReadyForQuery(ReadyForQuery::new(self.tx)));
                     self.flush().await?;
                 }
@@ -402,10 +408,15 @@ impl Connection {
 
     /// Tracks BEGIN / COMMIT / ROLLBACK (there are no multi-statement transactions:
     /// every statement takes effect at once, as with autocommit).
-    fn track_transaction(&mut self, tag: &str) {
+    fn track_transaction(&mut self, tag: &str, running_portal: &str) {
         match tag {
             "BEGIN" => self.tx = TransactionStatus::Transaction,
-            "COMMIT" | "ROLLBACK" => self.tx = TransactionStatus::Idle,
+            "COMMIT" | "ROLLBACK" => {
+                self.tx = TransactionStatus::Idle;
+                // Portals live for their transaction; the one running this statement
+                // stays until its completion is sent.
+                self.portals.retain(|n, _| n == running_portal);
+            }
             _ => {}
         }
     }
@@ -447,7 +458,7 @@ impl Connection {
                         self.send(row_description(columns, &[]));
                         self.send_rows(columns, rows, &[]);
                     }
-                    self.track_transaction(&tag);
+                    self.track_transaction(&tag, "");
                     if self.tx == TransactionStatus::Error && tag == "COMMIT" {
                         self.tx = TransactionStatus::Idle;
                     }
@@ -509,6 +520,16 @@ impl Connection {
         if !name.is_empty() && self.statements.contains_key(&name) {
             return Err(SqlError::new("42P05", format!("prepared statement \"{name}\" already exists")));
         }
+        let named = self.statements.len() - usize::from(self.statements.contains_key(""));
+        if !name.is_empty() && named >= PG_STATEMENTS_PER_CONNECTION_MAX {
+            return Err(SqlError::new(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "this connection already holds {PG_STATEMENTS_PER_CONNECTION_MAX} prepared statements; \
+                     DEALLOCATE or Close some first"
+                ),
+            ));
+        }
         let mut stmts = crate::sql::parse::parse(&sql)?;
         let stmt = match stmts.len() {
             0 => None,
@@ -559,6 +580,13 @@ impl Connection {
         for (i, v) in raw.iter().enumerate() {
             let oid = st.declared.get(i).copied().unwrap_or(0);
             vals.push(values::decode_param(i, v.as_deref(), format_at(param_formats, i) == 1, oid, st.param_types[i])?);
+        }
+        let named = self.portals.len() - usize::from(self.portals.contains_key(""));
+        if !portal.is_empty() && !self.portals.contains_key(&portal) && named >= PG_PORTALS_PER_CONNECTION_MAX {
+            return Err(SqlError::new(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                format!("this connection already holds {PG_PORTALS_PER_CONNECTION_MAX} open portals; Close some first"),
+            ));
         }
         self.portals.insert(portal, Portal { statement: st, values: vals, result_formats, result: None });
         Ok(())
@@ -613,7 +641,7 @@ impl Connection {
             };
             let outcome = self.run_statement(&st.sql, stmt, params).await?;
             let tag = outcome.tag();
-            self.track_transaction(&tag);
+            self.track_transaction(&tag, name);
             let rows = match outcome {
                 Outcome::Rows { rows, .. } => rows,
                 Outcome::Command(_) => Vec::new(),
