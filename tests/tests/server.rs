@@ -634,3 +634,68 @@ fn internal_topics_stay_and_long_named_topics_go_for_good() {
     assert!(!names.contains(&long), "the deleted topic came back: {names:?}");
     assert!(names.iter().any(|n| n == "__consumer_offsets"), "{names:?}");
 }
+
+/// Runs `sluice serve` over `data` and returns its exit status and stderr, or `None` if
+/// it came up instead (then it is stopped).
+fn serve_until_exit(data: &std::path::Path) -> Option<(std::process::ExitStatus, String)> {
+    let mut child = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(["serve", "--native-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0"])
+        .args(["--http-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line);
+    if line.starts_with("sluice ready") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    let out = child.wait_with_output().unwrap();
+    Some((out.status, String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A topic or view directory copied or renamed by hand (a backup left beside it) holds
+/// metadata naming another directory: the server refuses to start and says which,
+/// instead of opening one topic twice or leaving the real data unseen.
+#[test]
+fn a_copied_topic_or_view_directory_is_refused_at_start_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    {
+        let server = Server::start(&data);
+        let (ok, body) =
+            sluice_tests::sql(server.http, "CREATE TOPIC orders (k BIGINT, v BIGINT) WITH (partitions = 1)");
+        assert!(ok, "{body}");
+        let (ok, body) = sluice_tests::sql(
+            server.http,
+            "CREATE MATERIALIZED VIEW totals AS SELECT k, sum(v) AS s FROM orders GROUP BY k",
+        );
+        assert!(ok, "{body}");
+    }
+    for (kind, from, to, says) in [
+        ("topics", "orders", "orders.bak", "holds the metadata of topic `orders`"),
+        ("views", "totals", "totals-old", "holds the definition of view `totals`"),
+    ] {
+        let copy = data.join(kind).join(to);
+        copy_dir(&data.join(kind).join(from), &copy);
+        let (status, stderr) = serve_until_exit(&data).expect("the server refuses to start");
+        assert!(!status.success() && stderr.contains(to) && stderr.contains(says), "{status}: {stderr}");
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+    assert!(serve_until_exit(&data).is_none(), "with the copies gone it starts");
+}

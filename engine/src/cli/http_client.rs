@@ -49,15 +49,19 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Resul
             if size == 0 {
                 break;
             }
-            let at = out.len();
-            out.resize(at + size, 0);
-            r.read_exact(&mut out[at..]).map_err(unreachable)?;
+            // Grows as bytes arrive: a peer's claimed size is not an allocation.
+            let got = (&mut r).take(size as u64).read_to_end(&mut out).map_err(unreachable)?;
+            if got < size {
+                return Err(bad("chunk"));
+            }
             line.clear();
             r.read_line(&mut line).map_err(unreachable)?;
         }
     } else if let Some(n) = length {
-        out.resize(n, 0);
-        r.read_exact(&mut out).map_err(unreachable)?;
+        let got = (&mut r).take(n as u64).read_to_end(&mut out).map_err(unreachable)?;
+        if got < n {
+            return Err(bad("body cut short"));
+        }
     } else {
         r.read_to_end(&mut out).map_err(unreachable)?;
     }

@@ -86,6 +86,76 @@ fn sketch_config() -> SketchConfig {
     SketchConfig::new(SKETCH_RELATIVE_ACCURACY, 4096, 1e-9)
 }
 
+/// The serialized layout of `DDSketch` (sketches-ddsketch 0.4 with serde), read to check a
+/// stored sketch before the crate trusts it: its methods index bins by the stored keys.
+#[derive(serde::Deserialize, serde::Serialize, PartialEq)]
+struct SketchImage {
+    config: (u32, f64, f64, f64, i32),
+    store: StoreImage,
+    negative_store: StoreImage,
+    min: f64,
+    max: f64,
+    sum: f64,
+    zero_count: u64,
+}
+
+#[derive(serde::Deserialize, serde::Serialize, PartialEq)]
+struct StoreImage {
+    bins: Vec<u64>,
+    count: u64,
+    min_key: i32,
+    max_key: i32,
+    offset: i32,
+    bin_limit: usize,
+    is_collapsed: bool,
+}
+
+/// Bins keys of any finite f64 lie well within this (|ln x / ln gamma| < 40,000).
+const SKETCH_KEY_ABS_MAX: i64 = 1 << 20;
+
+impl StoreImage {
+    /// What the store's methods assume: counts that add up, and every key of the range
+    /// `min_key..=max_key` inside `bins` at `key - offset`.
+    fn is_consistent(&self, bin_limit: usize) -> bool {
+        let keys_ok =
+            [self.min_key, self.max_key, self.offset].iter().all(|k| i64::from(*k).abs() <= SKETCH_KEY_ABS_MAX);
+        let total = self.bins.iter().try_fold(0u64, |t, c| t.checked_add(*c));
+        if self.bin_limit != bin_limit || self.bins.len() > bin_limit || total != Some(self.count) || !keys_ok {
+            return false;
+        }
+        if self.bins.is_empty() {
+            return self.count == 0 && self.min_key == i32::MAX && self.max_key == i32::MIN;
+        }
+        let (lo, hi, offset) = (i64::from(self.min_key), i64::from(self.max_key), i64::from(self.offset));
+        offset <= lo && lo <= hi && hi - offset < self.bins.len() as i64
+    }
+}
+
+/// A percentile sketch from state bytes, checked: its configuration must be this build's
+/// and its stores consistent, or a later add or quantile would index outside its bins.
+fn decode_sketch(bytes: &[u8]) -> Result<DDSketch, WireError> {
+    let bad = WireError::Invalid("percentile sketch");
+    let image: SketchImage = bincode::deserialize(bytes).map_err(|_| bad.clone())?;
+    let fresh = bincode::serialize(&DDSketch::new(sketch_config())).map_err(|_| bad.clone())?;
+    let fresh: SketchImage = bincode::deserialize(&fresh).map_err(|_| bad.clone())?;
+    let bin_limit = fresh.store.bin_limit;
+    let counts =
+        image.store.count.checked_add(image.negative_store.count).and_then(|c| c.checked_add(image.zero_count));
+    let config_ok = image.config.0 == fresh.config.0
+        && [(image.config.1, fresh.config.1), (image.config.2, fresh.config.2), (image.config.3, fresh.config.3)]
+            .iter()
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+        && image.config.4 == fresh.config.4;
+    if !config_ok
+        || counts.is_none()
+        || !image.store.is_consistent(bin_limit)
+        || !image.negative_store.is_consistent(bin_limit)
+    {
+        return Err(bad);
+    }
+    bincode::deserialize(bytes).map_err(|_| bad)
+}
+
 /// Where a value sits in the stream, to order first/last deterministically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
@@ -229,7 +299,8 @@ impl Acc {
     /// Merges another accumulator of the same function into this one.
     pub fn merge(&mut self, other: &Acc) {
         match (self, other) {
-            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            // Saturating: counts come from state files too, and 2^63 events never will.
+            (Acc::Count(a), Acc::Count(b)) => *a = a.saturating_add(*b),
             (Acc::Sum { int, float, is_float, any }, Acc::Sum { int: i2, float: f2, is_float: fl2, any: any2 }) => {
                 *any |= *any2;
                 if !*is_float && !*fl2 {
@@ -259,7 +330,7 @@ impl Acc {
             }
             (Acc::Avg { sum, count }, Acc::Avg { sum: s2, count: c2 }) => {
                 *sum += s2;
-                *count += c2;
+                *count = count.saturating_add(*c2);
             }
             (Acc::First(a), Acc::First(Some((p, v)))) if a.as_ref().is_none_or(|(q, _)| p < q) => {
                 *a = Some((*p, v.clone()));
@@ -407,11 +478,7 @@ impl Acc {
                 }
                 Acc::Hll(Box::new(Hll { registers: r.to_vec() }))
             }
-            9 => {
-                let s: DDSketch =
-                    bincode::deserialize(d.bytes()?).map_err(|_| WireError::Invalid("percentile sketch"))?;
-                Acc::Sketch(Box::new(Sketch(s)))
-            }
+            9 => Acc::Sketch(Box::new(Sketch(decode_sketch(d.bytes()?)?))),
             _ => return Err(WireError::Invalid("accumulator kind")),
         })
     }
@@ -566,6 +633,46 @@ mod tests {
         first.update(AggFunc::FirstValue, &Datum::Text(Cow::Borrowed("late")), pos(10, 5));
         first.update(AggFunc::FirstValue, &Datum::Text(Cow::Borrowed("early")), pos(5, 9));
         assert_eq!(first.result(AggFunc::FirstValue, DataType::Text), Datum::Text(Cow::Owned("early".into())));
+    }
+
+    #[test]
+    fn stored_sketches_are_checked_before_use() {
+        let q = AggFunc::ApproxPercentile(0.5);
+        let mut p = q.new_acc();
+        for i in 1..=1_000 {
+            p.update(q, &Datum::Double(i as f64), pos(0, 0));
+            p.update(q, &Datum::Double(-(i as f64)), pos(0, 0));
+        }
+        let mut e = crate::wire::Encoder::new();
+        p.encode(&mut e);
+        let bytes = e.finish();
+        let back = Acc::decode(&mut crate::wire::Decoder::new(&bytes)).expect("a sketch of ours reads back");
+        assert_eq!(back.result(q, DataType::Double), p.result(q, DataType::Double));
+        let Acc::Sketch(sk) = &p else { panic!("a sketch") };
+        let good: SketchImage = bincode::deserialize(&bincode::serialize(&sk.0).unwrap()).unwrap();
+        let mut images = Vec::new();
+        // A count without bins: the next add indexed an empty vector.
+        let mut empty_bins = bincode::deserialize::<SketchImage>(&bincode::serialize(&good).unwrap()).unwrap();
+        empty_bins.store.bins.clear();
+        images.push(empty_bins);
+        let mut key_outside = bincode::deserialize::<SketchImage>(&bincode::serialize(&good).unwrap()).unwrap();
+        key_outside.negative_store.max_key += 10_000;
+        images.push(key_outside);
+        let mut huge_limit = bincode::deserialize::<SketchImage>(&bincode::serialize(&good).unwrap()).unwrap();
+        huge_limit.store.bin_limit = usize::MAX;
+        images.push(huge_limit);
+        let mut other_config = bincode::deserialize::<SketchImage>(&bincode::serialize(&good).unwrap()).unwrap();
+        other_config.config.1 = 1.5;
+        images.push(other_config);
+        let mut counts_overflow = bincode::deserialize::<SketchImage>(&bincode::serialize(&good).unwrap()).unwrap();
+        counts_overflow.zero_count = u64::MAX;
+        images.push(counts_overflow);
+        for image in images {
+            let mut e = crate::wire::Encoder::new();
+            e.u8(9).bytes(&bincode::serialize(&image).unwrap());
+            let bytes = e.finish();
+            assert!(Acc::decode(&mut crate::wire::Decoder::new(&bytes)).is_err());
+        }
     }
 
     #[test]

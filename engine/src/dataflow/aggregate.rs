@@ -945,12 +945,48 @@ impl AggregateState {
                     // Eviction entries for every window (harmless without a TTL: never due).
                     s.expiring.entry(end).or_default().push((key.clone(), start));
                 }
-                windows.insert(start, GroupEntry { end, accs, max_ts, finalized });
+                if windows.insert(start, GroupEntry { end, accs, max_ts, finalized }).is_some() {
+                    return Err(WireError::Invalid("a window twice in one group"));
+                }
                 s.rows += 1;
             }
-            s.keys.insert(key, KeyGroups { values: values.into(), windows });
+            if s.keys.insert(key, KeyGroups { values: values.into(), windows }).is_some() {
+                return Err(WireError::Invalid("a group twice"));
+            }
         }
         Ok(s)
+    }
+
+    /// Whether restored state fits the view's plan: key width, windows where (and only
+    /// where) the plan has them, and one accumulator of each aggregate's kind per group.
+    pub fn fits(&self, plan: Option<&AggregatePlan>) -> Result<(), &'static str> {
+        let Some(plan) = plan else {
+            return if self.keys.is_empty() { Ok(()) } else { Err("groups in a view without GROUP BY") };
+        };
+        let kinds: Vec<_> = plan.aggs.iter().map(|a| std::mem::discriminant(&a.func.new_acc())).collect();
+        for groups in self.keys.values() {
+            if groups.values.len() != plan.keys.len() {
+                return Err("group key width");
+            }
+            for (start, entry) in &groups.windows {
+                let unwindowed = *start == i64::MIN && entry.end == i64::MAX;
+                let windowed = entry.end != i64::MAX && *start < entry.end;
+                if plan.window.is_some() != windowed || (plan.window.is_none() && !unwindowed) {
+                    return Err("window bounds");
+                }
+                let fits = match &entry.accs {
+                    GroupAccs::Live(accs) => {
+                        accs.len() == kinds.len()
+                            && accs.iter().zip(&kinds).all(|(a, k)| std::mem::discriminant(a) == *k)
+                    }
+                    GroupAccs::Final(results) => results.len() == kinds.len(),
+                };
+                if !fits {
+                    return Err("aggregates of a group");
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1033,6 +1069,70 @@ mod tests {
             agg(AggFunc::Avg, Some(2)),
             agg(AggFunc::FirstValue, Some(2)),
         ]
+    }
+
+    /// Restored state must fit the plan it is restored into, and name each group and
+    /// window once: a checkpoint of another shape is refused, not served.
+    #[test]
+    fn restored_state_is_checked_against_the_plan() {
+        let tumble = AggregatePlan {
+            keys: vec![Expr::Column(1)],
+            key_types: vec![DataType::BigInt],
+            aggs: aggs(),
+            window: Some(WindowPlan::Tumble { size_ms: 30 }),
+        };
+        let mut state = AggregateState::new();
+        let mut changes = Vec::new();
+        for k in 0..3i64 {
+            let accs = tumble.aggs.iter().map(|a| a.func.new_acc()).collect();
+            let p = PartialGroup {
+                key: k.to_le_bytes().to_vec().into(),
+                key_values: vec![Datum::Int(k)],
+                window: Some((0, 30)),
+                accs,
+                max_ts: 5,
+            };
+            state.apply(&tumble, &ViewOptions::default(), i64::MIN, p, &mut changes);
+        }
+        let mut e = Encoder::new();
+        state.encode(&mut e);
+        let bytes = e.finish();
+        let back = AggregateState::decode(&mut Decoder::new(&bytes)).expect("decodes");
+        assert_eq!(back.fits(Some(&tumble)), Ok(()));
+        let unwindowed = AggregatePlan { window: None, ..tumble.clone() };
+        assert!(back.fits(Some(&unwindowed)).is_err(), "windows in a view without them");
+        assert!(back.fits(None).is_err(), "groups in a view without GROUP BY");
+        let two_keys = AggregatePlan {
+            keys: vec![Expr::Column(1), Expr::Column(2)],
+            key_types: vec![DataType::BigInt; 2],
+            ..tumble.clone()
+        };
+        assert!(back.fits(Some(&two_keys)).is_err(), "key width");
+        let other_aggs = AggregatePlan { aggs: vec![agg(AggFunc::Sum, Some(2))], ..tumble.clone() };
+        assert!(back.fits(Some(&other_aggs)).is_err(), "aggregate count");
+        let mut kinds = aggs();
+        kinds.swap(0, 2);
+        assert!(back.fits(Some(&AggregatePlan { aggs: kinds, ..tumble.clone() })).is_err(), "aggregate kinds");
+
+        // The same group twice: the count says 2 groups, the body repeats one.
+        let mut e = Encoder::new();
+        let mut one = AggregateState::new();
+        let accs = tumble.aggs.iter().map(|a| a.func.new_acc()).collect();
+        let p = PartialGroup {
+            key: vec![1].into(),
+            key_values: vec![Datum::Int(1)],
+            window: Some((0, 30)),
+            accs,
+            max_ts: 5,
+        };
+        one.apply(&tumble, &ViewOptions::default(), i64::MIN, p, &mut changes);
+        one.encode(&mut e);
+        let single = e.finish();
+        let body = &single[8..];
+        let mut twice = 2u64.to_le_bytes().to_vec();
+        twice.extend_from_slice(body);
+        twice.extend_from_slice(body);
+        assert!(AggregateState::decode(&mut Decoder::new(&twice)).is_err(), "a group twice");
     }
 
     /// The archived fold (keys and arguments read in place) makes exactly the partials

@@ -24,7 +24,7 @@ use crate::dataflow::interval_join::{IntervalJoinState, JoinRow, Side};
 use crate::dataflow::plan::{ColumnInfo, LatePolicy, ViewPlan};
 use crate::dataflow::row::{encode_exprs, event_time, owned_row, owner_of, SourceRow};
 use crate::dataflow::watermark::{InputWatermarks, PartitionClock, SourceClocks, WATERMARK_IDLE, WATERMARK_UNKNOWN};
-use crate::log::{Offset, Partition, PartitionReader, TopicConfig};
+use crate::log::{LogError, Offset, Partition, PartitionReader, TopicConfig};
 use crate::metrics::Counter;
 use crate::record::{Batch, BatchPayload};
 use crate::runtime::ShardId;
@@ -63,6 +63,8 @@ pub struct ViewMetrics {
     pub late_updated: Counter,
     pub filtered_out: Counter,
     pub unmatched: Counter,
+    /// Source records that retention deleted before this view read them.
+    pub lost_to_retention: Counter,
 }
 
 /// One input of the view on this shard: the partitions it owns and their clocks.
@@ -307,6 +309,8 @@ impl ViewRuntime {
         let join_wm = decode_watermarks(&mut d).map_err(bad)?;
         let append = AppendState::decode(&mut d).map_err(bad)?;
         d.end().map_err(bad)?;
+        agg.fits(self.plan.aggregate.as_ref())
+            .map_err(|e| format!("checkpoint {} of view {}: state does not fit the view: {e}", saved.id, self.name))?;
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
         st.agg = agg;
@@ -785,6 +789,24 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                     Ok(None) => {
                         rt.set_caught_up(*side, *p, true);
                         break;
+                    }
+                    Err(LogError::OffsetOutOfRange { requested, start, .. }) => {
+                        // Retention deleted records this view had not read (a slow rebuild,
+                        // an old checkpoint): they are gone for good, so it goes on from
+                        // the oldest record kept and counts what it lost.
+                        tracing::warn!(
+                            view = %rt.name,
+                            partition = *p,
+                            lost = start.saturating_sub(requested),
+                            "retention deleted records before the view read them; it continues from offset {start}"
+                        );
+                        rt.metrics.lost_to_retention.add(start.saturating_sub(requested));
+                        let depth = if rt.replaying.get() {
+                            crate::limits::REPLAY_READ_AHEAD_DEPTH
+                        } else {
+                            crate::limits::READ_AHEAD_DEPTH
+                        };
+                        *reader = PartitionReader::with_read_ahead(reader.partition().clone(), Offset(start), depth);
                     }
                     Err(e) => {
                         tracing::error!(view = %rt.name, partition = *p, error = %e, "reading the source failed");

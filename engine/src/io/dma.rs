@@ -31,7 +31,7 @@ thread_local! {
 /// EOPNOTSUPP on devices without polling (virtio). So the first open on a thread probes
 /// with a file that has a block of data.
 async fn probe_device(dir: &Path) -> IoResult<()> {
-    if PROBED.with(|p| p.borrow().iter().any(|d| d == dir)) {
+    if is_probed(dir) {
         return Ok(());
     }
     let probe = dir.join(format!(".sluice-probe-{}-{:?}", std::process::id(), std::thread::current().id()));
@@ -40,8 +40,18 @@ async fn probe_device(dir: &Path) -> IoResult<()> {
     let _ = std::fs::remove_file(&probe);
     let file = opened.map_err(|e| glommio_err(IoOp::Open, &probe, e))?;
     let _ = file.close().await;
-    PROBED.with(|p| p.borrow_mut().push(dir.to_path_buf()));
+    mark_probed(dir);
     Ok(())
+}
+
+fn is_probed(dir: &Path) -> bool {
+    PROBED.with(|p| p.borrow().iter().any(|d| d == dir))
+}
+
+fn mark_probed(dir: &Path) {
+    if !is_probed(dir) {
+        PROBED.with(|p| p.borrow_mut().push(dir.to_path_buf()));
+    }
 }
 
 pub async fn open(path: &Path, mode: OpenMode) -> IoResult<DmaFileHandle> {
@@ -62,12 +72,7 @@ pub async fn open(path: &Path, mode: OpenMode) -> IoResult<DmaFileHandle> {
     };
     let file = opts.dma_open(path).await.map_err(|e| glommio_err(IoOp::Open, path, e))?;
     if let Some(dir) = dir.filter(|_| own_probe) {
-        PROBED.with(|p| {
-            let mut probed = p.borrow_mut();
-            if !probed.iter().any(|d| d == dir) {
-                probed.push(dir.to_path_buf());
-            }
-        });
+        mark_probed(dir);
     }
     Ok(DmaFileHandle { file, path: path.to_path_buf() })
 }

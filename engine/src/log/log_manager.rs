@@ -127,6 +127,17 @@ impl LogManager {
                 continue;
             }
             let config = read_topic_meta(&lm.storage, &meta).await?;
+            // A renamed or copied directory would open as a second topic of the same name,
+            // or leave the real one's data unseen: refuse to guess.
+            if config.name != entry.name {
+                return Err(LogError::BadMetadata {
+                    path: meta,
+                    detail: format!(
+                        "directory `{}` holds the metadata of topic `{}`: rename it back or move it out of the data directory",
+                        entry.name, config.name
+                    ),
+                });
+            }
             lm.add_topic_local(config).await?;
         }
         Ok(lm)

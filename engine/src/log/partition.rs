@@ -1136,7 +1136,11 @@ async fn read_producer_snapshot(storage: &Storage, dir: &Path, base_offset: u64)
         return None;
     }
     match ProducerTable::decode(&mut d) {
-        Ok(t) => Some(t),
+        Ok(t) if t.remembers_only_before(base_offset) => Some(t),
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "ignoring a producer snapshot that remembers batches past its own offset");
+            None
+        }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable producer snapshot");
             None
@@ -1277,7 +1281,10 @@ async fn recover(
         if !is_last && storage.exists(&index_path) {
             if let Ok(buf) = storage.read_file(&index_path).await {
                 if let Ok((ix, summary)) = SegmentIndex::decode_file(&buf) {
-                    if summary.base_offset == base && summary.len == file_len {
+                    // Derived data, so trusted only where it agrees with the files: the
+                    // next segment starts where this index says this one ends.
+                    let next_base = bases.get(i + 1).copied();
+                    if summary.base_offset == base && summary.len == file_len && Some(summary.end_offset) == next_base {
                         index = Some((ix, summary.end_offset));
                     }
                 }

@@ -148,6 +148,17 @@ impl ProducerTable {
         }
     }
 
+    /// Whether every remembered batch ends by `end` (a snapshot's own offset): one past it
+    /// would answer a retry with offsets that do not hold it.
+    pub fn remembers_only_before(&self, end: u64) -> bool {
+        self.producers.values().all(|p| {
+            p.last_offset < end
+                && p.recent
+                    .iter()
+                    .all(|b| b.base_offset.checked_add(u64::from(b.record_count)).is_some_and(|e| e <= end))
+        })
+    }
+
     pub fn decode(d: &mut Decoder<'_>) -> Result<ProducerTable, WireError> {
         let n = d.u32()? as usize;
         if n > PRODUCERS_PER_PARTITION_MAX {

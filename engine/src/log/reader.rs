@@ -227,6 +227,14 @@ impl PartitionReader {
         if batch.end_offset() <= self.next.0 {
             return Ok(None);
         }
+        // Offsets are dense: a batch past `next` means records were skipped.
+        if batch.base_offset() > self.next.0 {
+            return Err(corrupt(
+                &cursor.path,
+                format!("batch starts at offset {}, the reader expected {}", batch.base_offset(), self.next.0),
+                self.next.0,
+            ));
+        }
         self.next = Offset(batch.end_offset());
         self.partition.metrics().batches_read_from_disk.add(1);
         Ok(Some(batch))

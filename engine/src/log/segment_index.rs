@@ -112,6 +112,10 @@ impl SegmentIndex {
             if offset >= summary.end_offset || pos >= summary.len {
                 return Err(WireError::Invalid("index entry outside its segment"));
             }
+            // Batches start on block boundaries after the segment header.
+            if pos < crate::limits::BLOCK_BYTES as u64 || !pos.is_multiple_of(crate::limits::BLOCK_BYTES as u64) {
+                return Err(WireError::Invalid("index entry not at a batch boundary"));
+            }
             if let Some(last) = entries.last() {
                 let last: &IndexEntry = last;
                 if offset <= last.offset || pos <= last.pos || max_timestamp_ms < last.max_timestamp_ms {

@@ -330,13 +330,13 @@ pub fn decode_durability(d: &mut Decoder<'_>) -> Result<Durability, WireError> {
     }
 }
 
-/// Topic names: 1 to 249 bytes of `[A-Za-z0-9._-]`, not `.` or `..` (Kafka's rule).
 /// Topics the server keeps for itself (`__consumer_offsets`): not deleted from outside,
 /// marked internal to Kafka clients, hidden from listings unless asked for.
 pub fn is_internal_topic(name: &str) -> bool {
     name.starts_with("__")
 }
 
+/// Topic names: 1 to 249 bytes of `[A-Za-z0-9._-]`, not `.` or `..` (Kafka's rule).
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > TOPIC_NAME_BYTES_MAX {
         return Err(format!("topic name must be 1 to {TOPIC_NAME_BYTES_MAX} bytes long"));

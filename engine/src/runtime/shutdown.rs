@@ -42,6 +42,14 @@ impl ShutdownSignal {
         }
     }
 
+    /// For a shard that stops without the orderly phases (its startup failed): it counts
+    /// as done with every phase, so the shards that did start are not held at a barrier.
+    pub fn leave(&self) {
+        for done in self.phase_done.iter() {
+            done.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     /// A barrier across shards: this shard has finished `phase`; waits for all `shards`.
     /// Waiting yields to the executor, so this shard keeps serving its peers meanwhile.
     pub async fn phase_barrier(&self, phase: usize, shards: usize) {

@@ -227,6 +227,15 @@ pub fn run(config: ServerConfig, shutdown: ShutdownSignal, ready: impl FnOnce(Re
     first_error.map_or(Ok(()), Err)
 }
 
+/// `work`'s result, or `None` once a shutdown is requested first.
+async fn unless_shutdown<T>(shutdown: &ShutdownSignal, work: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(work.await) }, async {
+        shutdown.requested().await;
+        None
+    })
+    .await
+}
+
 async fn shard_main(
     id: ShardId,
     config: ServerConfig,
@@ -246,6 +255,8 @@ async fn shard_main(
         Ok(m) => m,
         Err(e) => {
             let _ = ready.send(Err(e.clone()));
+            shutdown.request();
+            shutdown.leave();
             return Err(e);
         }
     };
@@ -253,6 +264,7 @@ async fn shard_main(
     let fail = |msg: String| {
         let _ = ready.send(Err(msg.clone()));
         shutdown.request();
+        shutdown.leave();
         Err(msg)
     };
     let log = match LogManager::open(Storage::real(), &config.data_dir, placement).await {
@@ -268,11 +280,18 @@ async fn shard_main(
     for (_, rx) in first.1.into_iter().chain(second.1) {
         glommio::spawn_local(views::serve_data_queue(node.clone(), rx)).detach();
     }
-    if let Err(e) = node.start_internal().await {
-        return fail(format!("shard {}: starting the internal topics failed: {e}", id.index));
+    // Starting up asks other shards; one that failed will never answer, so a shard gives
+    // up once a shutdown is requested (every failing shard requests one).
+    let stopped = || format!("shard {}: stopped during startup (another shard failed)", id.index);
+    match unless_shutdown(&shutdown, node.start_internal()).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return fail(format!("shard {}: starting the internal topics failed: {e}", id.index)),
+        None => return fail(stopped()),
     }
-    if let Err(e) = node.restore_views().await {
-        return fail(format!("shard {}: restoring the views failed: {e}", id.index));
+    match unless_shutdown(&shutdown, node.restore_views()).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return fail(format!("shard {}: restoring the views failed: {e}", id.index)),
+        None => return fail(stopped()),
     }
     let retention = glommio::spawn_local(retention_loop(node.clone()));
     let probe = glommio::spawn_local(stall_probe(node.clone()));

@@ -137,7 +137,7 @@ impl Node {
     pub async fn explain_rebuild(self: &Rc<Self>, name: &str, from: StartFrom) -> Result<RebuildEstimate, SqlError> {
         let (def, _, _) = self.views.get(name).ok_or_else(|| no_view(name))?;
         let mut e = RebuildEstimate {
-            version: def.version + 1,
+            version: def.version.saturating_add(1),
             from,
             partitions: 0,
             events: 0,
@@ -179,7 +179,7 @@ impl Node {
                 return;
             }
         };
-        if record.version <= def.version {
+        if record.version <= def.version || record.version - def.version > catalog::REBUILD_VERSION_AHEAD_MAX {
             // It finished (the definition moved on) or belongs to another life of the view.
             let _ = catalog::remove_rebuild(storage, dir, &def.name).await;
             return;
@@ -352,7 +352,7 @@ impl Node {
                 // watcher may still be about, and they go by version.
                 let last_try = self.views.rebuilds.borrow().get(name).map_or(0, |p| p.version);
                 let record = RebuildRecord {
-                    version: (def.version + 1).max(last_try + 1),
+                    version: def.version.saturating_add(1).max(last_try.saturating_add(1)),
                     from,
                     rate_limit_bytes_per_s,
                     started_ms: crate::clock::now_ms(),

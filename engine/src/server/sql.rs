@@ -129,7 +129,8 @@ pub async fn execute(node: &Rc<Node>, planned: Planned) -> Result<Outcome, SqlEr
                                 format!("invalid value '{v}' for rate_limit_mb_per_s: a positive number of MB/s"),
                             )
                         })?;
-                        rate = (mb * 1e6) as u64;
+                        // At least a byte a second: 0 means "no limit".
+                        rate = ((mb * 1e6) as u64).max(1);
                     }
                     other => {
                         return Err(SqlError::new(

@@ -39,6 +39,13 @@ pub struct ViewDef {
     pub from: Option<StartFrom>,
 }
 
+/// View ids are below this: [`ViewDef::key`] shifts them left by 16 bits.
+pub const VIEW_ID_LIMIT: u64 = 1 << 48;
+
+/// Versions a rebuild record may be ahead of its view's serving version: the key keeps 16
+/// bits of the version, so a farther one could share the serving version's key.
+pub const REBUILD_VERSION_AHEAD_MAX: u32 = 0xffff;
+
 impl ViewDef {
     pub fn key(&self) -> crate::dataflow::exchange::ViewKey {
         (self.id << 16) | (self.version as u64 & 0xffff)
@@ -51,14 +58,22 @@ impl ViewDef {
 
     /// `format`: the file's version (1 has no `from`).
     pub fn decode(d: &mut Decoder<'_>, format: u16) -> Result<ViewDef, WireError> {
-        Ok(ViewDef {
+        let def = ViewDef {
             name: d.str()?.to_string(),
             id: d.u64()?,
             version: d.u32()?,
             sql: d.str()?.to_string(),
             created_ms: d.i64()?,
             from: if format >= 2 { decode_start(d)? } else { None },
-        })
+        };
+        // `key` keeps 48 bits of the id; a version must leave room for the next rebuild.
+        if def.id >= VIEW_ID_LIMIT {
+            return Err(WireError::Invalid("view id"));
+        }
+        if def.version == 0 || def.version == u32::MAX {
+            return Err(WireError::Invalid("view version"));
+        }
+        Ok(def)
     }
 }
 
@@ -112,6 +127,9 @@ pub async fn read_rebuild(storage: &Storage, data_dir: &Path, name: &str) -> Res
     let body = decode_meta_file(REBUILD_META_MAGIC, REBUILD_META_VERSION, &buf).map_err(|e| bad(e.to_string()))?;
     let mut d = Decoder::new(body);
     let version = d.u32().map_err(|e| bad(e.to_string()))?;
+    if version == 0 || version == u32::MAX {
+        return Err(bad(format!("rebuild version {version}")));
+    }
     let from = decode_start(&mut d).map_err(|e| bad(e.to_string()))?.unwrap_or_default();
     let rate_limit_bytes_per_s = d.u64().map_err(|e| bad(e.to_string()))?;
     let started_ms = d.i64().map_err(|e| bad(e.to_string()))?;
@@ -166,7 +184,15 @@ pub async fn read_defs(storage: &Storage, data_dir: &Path) -> Result<Vec<ViewDef
         let buf = storage.read_file(&path).await?;
         let (format, body) =
             decode_meta_file_versions(VIEW_META_MAGIC, 1..=VIEW_META_VERSION, &buf).map_err(|e| bad(e.to_string()))?;
-        out.push(ViewDef::decode(&mut Decoder::new(body), format).map_err(|e| bad(e.to_string()))?);
+        let def = ViewDef::decode(&mut Decoder::new(body), format).map_err(|e| bad(e.to_string()))?;
+        // The name joins paths (checkpoints, DROP's removal): it must be this directory's.
+        if def.name != entry.name {
+            return Err(bad(format!(
+                "directory `{}` holds the definition of view `{}`: rename it back or move it out of the data directory",
+                entry.name, def.name
+            )));
+        }
+        out.push(def);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

@@ -68,7 +68,8 @@ impl ShardState {
         let mut d = Decoder::new(body);
         let (view_key, id, shards, shard) = (d.u64()?, d.u64()?, d.u32()?, d.u32()?);
         let n = d.u32()? as usize;
-        if n > d.remaining() {
+        // Each position takes at least 24 bytes (an empty topic name, then 4 + 8 + 8).
+        if n > d.remaining() / 24 {
             return Err(WireError::Invalid("source count"));
         }
         let mut sources = Vec::with_capacity(n);

@@ -50,6 +50,11 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("sluice_view_state_bytes", "gauge", "Approximate bytes of the view's state on the shard."),
     ("sluice_view_events_total", "counter", "Source records the view processed on the shard."),
     ("sluice_view_late_events_total", "counter", "Late events dropped (or sent to the side topic) on the shard."),
+    (
+        "sluice_view_events_lost_to_retention_total",
+        "counter",
+        "Source records retention deleted before the view read them (it went on from the oldest kept).",
+    ),
     ("sluice_view_watermark_lag_seconds", "gauge", "Wall clock minus the view's watermark on the shard."),
     ("sluice_view_version", "gauge", "The serving version of the view."),
     ("sluice_view_rebuild_events_read", "gauge", "Records the version being rebuilt has read on the shard."),
@@ -126,6 +131,9 @@ fn render_views(node: &Node, out: &mut String) {
         let _ = writeln!(out, "sluice_view_state_bytes\tsluice_view_state_bytes{{{l}}} {bytes}");
         let _ = writeln!(out, "sluice_view_events_total\tsluice_view_events_total{{{l}}} {}", rt.metrics.events.get());
         let _ = writeln!(out, "sluice_view_late_events_total\tsluice_view_late_events_total{{{l}}} {late}");
+        let lost = rt.metrics.lost_to_retention.get();
+        let name = "sluice_view_events_lost_to_retention_total";
+        let _ = writeln!(out, "{name}\t{name}{{{l}}} {lost}");
         let _ = writeln!(out, "sluice_view_watermark_lag_seconds\tsluice_view_watermark_lag_seconds{{{l}}} {lag}");
         let _ = writeln!(out, "sluice_view_version\tsluice_view_version{{{l}}} {}", def.version);
         if let Some((b, new)) = node.views.get_building(&def.name) {
