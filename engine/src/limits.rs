@@ -69,6 +69,10 @@ pub const FRAME_BYTES_MAX_DEFAULT: usize = 100 << 20;
 /// arrive, so an announced length costs nothing until the bytes come. Common batches
 /// (up to 256 KiB) arrive in one step, with no copy.
 pub const FRAME_READ_CHUNK_BYTES: usize = 256 << 10;
+/// Bounds of the configurable request and body limits (`frame_bytes_max`,
+/// `http_body_bytes_max`, `kafka.request_bytes_max`, `kafka.decompressed_bytes_max`).
+pub const CONFIG_BYTES_LIMIT_MIN: usize = 1024;
+pub const CONFIG_BYTES_LIMIT_MAX: usize = 1 << 30;
 /// Requests one connection may have in flight before the server stops reading it.
 pub const CONNECTION_INFLIGHT_MAX: usize = 64;
 /// Open connections per server before new ones are refused.

@@ -377,6 +377,16 @@ fn second_server_on_the_same_directory_and_bad_config_are_refused() {
         let (st, _, err) = sluice_cli(&["serve", "--config", cfg.to_str().unwrap()], None);
         assert!(!st.success() && err.contains("idle_ms must be at least"), "{zero}: {err}");
     }
+    for (bad, says) in [
+        ("connections_max = 0\n", "connections_max must be at least 1"),
+        ("http_body_bytes_max = 0\n", "http_body_bytes_max must be between"),
+        ("frame_bytes_max = 4294967296\n", "frame_bytes_max must be between"),
+        ("[kafka]\ndecompressed_bytes_max = 0\n", "kafka.decompressed_bytes_max must be between"),
+    ] {
+        std::fs::write(&cfg, bad).unwrap();
+        let (st, _, err) = sluice_cli(&["serve", "--config", cfg.to_str().unwrap()], None);
+        assert!(!st.success() && err.contains(says), "{bad}: {err}");
+    }
     let (st, _, err) = sluice_cli(&["topic", "list", "--addr", "127.0.0.1:1"], None);
     assert!(!st.success() && err.contains("cannot reach the server"), "{err}");
 }

@@ -47,14 +47,21 @@ pub struct KafkaSection {
 
 impl KafkaSection {
     pub fn apply(&self, k: &mut sluice::server::kafka::KafkaConfig) -> Result<(), String> {
-        if let Some(v) = self.request_bytes_max {
-            if v < 1024 {
-                return Err("kafka.request_bytes_max must be at least 1024".into());
+        use sluice::limits::{CONFIG_BYTES_LIMIT_MAX, CONFIG_BYTES_LIMIT_MIN};
+        let bytes_limit = |name: &str, v: usize| {
+            if (CONFIG_BYTES_LIMIT_MIN..=CONFIG_BYTES_LIMIT_MAX).contains(&v) {
+                Ok(v)
+            } else {
+                Err(format!(
+                    "kafka.{name} must be between {CONFIG_BYTES_LIMIT_MIN} and {CONFIG_BYTES_LIMIT_MAX}, not {v}"
+                ))
             }
-            k.request_bytes_max = v;
+        };
+        if let Some(v) = self.request_bytes_max {
+            k.request_bytes_max = bytes_limit("request_bytes_max", v)?;
         }
         if let Some(v) = self.decompressed_bytes_max {
-            k.decompressed_bytes_max = v;
+            k.decompressed_bytes_max = bytes_limit("decompressed_bytes_max", v)?;
         }
         if let Some(v) = self.auto_create_topics {
             k.auto_create_topics = v;

@@ -86,8 +86,16 @@ pub fn config_from(args: &ServeArgs) -> Result<ServerConfig, String> {
     if c.idle_ms < sluice::limits::CONNECTION_IDLE_MS_MIN || c.kafka.idle_ms < sluice::limits::CONNECTION_IDLE_MS_MIN {
         return Err(format!("idle_ms must be at least {} ms", sluice::limits::CONNECTION_IDLE_MS_MIN));
     }
-    if c.frame_bytes_max < 1024 {
-        return Err("frame_bytes_max must be at least 1024".into());
+    use sluice::limits::{CONFIG_BYTES_LIMIT_MAX, CONFIG_BYTES_LIMIT_MIN};
+    for (name, v) in [("frame_bytes_max", c.frame_bytes_max), ("http_body_bytes_max", c.http.body_bytes_max)] {
+        if !(CONFIG_BYTES_LIMIT_MIN..=CONFIG_BYTES_LIMIT_MAX).contains(&v) {
+            return Err(format!(
+                "{name} must be between {CONFIG_BYTES_LIMIT_MIN} and {CONFIG_BYTES_LIMIT_MAX}, not {v}"
+            ));
+        }
+    }
+    if c.connections_max == 0 {
+        return Err("connections_max must be at least 1".into());
     }
     Ok(c)
 }
