@@ -88,7 +88,7 @@ fn sketch_config() -> SketchConfig {
 
 /// The serialized layout of `DDSketch` (sketches-ddsketch 0.4 with serde), read to check a
 /// stored sketch before the crate trusts it: its methods index bins by the stored keys.
-#[derive(serde::Deserialize, serde::Serialize, PartialEq)]
+#[derive(serde::Deserialize, serde::Serialize, PartialEq, Clone)]
 struct SketchImage {
     config: (u32, f64, f64, f64, i32),
     store: StoreImage,
@@ -99,7 +99,7 @@ struct SketchImage {
     zero_count: u64,
 }
 
-#[derive(serde::Deserialize, serde::Serialize, PartialEq)]
+#[derive(serde::Deserialize, serde::Serialize, PartialEq, Clone)]
 struct StoreImage {
     bins: Vec<u64>,
     count: u64,
@@ -134,10 +134,13 @@ impl StoreImage {
 /// A percentile sketch from state bytes, checked: its configuration must be this build's
 /// and its stores consistent, or a later add or quantile would index outside its bins.
 fn decode_sketch(bytes: &[u8]) -> Result<DDSketch, WireError> {
+    // This build's empty sketch, as stored: the configuration and bin limit to expect.
+    static FRESH: std::sync::LazyLock<Option<SketchImage>> = std::sync::LazyLock::new(|| {
+        bincode::deserialize(&bincode::serialize(&DDSketch::new(sketch_config())).ok()?).ok()
+    });
     let bad = WireError::Invalid("percentile sketch");
+    let fresh = FRESH.as_ref().ok_or(bad.clone())?;
     let image: SketchImage = bincode::deserialize(bytes).map_err(|_| bad.clone())?;
-    let fresh = bincode::serialize(&DDSketch::new(sketch_config())).map_err(|_| bad.clone())?;
-    let fresh: SketchImage = bincode::deserialize(&fresh).map_err(|_| bad.clone())?;
     let bin_limit = fresh.store.bin_limit;
     let counts =
         image.store.count.checked_add(image.negative_store.count).and_then(|c| c.checked_add(image.zero_count));
@@ -650,23 +653,19 @@ mod tests {
         assert_eq!(back.result(q, DataType::Double), p.result(q, DataType::Double));
         let Acc::Sketch(sk) = &p else { panic!("a sketch") };
         let good: SketchImage = bincode::deserialize(&bincode::serialize(&sk.0).unwrap()).unwrap();
-        let mut images = Vec::new();
-        // A count without bins: the next add indexed an empty vector.
-        let mut empty_bins = bincode::deserialize::<SketchImage>(&bincode::serialize(&good).unwrap()).unwrap();
-        empty_bins.store.bins.clear();
-        images.push(empty_bins);
-        let mut key_outside = bincode::deserialize::<SketchImage>(&bincode::serialize(&good).unwrap()).unwrap();
-        key_outside.negative_store.max_key += 10_000;
-        images.push(key_outside);
-        let mut huge_limit = bincode::deserialize::<SketchImage>(&bincode::serialize(&good).unwrap()).unwrap();
-        huge_limit.store.bin_limit = usize::MAX;
-        images.push(huge_limit);
-        let mut other_config = bincode::deserialize::<SketchImage>(&bincode::serialize(&good).unwrap()).unwrap();
-        other_config.config.1 = 1.5;
-        images.push(other_config);
-        let mut counts_overflow = bincode::deserialize::<SketchImage>(&bincode::serialize(&good).unwrap()).unwrap();
-        counts_overflow.zero_count = u64::MAX;
-        images.push(counts_overflow);
+        let spoilt = |spoil: fn(&mut SketchImage)| {
+            let mut image = good.clone();
+            spoil(&mut image);
+            image
+        };
+        let images = [
+            // A count without bins: the next add indexed an empty vector.
+            spoilt(|i| i.store.bins.clear()),
+            spoilt(|i| i.negative_store.max_key += 10_000),
+            spoilt(|i| i.store.bin_limit = usize::MAX),
+            spoilt(|i| i.config.1 = 1.5),
+            spoilt(|i| i.zero_count = u64::MAX),
+        ];
         for image in images {
             let mut e = crate::wire::Encoder::new();
             e.u8(9).bytes(&bincode::serialize(&image).unwrap());

@@ -969,9 +969,11 @@ impl AggregateState {
                 return Err("group key width");
             }
             for (start, entry) in &groups.windows {
-                let unwindowed = *start == i64::MIN && entry.end == i64::MAX;
-                let windowed = entry.end != i64::MAX && *start < entry.end;
-                if plan.window.is_some() != windowed || (plan.window.is_none() && !unwindowed) {
+                let bounds_fit = match plan.window {
+                    Some(_) => *start < entry.end && entry.end != i64::MAX,
+                    None => *start == i64::MIN && entry.end == i64::MAX,
+                };
+                if !bounds_fit {
                     return Err("window bounds");
                 }
                 let fits = match &entry.accs {
@@ -1081,22 +1083,23 @@ mod tests {
             aggs: aggs(),
             window: Some(WindowPlan::Tumble { size_ms: 30 }),
         };
-        let mut state = AggregateState::new();
-        let mut changes = Vec::new();
-        for k in 0..3i64 {
-            let accs = tumble.aggs.iter().map(|a| a.func.new_acc()).collect();
-            let p = PartialGroup {
-                key: k.to_le_bytes().to_vec().into(),
-                key_values: vec![Datum::Int(k)],
-                window: Some((0, 30)),
-                accs,
-                max_ts: 5,
-            };
-            state.apply(&tumble, &ViewOptions::default(), i64::MIN, p, &mut changes);
-        }
-        let mut e = Encoder::new();
-        state.encode(&mut e);
-        let bytes = e.finish();
+        let state_of = |keys: std::ops::Range<i64>| {
+            let mut state = AggregateState::new();
+            for k in keys {
+                let p = PartialGroup {
+                    key: k.to_le_bytes().to_vec().into(),
+                    key_values: vec![Datum::Int(k)],
+                    window: Some((0, 30)),
+                    accs: tumble.aggs.iter().map(|a| a.func.new_acc()).collect(),
+                    max_ts: 5,
+                };
+                state.apply(&tumble, &ViewOptions::default(), i64::MIN, p, &mut Vec::new());
+            }
+            let mut e = Encoder::new();
+            state.encode(&mut e);
+            e.finish()
+        };
+        let bytes = state_of(0..3);
         let back = AggregateState::decode(&mut Decoder::new(&bytes)).expect("decodes");
         assert_eq!(back.fits(Some(&tumble)), Ok(()));
         let unwindowed = AggregatePlan { window: None, ..tumble.clone() };
@@ -1115,19 +1118,7 @@ mod tests {
         assert!(back.fits(Some(&AggregatePlan { aggs: kinds, ..tumble.clone() })).is_err(), "aggregate kinds");
 
         // The same group twice: the count says 2 groups, the body repeats one.
-        let mut e = Encoder::new();
-        let mut one = AggregateState::new();
-        let accs = tumble.aggs.iter().map(|a| a.func.new_acc()).collect();
-        let p = PartialGroup {
-            key: vec![1].into(),
-            key_values: vec![Datum::Int(1)],
-            window: Some((0, 30)),
-            accs,
-            max_ts: 5,
-        };
-        one.apply(&tumble, &ViewOptions::default(), i64::MIN, p, &mut changes);
-        one.encode(&mut e);
-        let single = e.finish();
+        let single = state_of(1..2);
         let body = &single[8..];
         let mut twice = 2u64.to_le_bytes().to_vec();
         twice.extend_from_slice(body);

@@ -694,6 +694,14 @@ impl ViewRuntime {
 
 /// Runs a view on this shard until it is stopped: reads its partitions from their
 /// positions, processes, exchanges, and waits for new data when caught up.
+/// A reader of one source partition from `from`: a replay keeps fewer reads in flight, so
+/// live reads and writes wait behind fewer of them in the device.
+fn source_reader(rt: &ViewRuntime, part: Partition, from: Offset) -> PartitionReader {
+    let depth =
+        if rt.replaying.get() { crate::limits::REPLAY_READ_AHEAD_DEPTH } else { crate::limits::READ_AHEAD_DEPTH };
+    PartitionReader::with_read_ahead(part, from, depth)
+}
+
 pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
     let shards = rt.shard.count;
     let me = rt.shard.index;
@@ -721,12 +729,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         for (side, src) in std::iter::once(&st.left).chain(st.right.iter()).map(|s| (s.side, s)) {
             for (p, from) in &src.positions {
                 if let Some(part) = host.local_partition(&src.topic, *p) {
-                    let depth = if rt.replaying.get() {
-                        crate::limits::REPLAY_READ_AHEAD_DEPTH
-                    } else {
-                        crate::limits::READ_AHEAD_DEPTH
-                    };
-                    readers.push((side, *p, PartitionReader::with_read_ahead(part, *from, depth)));
+                    readers.push((side, *p, source_reader(&rt, part, *from)));
                 }
             }
         }
@@ -801,12 +804,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                             "retention deleted records before the view read them; it continues from offset {start}"
                         );
                         rt.metrics.lost_to_retention.add(start.saturating_sub(requested));
-                        let depth = if rt.replaying.get() {
-                            crate::limits::REPLAY_READ_AHEAD_DEPTH
-                        } else {
-                            crate::limits::READ_AHEAD_DEPTH
-                        };
-                        *reader = PartitionReader::with_read_ahead(reader.partition().clone(), Offset(start), depth);
+                        *reader = source_reader(&rt, reader.partition().clone(), Offset(start));
                     }
                     Err(e) => {
                         tracing::error!(view = %rt.name, partition = *p, error = %e, "reading the source failed");

@@ -65,10 +65,6 @@ pub async fn execute_script(node: &Rc<Node>, sql: &str) -> Result<Vec<Outcome>, 
     Ok(out)
 }
 
-fn internal_topic(name: &str) -> bool {
-    crate::log::is_internal_topic(name)
-}
-
 /// Carries out a planned statement.
 pub async fn execute(node: &Rc<Node>, planned: Planned) -> Result<Outcome, SqlError> {
     match planned {
@@ -173,7 +169,7 @@ async fn drop_one(node: &Rc<Node>, kind: ObjectKind, name: &str, if_exists: bool
         node.drop_view(name, if_exists).await?;
         return Ok(());
     }
-    let Some(topic) = node.log.topic(name).filter(|_| !internal_topic(name)) else {
+    let Some(topic) = node.log.topic(name).filter(|_| !crate::log::is_internal_topic(name)) else {
         if if_exists {
             return Ok(());
         }
@@ -216,7 +212,10 @@ async fn show(node: &Rc<Node>, kind: ObjectKind) -> Result<Outcome, SqlError> {
         ObjectKind::Topic | ObjectKind::Table => {
             let mut topics = node.log.topics();
             topics.sort_by(|a, b| a.name.cmp(&b.name));
-            for t in topics.iter().filter(|t| !internal_topic(&t.name) && t.is_table() == (kind == ObjectKind::Table)) {
+            for t in topics
+                .iter()
+                .filter(|t| !crate::log::is_internal_topic(&t.name) && t.is_table() == (kind == ObjectKind::Table))
+            {
                 let third = if kind == ObjectKind::Table { t.primary_key.join(", ") } else { t.durability.to_string() };
                 rows.push(vec![text(t.name.clone()), Datum::Int(t.partitions as i64), text(third), text(schema_of(t))]);
             }
