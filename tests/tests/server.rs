@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use sluice::log::StartPosition;
 use sluice::server::native::client::{decode_produced, Client, ClientError};
 use sluice::server::native::protocol::{encode, CreateTopic, ErrorCode};
-use sluice_tests::{batch, sluice_cli, value_of, Server};
+use sluice_tests::{batch, eventually, sluice_cli, value_of, Server};
 
 fn spec(name: &str, partitions: u32) -> CreateTopic {
     CreateTopic::new(name, partitions)
@@ -708,4 +709,47 @@ fn a_copied_topic_or_view_directory_is_refused_at_start_with_its_name() {
         std::fs::remove_dir_all(&copy).unwrap();
     }
     assert!(serve_until_exit(&data).is_none(), "with the copies gone it starts");
+}
+
+/// A log put back from an older copy under views whose checkpoints count more: each view
+/// is built again from the log (the truth) instead of going on from a position the log
+/// has not reached, which would skip whatever is appended there next.
+#[test]
+fn a_view_whose_checkpoint_is_ahead_of_the_log_is_built_again_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let saved = dir.path().join("orders-then");
+    let totals = |server: &Server| sluice_tests::sql_rows(server.http, "SELECT k, n, s FROM totals ORDER BY k");
+    let mut server = Server::start(&data);
+    sluice_tests::sql_rows(
+        server.http,
+        "CREATE TOPIC orders (k BIGINT, v BIGINT) WITH (partitions = 1);
+         CREATE MATERIALIZED VIEW totals AS SELECT k, count(*) AS n, sum(v) AS s FROM orders GROUP BY k;
+         INSERT INTO orders VALUES (1, 10), (2, 20), (1, 5);",
+    );
+    assert!(server.terminate(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    copy_dir(&data.join("topics").join("orders"), &saved);
+    let mut server = Server::start(&data);
+    sluice_tests::sql_rows(server.http, "INSERT INTO orders VALUES (1, 100), (3, 30), (3, 300)");
+    let after_six = || {
+        vec![
+            vec![json!(1), json!(3), json!(115)],
+            vec![json!(2), json!(1), json!(20)],
+            vec![json!(3), json!(2), json!(330)],
+        ]
+    };
+    assert!(eventually(Duration::from_secs(10), || totals(&server) == after_six()), "{:?}", totals(&server));
+    // Stopping takes a last checkpoint (covering all six rows); then the old log goes back.
+    assert!(server.terminate(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    std::fs::remove_dir_all(data.join("topics").join("orders")).unwrap();
+    copy_dir(&saved, &data.join("topics").join("orders"));
+    let server = Server::start(&data);
+    let from_log = || vec![vec![json!(1), json!(2), json!(15)], vec![json!(2), json!(1), json!(20)]];
+    assert!(eventually(Duration::from_secs(10), || totals(&server) == from_log()), "{:?}", totals(&server));
+    // What is appended now (at offsets the stale checkpoint claimed) counts.
+    sluice_tests::sql_rows(server.http, "INSERT INTO orders VALUES (2, 2)");
+    let expected = vec![vec![json!(1), json!(2), json!(15)], vec![json!(2), json!(2), json!(22)]];
+    assert!(eventually(Duration::from_secs(10), || totals(&server) == expected), "{:?}", totals(&server));
+    let log = std::fs::read_to_string(data.with_extension("stderr.log")).unwrap();
+    assert!(log.contains("the checkpoint is ahead of the log"), "{log}");
 }

@@ -708,8 +708,14 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
     // The table of a stream–table join first: every row it has now, to every shard
     // (not again when the driver is restarted in another task queue).
     if rt.plan.table_join.is_some() && !rt.table_ready() {
-        if let Err(e) = feed_table(&*host, &rt, true).await {
-            tracing::error!(view = %rt.name, error = %e, "reading the table failed");
+        // Until the table is read whole no event can be enriched: a failed read is tried
+        // again (rows go out only once every partition is read, so a failed read sent none).
+        while let Err(e) = feed_table(&*host, &rt, true).await {
+            tracing::error!(view = %rt.name, error = %e, "reading the table failed; trying again in 1 s");
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            if rt.is_stopped() {
+                return;
+            }
         }
         while !rt.table_ready() && !rt.is_stopped() {
             let l = rt.wake.listen();
@@ -996,8 +1002,24 @@ async fn feed_table(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, initial: bool
     let mut new_positions = Vec::new();
     for (p, from) in positions {
         let Some(part) = host.local_partition(&t.table, p) else { continue };
-        let mut reader = PartitionReader::new(part, from);
-        while let Some(batch) = reader.next_batch().await.map_err(|e| e.to_string())? {
+        let mut from = from;
+        let mut reader = PartitionReader::new(part.clone(), from);
+        loop {
+            let batch = match reader.next_batch().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(LogError::OffsetOutOfRange { requested, start, .. }) => {
+                    // As for the sources: rows retention took are gone; the table goes on
+                    // from the oldest kept.
+                    tracing::warn!(view = %rt.name, table = %t.table, partition = p, lost = start.saturating_sub(requested),
+                        "retention deleted table rows before the view read them; it continues from offset {start}");
+                    rt.metrics.lost_to_retention.add(start.saturating_sub(requested));
+                    from = Offset(start);
+                    reader = PartitionReader::new(part.clone(), from);
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             let Some(recs) = batch.rows() else { continue };
             for (i, rec) in recs.iter().enumerate() {
                 if batch.base_offset() + (i as u64) < from.0 {

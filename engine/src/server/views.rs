@@ -381,7 +381,20 @@ impl Node {
         let defs = catalog::read_defs(self.log.storage(), self.log.data_dir()).await.map_err(|e| e.to_string())?;
         for def in defs {
             self.views.set_last_id(self.views.last_id().max(def.id));
-            if let Err(e) = self.install_view(&def, false, 0).await {
+            let mut installed = self.install_view(&def, false, 0).await;
+            let ahead = installed.as_ref().err().filter(|e| e.code == ErrorCode::OffsetOutOfRange);
+            if let Some(message) = ahead.map(|e| e.message.clone()) {
+                // The view's state counts records the log no longer holds: the log is the
+                // truth, so the view is built again from it rather than going on from a
+                // position the log has not reached (it would skip what is appended there).
+                tracing::warn!(view = %def.name, error = %message, "the checkpoint is ahead of the log; rebuilding the view from its sources");
+                let _ = self.remove_view_everywhere(&def.name).await;
+                installed = match checkpoint::discard(self.log.storage(), self.log.data_dir(), &def.name).await {
+                    Ok(()) => self.install_view(&def, false, 0).await,
+                    Err(e) => Err(ApiError::new(ErrorCode::Io, e.to_string())),
+                };
+            }
+            if let Err(e) = installed {
                 // One broken view does not keep the others (or the log) from serving.
                 tracing::error!(view = %def.name, error = %e, "the view could not be restored");
                 let _ = self.remove_view_everywhere(&def.name).await;
@@ -425,6 +438,12 @@ impl Node {
             self.views.set_checkpoint_id(&def.name, meta.id);
             match checkpoint::read_shard_state(storage, dir, &def.name, &meta, self.shard.index as u32).await {
                 Ok(Some(state)) => {
+                    if let Some(ahead) = self.checkpoint_ahead_of_log(&state) {
+                        return Err(ApiError::new(
+                            ErrorCode::OffsetOutOfRange,
+                            format!("checkpoint {} of view '{}' {ahead}", meta.id, def.name),
+                        ));
+                    }
                     if let Err(e) = runtime.restore(&state) {
                         return Err(ApiError::new(ErrorCode::Corrupt, e));
                     }
@@ -444,6 +463,21 @@ impl Node {
         }
         self.views.add(def, Rc::new(runtime), planned.columns);
         Ok(())
+    }
+
+    /// Where a checkpoint counts records this shard's log does not have (the log was
+    /// restored from an older copy, or cut by hand): says which partition and by how much.
+    /// Checkpoints sync their sources first, so a crash alone never leads here.
+    fn checkpoint_ahead_of_log(&self, state: &checkpoint::ShardState) -> Option<String> {
+        state.sources.iter().find_map(|s| {
+            let end = self.log.partition(&s.topic, s.partition).ok()?.offsets().visible_end();
+            (s.next > end).then(|| {
+                format!(
+                    "covers {}/{} up to offset {}, but the log ends at offset {}",
+                    s.topic, s.partition, s.next.0, end.0
+                )
+            })
+        })
     }
 
     /// Takes a checkpoint of every view, one after another (the coordinator, forever).

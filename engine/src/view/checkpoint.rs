@@ -140,6 +140,23 @@ pub async fn write_meta(storage: &Storage, data_dir: &Path, view: &str, meta: &C
     Ok(())
 }
 
+/// Forgets the view's checkpoints (manifest first, so a crash midway leaves none in
+/// force): the view is then built again from its sources.
+pub async fn discard(storage: &Storage, data_dir: &Path, view: &str) -> Result<(), LogError> {
+    let dir = view_dir(data_dir, view);
+    let meta = dir.join(META_FILE);
+    if storage.exists(&meta) {
+        storage.remove_file(&meta).await?;
+        storage.sync_dir(&dir).await?;
+    }
+    for entry in storage.list_dir(&dir)? {
+        if entry.name.starts_with("ckpt-") {
+            storage.remove_file(&dir.join(&entry.name)).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The view's last complete checkpoint, if any.
 pub async fn read_meta(storage: &Storage, data_dir: &Path, view: &str) -> Result<Option<CheckpointMeta>, LogError> {
     let path = view_dir(data_dir, view).join(META_FILE);
