@@ -17,7 +17,9 @@ use crate::limits::BATCH_HEADER_BYTES;
 
 /// "SLCB" read as a little-endian u32.
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"SLCB");
-pub const BATCH_VERSION: u16 = 1;
+/// 2: the payload's rkyv archive is unaligned (primitives of alignment 1: a row of three
+/// 8-byte columns takes 60 bytes a record instead of 88). Version 1 (aligned) is refused.
+pub const BATCH_VERSION: u16 = 2;
 
 /// Flag: the payload holds typed rows rather than raw byte values.
 pub const FLAG_TYPED: u16 = 1;
@@ -47,7 +49,7 @@ pub enum HeaderError {
     Empty,
     #[error("bad batch magic {0:#010x}")]
     BadMagic(u32),
-    #[error("unsupported batch version {0}")]
+    #[error("unsupported batch version {0} (this build reads version 2; version 1, the aligned archive layout, was written by builds before 2026-12-02)")]
     BadVersion(u16),
     #[error("batch header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     BadHeaderCrc { stored: u32, computed: u32 },

@@ -25,6 +25,7 @@ use crate::sql::plan_view::{plan_view, view_options, Catalog, PlannedView};
 use crate::sql::types::{DataType, OwnedDatum};
 use crate::view::catalog::{self, ViewDef};
 use crate::view::checkpoint::{self, CheckpointMeta, ShardState};
+use crate::view::manager::CheckpointStep;
 use crate::view::read::{read_rows, state_size, ReadRequest};
 
 /// The two exchanges between shards (see `dataflow::exchange`).
@@ -102,11 +103,12 @@ pub enum ViewRequest {
         id: u64,
         reply: Reply<()>,
     },
-    /// To the coordinator: this shard's part of checkpoint `id` is durable (or failed).
-    CheckpointDone {
+    /// To the coordinator: this shard's part of checkpoint `id` is taken, or durable (or
+    /// failed).
+    CheckpointStep {
         name: String,
         id: u64,
-        ok: bool,
+        step: CheckpointStep,
         reply: Reply<()>,
     },
     /// From the coordinator: go on after checkpoint `id`.
@@ -175,34 +177,47 @@ impl DataflowHost for ShardHost {
 
     fn checkpoint<'a>(&'a self, rt: &'a Rc<ViewRuntime>, state: ShardState) -> LocalFuture<'a, ()> {
         Box::pin(async move {
-            let node = &self.node;
-            let mut ok = true;
-            // The records the state counts must survive a crash as surely as the state.
-            for s in &state.sources {
-                if let Ok(p) = node.log.partition(&s.topic, s.partition) {
-                    if let Err(e) = p.sync_to(s.next).await {
-                        tracing::warn!(view = %rt.name, error = %e, "syncing a source for a checkpoint failed");
+            let node = self.node.clone();
+            let (name, id) = (rt.name.clone(), state.id);
+            // The state is in memory now: once every shard has taken its own, the sources
+            // go on, and the disk work below no longer holds up the live view.
+            node.report_checkpoint_step(name.clone(), id, CheckpointStep::Captured).await;
+            glommio::spawn_local(async move {
+                let mut ok = true;
+                // The records the state counts must survive a crash as surely as the state.
+                for s in &state.sources {
+                    if let Ok(p) = node.log.partition(&s.topic, s.partition) {
+                        if let Err(e) = p.sync_to(s.next).await {
+                            tracing::warn!(view = %name, error = %e, "syncing a source for a checkpoint failed");
+                            ok = false;
+                        }
+                    }
+                }
+                if ok {
+                    if let Err(e) =
+                        checkpoint::write_shard_state(node.log.storage(), node.log.data_dir(), &name, &state).await
+                    {
+                        tracing::warn!(view = %name, error = %e, "writing a checkpoint failed");
                         ok = false;
                     }
                 }
-            }
-            if ok {
-                if let Err(e) =
-                    checkpoint::write_shard_state(node.log.storage(), node.log.data_dir(), &rt.name, &state).await
-                {
-                    tracing::warn!(view = %rt.name, error = %e, "writing a checkpoint failed");
-                    ok = false;
-                }
-            }
-            let (name, id) = (rt.name.clone(), state.id);
-            if node.shard.index == COORDINATOR {
-                node.views.checkpoint_done(&name, id, ok);
-            } else {
-                let _ = node
-                    .ask(COORDINATOR, |reply| ShardRequest::View(ViewRequest::CheckpointDone { name, id, ok, reply }))
-                    .await;
-            }
+                node.report_checkpoint_step(name, id, CheckpointStep::Written { ok }).await;
+            })
+            .detach();
         })
+    }
+}
+
+impl Node {
+    /// Tells the coordinator how this shard's part of checkpoint `id` stands.
+    async fn report_checkpoint_step(self: &Rc<Self>, name: String, id: u64, step: CheckpointStep) {
+        if self.shard.index == COORDINATOR {
+            self.views.checkpoint_step(&name, id, step);
+        } else {
+            let _ = self
+                .ask(COORDINATOR, |reply| ShardRequest::View(ViewRequest::CheckpointStep { name, id, step, reply }))
+                .await;
+        }
     }
 }
 
@@ -534,9 +549,24 @@ impl Node {
             }
         }
         let timeout = std::time::Duration::from_millis(crate::limits::CHECKPOINT_TIMEOUT_MS);
-        let complete = asked && self.views.wait_checkpoint(&def.name, id, self.shard.count, timeout).await;
+        let shards = self.shard.count;
+        let captured =
+            asked && self.views.wait_checkpoint(&def.name, id, CheckpointStep::Captured, shards, timeout).await;
+        // Every shard's state is taken: the sources go on while the states are written.
+        for shard in 0..shards {
+            if shard == self.shard.index {
+                if let Some((_, rt, _)) = self.views.get(&def.name) {
+                    rt.resume(id);
+                }
+            } else {
+                let name = def.name.clone();
+                let _ = self.ask(shard, |reply| ShardRequest::View(ViewRequest::Resume { name, id, reply })).await;
+            }
+        }
+        let written = CheckpointStep::Written { ok: true };
+        let complete = captured && self.views.wait_checkpoint(&def.name, id, written, shards, timeout).await;
         if complete {
-            let meta = CheckpointMeta { id, view_key: def.key(), shards: self.shard.count as u32 };
+            let meta = CheckpointMeta { id, view_key: def.key(), shards: shards as u32 };
             match checkpoint::write_meta(self.log.storage(), self.log.data_dir(), &def.name, &meta).await {
                 Ok(()) => {
                     self.views.record_checkpoint(&def.name, started.elapsed());
@@ -546,16 +576,6 @@ impl Node {
             }
         } else {
             tracing::warn!(view = %def.name, id, "checkpoint abandoned (a shard did not complete it in time)");
-        }
-        for shard in 0..self.shard.count {
-            if shard == self.shard.index {
-                if let Some((_, rt, _)) = self.views.get(&def.name) {
-                    rt.resume(id);
-                }
-            } else {
-                let name = def.name.clone();
-                let _ = self.ask(shard, |reply| ShardRequest::View(ViewRequest::Resume { name, id, reply })).await;
-            }
         }
     }
 
@@ -730,8 +750,8 @@ impl Node {
                 }
                 let _ = reply.send(Ok(()));
             }
-            ViewRequest::CheckpointDone { name, id, ok, reply } => {
-                self.views.checkpoint_done(&name, id, ok);
+            ViewRequest::CheckpointStep { name, id, step, reply } => {
+                self.views.checkpoint_step(&name, id, step);
                 let _ = reply.send(Ok(()));
             }
             ViewRequest::Resume { name, id, reply } => {

@@ -46,9 +46,27 @@ pub struct ViewManager {
 #[derive(Debug, Default, Clone)]
 pub struct CheckpointProgress {
     pub last_id: u64,
-    pub in_progress: Option<(u64, usize, bool)>,
+    pub in_progress: Option<CheckpointRound>,
     pub completed: u64,
     pub last_duration: Option<std::time::Duration>,
+}
+
+/// The shards' reports on the checkpoint in progress.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointRound {
+    pub id: u64,
+    /// Shards whose state is taken (in memory): once all are, the sources may go on.
+    pub captured: usize,
+    /// Shards whose state is durable, or failed to be (`ok` false).
+    pub written: usize,
+    pub ok: bool,
+}
+
+/// A shard's report on its part of a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointStep {
+    Captured,
+    Written { ok: bool },
 }
 
 impl ViewManager {
@@ -184,30 +202,43 @@ impl ViewManager {
     }
 
     pub fn begin_checkpoint(&self, name: &str, id: u64) {
-        self.checkpoints.borrow_mut().entry(name.to_string()).or_default().in_progress = Some((id, 0, true));
+        let round = CheckpointRound { id, captured: 0, written: 0, ok: true };
+        self.checkpoints.borrow_mut().entry(name.to_string()).or_default().in_progress = Some(round);
     }
 
-    /// A shard reports its part of checkpoint `id`.
-    pub fn checkpoint_done(&self, name: &str, id: u64, ok: bool) {
-        if let Some(p) = self.checkpoints.borrow_mut().get_mut(name) {
-            if let Some((cur, done, all_ok)) = p.in_progress.as_mut() {
-                if *cur == id {
-                    *done += 1;
-                    *all_ok &= ok;
+    /// A shard reports a step of its part of checkpoint `id`.
+    pub fn checkpoint_step(&self, name: &str, id: u64, step: CheckpointStep) {
+        if let Some(round) = self.checkpoints.borrow_mut().get_mut(name).and_then(|p| p.in_progress.as_mut()) {
+            if round.id == id {
+                match step {
+                    CheckpointStep::Captured => round.captured += 1,
+                    CheckpointStep::Written { ok } => {
+                        round.written += 1;
+                        round.ok &= ok;
+                    }
                 }
             }
         }
         self.checkpoint_event.notify(usize::MAX);
     }
 
-    /// Waits until `shards` shards reported checkpoint `id` (true if all succeeded).
-    pub async fn wait_checkpoint(&self, name: &str, id: u64, shards: usize, timeout: std::time::Duration) -> bool {
+    /// Waits until `shards` shards reported `step` of checkpoint `id` (for `Written`:
+    /// true if all succeeded).
+    pub async fn wait_checkpoint(
+        &self,
+        name: &str,
+        id: u64,
+        step: CheckpointStep,
+        shards: usize,
+        timeout: std::time::Duration,
+    ) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let status = self.checkpoints.borrow().get(name).and_then(|p| p.in_progress).filter(|p| p.0 == id);
-            match status {
-                Some((_, done, ok)) if done >= shards => return ok,
-                None => return false,
+            let status = self.checkpoints.borrow().get(name).and_then(|p| p.in_progress).filter(|r| r.id == id);
+            match (status, step) {
+                (Some(r), CheckpointStep::Captured) if r.captured >= shards => return true,
+                (Some(r), CheckpointStep::Written { .. }) if r.written >= shards => return r.ok,
+                (None, _) => return false,
                 _ => {}
             }
             let l = self.checkpoint_event.listen();

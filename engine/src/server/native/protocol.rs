@@ -13,7 +13,9 @@ use crate::log::Offset;
 use crate::log::{Durability, PartitionStatus, StartPosition, TopicConfig};
 use crate::wire::{Decoder, Encoder, WireError};
 
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: batch payloads are version-2 (unaligned) rkyv archives; a version-1 client's
+/// payloads would not read, so it gets `UnsupportedVersion` instead.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Bytes of the request header: api key, api version, correlation id.
 pub const REQUEST_HEADER_BYTES: usize = 8;
 
