@@ -24,6 +24,10 @@ impl Encoder {
         Encoder { buf: Vec::new() }
     }
 
+    pub fn with_capacity(bytes: usize) -> Self {
+        Encoder { buf: Vec::with_capacity(bytes) }
+    }
+
     pub fn with_buf(buf: Vec<u8>) -> Self {
         Encoder { buf }
     }
@@ -52,6 +56,15 @@ impl Encoder {
     pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
         self.u32(v.len() as u32);
         self.buf.extend_from_slice(v);
+        self
+    }
+    /// A u32 length, then the bytes `write` appends (no separate buffer for them).
+    pub fn bytes_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        let at = self.buf.len();
+        self.u32(0);
+        write(&mut self.buf);
+        let len = (self.buf.len() - at - 4) as u32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
         self
     }
     pub fn str(&mut self, v: &str) -> &mut Self {

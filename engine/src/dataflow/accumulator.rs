@@ -494,9 +494,7 @@ pub fn encode_opt_datum(e: &mut Encoder, v: Option<&OwnedDatum>) {
             e.u8(0);
         }
         Some(d) => {
-            let mut k = Vec::new();
-            d.encode_key(&mut k);
-            e.u8(1).bytes(&k);
+            e.u8(1).bytes_with(|out| d.encode_key(out));
         }
     }
 }

@@ -879,13 +879,33 @@ impl AggregateState {
             .sum()
     }
 
-    /// For checkpoints.
+    /// For checkpoints: the key count, then every key's groups in key order.
     pub fn encode(&self, e: &mut Encoder) {
-        let mut keys: Vec<(&Box<[u8]>, &KeyGroups)> = self.keys.iter().collect();
-        keys.sort_by(|a, b| a.0.cmp(b.0));
+        let keys = self.sorted_keys();
         e.u64(keys.len() as u64);
-        for (k, kg) in keys {
+        self.encode_keys(e, &keys);
+    }
+
+    /// The keys in the order a checkpoint holds them (copies: a sliced snapshot lets go
+    /// of the state between slices).
+    pub fn sorted_keys(&self) -> Vec<Box<[u8]>> {
+        let mut keys: Vec<Box<[u8]>> = self.keys.keys().cloned().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// The groups of `keys` (each one this state holds), as [`AggregateState::encode`]
+    /// writes them after the key count.
+    pub fn encode_keys(&self, e: &mut Encoder, keys: &[Box<[u8]>]) {
+        for k in keys {
             e.bytes(k);
+            let Some(kg) = self.keys.get(k) else {
+                // A snapshot's state does not change between its slices (every source is
+                // paused at the barrier); should it, the key is written empty.
+                debug_assert!(false, "a key left the state during its snapshot");
+                e.u32(0).u32(0);
+                continue;
+            };
             e.u32(kg.values.len() as u32);
             for v in kg.values.iter() {
                 encode_opt_datum(e, Some(v));

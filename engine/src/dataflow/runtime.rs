@@ -128,6 +128,9 @@ pub struct ViewRuntime {
     pub started_at: Vec<(String, u32, Offset)>,
     wake: Event,
     checkpoint: RefCell<Checkpointing>,
+    /// The size of the last snapshot: the next one's buffer starts that large (growing
+    /// a multi-megabyte buffer by doubling copies it several times inside the pause).
+    snapshot_bytes_last: Cell<usize>,
 }
 
 /// Where this shard stands in the view's checkpoints (aligned barriers).
@@ -245,6 +248,7 @@ impl ViewRuntime {
             started_at: Vec::new(),
             wake: Event::new(),
             checkpoint: RefCell::new(Checkpointing::default()),
+            snapshot_bytes_last: Cell::new(0),
         };
         rt.started_at = rt.positions();
         Ok(rt)
@@ -272,30 +276,56 @@ impl ViewRuntime {
     }
 
     /// This shard's part of checkpoint `id`: source positions and clocks, and every
-    /// operator's state. Taken between messages, so it holds whole batches only.
-    pub fn snapshot(&self, id: u64) -> ShardState {
-        let st = self.state.borrow();
-        let mut sources = Vec::new();
-        for src in std::iter::once(&st.left).chain(st.right.iter()) {
-            for (p, next) in &src.positions {
-                let max_ts =
-                    src.clocks.partitions.iter().find(|c| c.partition == *p).map_or(WATERMARK_UNKNOWN, |c| c.max_ts);
-                sources.push(SourcePosition { topic: src.topic.clone(), partition: *p, next: *next, max_ts });
+    /// operator's state. Taken between messages, so it holds whole batches only. The
+    /// aggregate's groups are written a slice of keys at a time, stepping aside through
+    /// the reactor between slices, so a large state does not hold up the shard's other
+    /// work; the state does not change meanwhile, since every source is paused at the
+    /// barrier until every shard has its snapshot.
+    pub async fn snapshot(&self, id: u64) -> ShardState {
+        let (sources, keys, hint) = {
+            let st = self.state.borrow();
+            let mut sources = Vec::new();
+            for src in std::iter::once(&st.left).chain(st.right.iter()) {
+                for (p, next) in &src.positions {
+                    let max_ts = src
+                        .clocks
+                        .partitions
+                        .iter()
+                        .find(|c| c.partition == *p)
+                        .map_or(WATERMARK_UNKNOWN, |c| c.max_ts);
+                    sources.push(SourcePosition { topic: src.topic.clone(), partition: *p, next: *next, max_ts });
+                }
+            }
+            // A first snapshot guesses from the groups held (~60 bytes each, encoded).
+            let hint = self.snapshot_bytes_last.get().max(st.agg.rows.saturating_mul(64));
+            (sources, st.agg.sorted_keys(), hint)
+        };
+        let mut e = Encoder::with_capacity(hint + hint / 8);
+        e.u64(keys.len() as u64);
+        let mut ran_since = std::time::Instant::now();
+        for slice in keys.chunks(crate::limits::SNAPSHOT_SLICE_KEYS) {
+            self.state.borrow().agg.encode_keys(&mut e, slice);
+            if ran_since.elapsed() >= Duration::from_micros(crate::limits::REPLAY_RUN_US) {
+                glommio::timer::sleep(Duration::from_micros(1)).await;
+                ran_since = std::time::Instant::now();
             }
         }
-        let mut e = Encoder::new();
-        st.agg.encode(&mut e);
-        encode_watermarks(&st.agg_watermarks, &mut e);
-        st.join.encode(&mut e);
-        encode_watermarks(&st.join_watermarks, &mut e);
-        st.append.encode(&mut e);
+        {
+            let st = self.state.borrow();
+            encode_watermarks(&st.agg_watermarks, &mut e);
+            st.join.encode(&mut e);
+            encode_watermarks(&st.join_watermarks, &mut e);
+            st.append.encode(&mut e);
+        }
+        let operators = e.finish();
+        self.snapshot_bytes_last.set(operators.len());
         ShardState {
             view_key: self.key,
             id,
             shards: self.shard.count as u32,
             shard: self.shard.index as u32,
             sources,
-            operators: e.finish(),
+            operators,
         }
     }
 
@@ -1134,7 +1164,9 @@ pub async fn on_message(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, from: usi
 async fn maybe_checkpoint(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>) {
     let ready = rt.checkpoint.borrow_mut().ready.take();
     if let Some(id) = ready {
-        let state = rt.snapshot(id);
+        let started = std::time::Instant::now();
+        let state = rt.snapshot(id).await;
+        tracing::debug!(view = %rt.name, id, bytes = state.operators.len(), took_us = started.elapsed().as_micros() as u64, "checkpoint snapshot taken");
         host.checkpoint(rt, state).await;
     }
 }
