@@ -180,8 +180,9 @@ pub const REPLAY_SLICE_ROWS: usize = 256;
 /// How long a replaying driver runs before it steps aside through the reactor: about the
 /// longest a live request waits on a replay.
 pub const REPLAY_RUN_US: u64 = 100;
-/// Keys of a view's aggregate written per slice of a checkpoint snapshot, between which
-/// the snapshot checks whether it has run REPLAY_RUN_US and steps aside.
+/// Keys of a view's aggregate written (for a checkpoint) or freed (for a retired version)
+/// per slice, between which the work checks whether it has run REPLAY_RUN_US and steps
+/// aside.
 pub const SNAPSHOT_SLICE_KEYS: usize = 64;
 /// Reads in flight per partition for a replay (live readers: READ_AHEAD_DEPTH).
 pub const REPLAY_READ_AHEAD_DEPTH: usize = 2;

@@ -107,6 +107,7 @@ impl ViewManager {
         if let Some(t) = entry.task {
             t.await;
         }
+        entry.runtime.release_state().await;
         Some(entry.def)
     }
 
