@@ -881,21 +881,22 @@ impl AggregateState {
 
     /// For checkpoints: the key count, then every key's groups in key order.
     pub fn encode(&self, e: &mut Encoder) {
-        let keys = self.sorted_keys();
-        e.u64(keys.len() as u64);
+        let keys = self.encode_begin(e);
         self.encode_keys(e, &keys);
     }
 
-    /// The keys in the order a checkpoint holds them (copies: a sliced snapshot lets go
-    /// of the state between slices).
-    pub fn sorted_keys(&self) -> Vec<Box<[u8]>> {
+    /// The first part of [`AggregateState::encode`], for an encoding done in slices:
+    /// writes the key count and returns the keys in the order their groups must follow
+    /// (copies: a sliced snapshot lets go of the state between slices).
+    pub fn encode_begin(&self, e: &mut Encoder) -> Vec<Box<[u8]>> {
         let mut keys: Vec<Box<[u8]>> = self.keys.keys().cloned().collect();
         keys.sort_unstable();
+        e.u64(keys.len() as u64);
         keys
     }
 
-    /// The groups of `keys` (each one this state holds), as [`AggregateState::encode`]
-    /// writes them after the key count.
+    /// The groups of `keys` (each one this state holds), in the order given, as
+    /// [`AggregateState::encode`] writes them after the key count.
     pub fn encode_keys(&self, e: &mut Encoder, keys: &[Box<[u8]>]) {
         for k in keys {
             e.bytes(k);

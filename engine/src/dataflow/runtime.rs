@@ -282,7 +282,7 @@ impl ViewRuntime {
     /// work; the state does not change meanwhile, since every source is paused at the
     /// barrier until every shard has its snapshot.
     pub async fn snapshot(&self, id: u64) -> ShardState {
-        let (sources, keys, hint) = {
+        let (sources, keys, mut e) = {
             let st = self.state.borrow();
             let mut sources = Vec::new();
             for src in std::iter::once(&st.left).chain(st.right.iter()) {
@@ -298,17 +298,14 @@ impl ViewRuntime {
             }
             // A first snapshot guesses from the groups held (~60 bytes each, encoded).
             let hint = self.snapshot_bytes_last.get().max(st.agg.rows.saturating_mul(64));
-            (sources, st.agg.sorted_keys(), hint)
+            let mut e = Encoder::with_capacity(hint + hint / 8);
+            let keys = st.agg.encode_begin(&mut e);
+            (sources, keys, e)
         };
-        let mut e = Encoder::with_capacity(hint + hint / 8);
-        e.u64(keys.len() as u64);
-        let mut ran_since = std::time::Instant::now();
+        let mut budget = RunBudget::new();
         for slice in keys.chunks(crate::limits::SNAPSHOT_SLICE_KEYS) {
             self.state.borrow().agg.encode_keys(&mut e, slice);
-            if ran_since.elapsed() >= Duration::from_micros(crate::limits::REPLAY_RUN_US) {
-                glommio::timer::sleep(Duration::from_micros(1)).await;
-                ran_since = std::time::Instant::now();
-            }
+            budget.step_aside_if_spent().await;
         }
         {
             let st = self.state.borrow();
@@ -334,13 +331,10 @@ impl ViewRuntime {
     /// go, held the shard for 5–7 ms at a rebuild's switch. Its driver has stopped.
     pub async fn release_state(&self) {
         let mut groups: Vec<_> = std::mem::take(&mut self.state.borrow_mut().agg.keys).into_iter().collect();
-        let mut ran_since = std::time::Instant::now();
+        let mut budget = RunBudget::new();
         while !groups.is_empty() {
             groups.truncate(groups.len().saturating_sub(crate::limits::SNAPSHOT_SLICE_KEYS));
-            if ran_since.elapsed() >= Duration::from_micros(crate::limits::REPLAY_RUN_US) {
-                glommio::timer::sleep(Duration::from_micros(1)).await;
-                ran_since = std::time::Instant::now();
-            }
+            budget.step_aside_if_spent().await;
         }
     }
 
@@ -787,7 +781,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
     }
     let mut next = Outbox::new(shards);
     let mut pace = Pace::new(rt.metrics.bytes_read.get());
-    let mut ran_since = std::time::Instant::now();
+    let mut budget = RunBudget::new();
     loop {
         if rt.is_stopped() || rt.paused.get() {
             return;
@@ -834,7 +828,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                         rt.metrics.bytes_read.add(batch.payload().len() as u64);
                         read_any = true;
                         if rt.replaying.get() {
-                            fold_replayed(&rt, *side, *p, &batch, &mut ran_since).await;
+                            fold_replayed(&rt, *side, *p, &batch, &mut budget).await;
                         } else {
                             rt.process_batch(*side, *p, &batch, usize::MAX);
                             glommio::yield_if_needed().await;
@@ -845,17 +839,9 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                         break;
                     }
                     Err(LogError::OffsetOutOfRange { requested, start, .. }) => {
-                        // Retention deleted records this view had not read (a slow rebuild,
-                        // an old checkpoint): they are gone for good, so it goes on from
-                        // the oldest record kept and counts what it lost.
-                        tracing::warn!(
-                            view = %rt.name,
-                            partition = *p,
-                            lost = start.saturating_sub(requested),
-                            "retention deleted records before the view read them; it continues from offset {start}"
-                        );
-                        rt.metrics.lost_to_retention.add(start.saturating_sub(requested));
-                        *reader = source_reader(&rt, reader.partition().clone(), Offset(start));
+                        let part = reader.partition().clone();
+                        let from = go_on_after_retention(&rt, &part.topic().name, *p, requested, start);
+                        *reader = source_reader(&rt, part, from);
                     }
                     Err(e) => {
                         tracing::error!(view = %rt.name, partition = *p, error = %e, "reading the source failed");
@@ -894,21 +880,49 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
     }
 }
 
-/// Folds a replayed batch in slices; once the replay has run for REPLAY_RUN_US it steps
-/// aside through the reactor, so live work that arrived meanwhile (network input is only
-/// found there) runs first, with the larger share. glommio's own preemption timer is
-/// 100 ms; 1 ms executor-wide lost wake-ups.
-async fn fold_replayed(rt: &ViewRuntime, side: Side, p: u32, batch: &Batch, ran_since: &mut std::time::Instant) {
+/// How long work done in slices (a replay, a snapshot, freeing a version's state) has run
+/// since it last stepped aside. Past REPLAY_RUN_US it steps aside through the reactor, so
+/// live work that arrived meanwhile (network input is only found there) runs first.
+/// glommio's own preemption timer is 100 ms; 1 ms executor-wide lost wake-ups.
+struct RunBudget {
+    since: std::time::Instant,
+}
+
+impl RunBudget {
+    fn new() -> Self {
+        RunBudget { since: std::time::Instant::now() }
+    }
+
+    /// Steps aside if this work has run its share since it last did.
+    async fn step_aside_if_spent(&mut self) {
+        if self.since.elapsed() >= Duration::from_micros(crate::limits::REPLAY_RUN_US) {
+            glommio::timer::sleep(Duration::from_micros(1)).await;
+            self.since = std::time::Instant::now();
+        }
+    }
+}
+
+/// Folds a replayed batch in slices, stepping aside between them when the replay has run
+/// its share (the live task queue has the larger one).
+async fn fold_replayed(rt: &ViewRuntime, side: Side, p: u32, batch: &Batch, budget: &mut RunBudget) {
     loop {
         let done = rt.process_batch(side, p, batch, crate::limits::REPLAY_SLICE_ROWS);
-        if ran_since.elapsed() >= Duration::from_micros(crate::limits::REPLAY_RUN_US) {
-            glommio::timer::sleep(Duration::from_micros(1)).await;
-            *ran_since = std::time::Instant::now();
-        }
+        budget.step_aside_if_spent().await;
         if done {
             return;
         }
     }
+}
+
+/// Retention deleted records a reader of this view had not read (a slow rebuild, an old
+/// checkpoint): they are gone for good, so the reader goes on from the oldest kept, which
+/// this returns, and the view counts what it lost.
+fn go_on_after_retention(rt: &ViewRuntime, topic: &str, partition: u32, requested: u64, start: u64) -> Offset {
+    let lost = start.saturating_sub(requested);
+    tracing::warn!(view = %rt.name, topic, partition, lost,
+        "retention deleted records before the view read them; it continues from offset {start}");
+    rt.metrics.lost_to_retention.add(lost);
+    Offset(start)
 }
 
 /// Where every input row of a view ends: the WHERE, then either a partial aggregate or
@@ -1045,21 +1059,15 @@ async fn feed_table(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, initial: bool
     let mut rows: Vec<(Box<[u8]>, i64, Vec<OwnedDatum>)> = Vec::new();
     let columns: Vec<ColumnInfo> = t.columns.clone();
     let mut new_positions = Vec::new();
-    for (p, from) in positions {
+    for (p, mut from) in positions {
         let Some(part) = host.local_partition(&t.table, p) else { continue };
-        let mut from = from;
         let mut reader = PartitionReader::new(part.clone(), from);
         loop {
             let batch = match reader.next_batch().await {
                 Ok(Some(batch)) => batch,
                 Ok(None) => break,
                 Err(LogError::OffsetOutOfRange { requested, start, .. }) => {
-                    // As for the sources: rows retention took are gone; the table goes on
-                    // from the oldest kept.
-                    tracing::warn!(view = %rt.name, table = %t.table, partition = p, lost = start.saturating_sub(requested),
-                        "retention deleted table rows before the view read them; it continues from offset {start}");
-                    rt.metrics.lost_to_retention.add(start.saturating_sub(requested));
-                    from = Offset(start);
+                    from = go_on_after_retention(rt, &t.table, p, requested, start);
                     reader = PartitionReader::new(part.clone(), from);
                     continue;
                 }

@@ -550,8 +550,7 @@ impl Node {
         }
         let timeout = std::time::Duration::from_millis(crate::limits::CHECKPOINT_TIMEOUT_MS);
         let shards = self.shard.count;
-        let captured =
-            asked && self.views.wait_checkpoint(&def.name, id, CheckpointStep::Captured, shards, timeout).await;
+        let captured = asked && self.views.wait_captured(&def.name, id, shards, timeout).await;
         // Every shard's state is taken: the sources go on while the states are written.
         for shard in 0..shards {
             if shard == self.shard.index {
@@ -563,8 +562,7 @@ impl Node {
                 let _ = self.ask(shard, |reply| ShardRequest::View(ViewRequest::Resume { name, id, reply })).await;
             }
         }
-        let written = CheckpointStep::Written { ok: true };
-        let complete = captured && self.views.wait_checkpoint(&def.name, id, written, shards, timeout).await;
+        let complete = captured && self.views.wait_written(&def.name, id, shards, timeout).await;
         if complete {
             let meta = CheckpointMeta { id, view_key: def.key(), shards: shards as u32 };
             match checkpoint::write_meta(self.log.storage(), self.log.data_dir(), &def.name, &meta).await {

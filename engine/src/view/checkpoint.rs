@@ -131,9 +131,14 @@ pub async fn write_meta(storage: &Storage, data_dir: &Path, view: &str, meta: &C
     e.u64(meta.id).u64(meta.view_key).u32(meta.shards);
     storage.write_file_atomic(&dir.join(META_FILE), &encode_meta_file(META_MAGIC, META_VERSION, &e.finish())).await?;
     // Older checkpoints are no longer needed (a crash here leaves files the next pass removes).
-    let keep = format!("ckpt-{:020}-", meta.id);
-    for entry in storage.list_dir(&dir)? {
-        if entry.name.starts_with("ckpt-") && !entry.name.starts_with(&keep) {
+    remove_states(storage, &dir, Some(meta.id)).await
+}
+
+/// Removes the view's state files, but those of checkpoint `keep`.
+async fn remove_states(storage: &Storage, dir: &Path, keep: Option<u64>) -> Result<(), LogError> {
+    let keep = keep.map(|id| format!("ckpt-{id:020}-"));
+    for entry in storage.list_dir(dir)? {
+        if entry.name.starts_with("ckpt-") && keep.as_ref().is_none_or(|k| !entry.name.starts_with(k.as_str())) {
             storage.remove_file(&dir.join(&entry.name)).await?;
         }
     }
@@ -149,12 +154,7 @@ pub async fn discard(storage: &Storage, data_dir: &Path, view: &str) -> Result<(
         storage.remove_file(&meta).await?;
         storage.sync_dir(&dir).await?;
     }
-    for entry in storage.list_dir(&dir)? {
-        if entry.name.starts_with("ckpt-") {
-            storage.remove_file(&dir.join(&entry.name)).await?;
-        }
-    }
-    Ok(())
+    remove_states(storage, &dir, None).await
 }
 
 /// The view's last complete checkpoint, if any.

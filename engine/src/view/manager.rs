@@ -223,24 +223,32 @@ impl ViewManager {
         self.checkpoint_event.notify(usize::MAX);
     }
 
-    /// Waits until `shards` shards reported `step` of checkpoint `id` (for `Written`:
-    /// true if all succeeded).
-    pub async fn wait_checkpoint(
+    /// Waits until `shards` shards have taken their snapshot of checkpoint `id`.
+    pub async fn wait_captured(&self, name: &str, id: u64, shards: usize, timeout: std::time::Duration) -> bool {
+        self.wait_round(name, id, timeout, |r| (r.captured >= shards).then_some(true)).await
+    }
+
+    /// Waits until `shards` shards have written their state of checkpoint `id` (true if
+    /// all succeeded).
+    pub async fn wait_written(&self, name: &str, id: u64, shards: usize, timeout: std::time::Duration) -> bool {
+        self.wait_round(name, id, timeout, |r| (r.written >= shards).then_some(r.ok)).await
+    }
+
+    /// Waits until `done` says how checkpoint `id` ended; false past `timeout` or when
+    /// another checkpoint took its place.
+    async fn wait_round(
         &self,
         name: &str,
         id: u64,
-        step: CheckpointStep,
-        shards: usize,
         timeout: std::time::Duration,
+        done: impl Fn(&CheckpointRound) -> Option<bool>,
     ) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let status = self.checkpoints.borrow().get(name).and_then(|p| p.in_progress).filter(|r| r.id == id);
-            match (status, step) {
-                (Some(r), CheckpointStep::Captured) if r.captured >= shards => return true,
-                (Some(r), CheckpointStep::Written { .. }) if r.written >= shards => return r.ok,
-                (None, _) => return false,
-                _ => {}
+            let Some(round) = status else { return false };
+            if let Some(ok) = done(&round) {
+                return ok;
             }
             let l = self.checkpoint_event.listen();
             let now = std::time::Instant::now();
