@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod raw_disk;
+pub mod raw_net;
 
 use std::path::Path;
 

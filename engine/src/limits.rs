@@ -30,6 +30,11 @@ pub const INDEX_INTERVAL_BYTES: u64 = 32 << 10;
 
 /// Bytes the appender coalesces into one write (a group of queued batches).
 pub const APPEND_WRITE_BYTES_MAX: usize = 4 << 20;
+/// The same under `sync`, smaller: the fdatasync of one write overlaps the next writes
+/// and acknowledges its appends sooner, so producers refill the queue while the device
+/// writes (measured: sync appends at 0.62-0.70 of the raw write rate with one 4 MiB write
+/// per group, 0.80-1.1 with 1 MiB writes, alternated; the raw yardstick writes 1 MiB too).
+pub const SYNC_WRITE_BYTES_MAX: usize = 1 << 20;
 /// Group writes a partition keeps in flight, and their bytes: building and starting the
 /// next overlaps writing these, and a write held up in the device (behind a replay's
 /// large reads, say) does not hold back the appends behind it.
@@ -166,6 +171,7 @@ const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(BLOCK_BYTES as u64));
 const _: () = assert!(READ_AHEAD_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(APPEND_WRITE_BYTES_MAX >= BATCH_BYTES_MAX_DEFAULT + BLOCK_BYTES);
 const _: () = assert!(APPEND_INFLIGHT_BYTES_MAX >= APPEND_WRITE_BYTES_MAX);
+const _: () = assert!(SYNC_WRITE_BYTES_MAX <= APPEND_WRITE_BYTES_MAX);
 const _: () = assert!(APPEND_WRITES_BUSY < APPEND_WRITES_INFLIGHT_MAX);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT > BATCH_BYTES_MAX_CEILING);
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64 + 1);

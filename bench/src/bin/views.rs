@@ -15,6 +15,8 @@
 //!   `interval` durability) to a view a reader polls by key; latency = when the reader
 //!   first sees an event's effect minus when the event was due (hdrhistogram).
 //! - Lookup latency over pgwire: a prepared point lookup, closed loop.
+//! - The floor under both: a bare loopback round trip between the server's and the
+//!   client's CPUs (`loopback_rtt_*`), no Sluice involved.
 //!
 //! The last line of output is JSON (`tumble_events_per_core`, `tumble_vs_differential`,
 //! `tumble_vs_flink`, `view_latency_p99_us`, `lookup_p99_us`, ...).
@@ -176,6 +178,12 @@ fn main() {
             }
             Err(e) => eprintln!("flink: skipped: {e}"),
         }
+    }
+    if want("lookup") || want("latency") {
+        // The floor under both: one bare loopback round trip between the same two CPUs.
+        let h = bench::raw_net::loopback_round_trip_ns(args.server_cpu, args.client_cpu, 20_000)
+            .expect("loopback round trips");
+        report("loopback_rtt", &h, &mut json);
     }
     if want("lookup") {
         let lookups = if args.quick { 20_000 } else { 200_000 };

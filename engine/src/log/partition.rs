@@ -4,10 +4,10 @@
 //!
 //! Appends queue in a bounded queue (a full queue suspends producers). One appender task
 //! drains the queue in groups, assigns offsets, and writes each group with one DMA write.
-//! Under `sync` a flusher task runs beside it: it fdatasyncs whatever has been written
-//! since the last sync and then acknowledges every append that sync covered, so
-//! concurrent producers share one sync (group commit) while the next group is already
-//! being written. Under `interval` a timer does the syncing and appends are acknowledged
+//! Under `sync` a flusher task runs beside it: it fdatasyncs whatever has landed since
+//! the last sync and then acknowledges every append that sync covered, so concurrent
+//! producers share one sync (group commit) while the next groups are already being
+//! written. Under `interval` a timer does the syncing and appends are acknowledged
 //! after their write; under `none` syncs happen only when a segment rolls and on close.
 //!
 //! A failed write or sync makes the partition read-only until it is reopened: nothing is
@@ -43,7 +43,7 @@ use crate::io::{IoError, OpenMode, Storage};
 use crate::limits::{
     APPEND_INFLIGHT_BYTES_MAX, APPEND_QUEUE_DEPTH, APPEND_WRITES_BUSY, APPEND_WRITES_INFLIGHT_MAX,
     APPEND_WRITE_BYTES_MAX, APPEND_WRITE_HELD_UP, BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES,
-    WATERMARK_PERSIST_INTERVAL_MS,
+    SYNC_WRITE_BYTES_MAX, WATERMARK_PERSIST_INTERVAL_MS,
 };
 use crate::metrics::{Counter, LatencyHistogram};
 use crate::record::{Batch, BatchHeader, BatchPayload, ProducerInfo};
@@ -1000,7 +1000,8 @@ async fn append_loop(inner: Rc<Inner>) {
                 continue;
             }
         }
-        if !inner.queue.pop_group(&mut group, APPEND_WRITE_BYTES_MAX, AppendRequest::disk_len).await {
+        let write_bytes_max = if eager { APPEND_WRITE_BYTES_MAX } else { SYNC_WRITE_BYTES_MAX };
+        if !inner.queue.pop_group(&mut group, write_bytes_max, AppendRequest::disk_len).await {
             break;
         }
         while !group.is_empty() {
@@ -1052,11 +1053,9 @@ async fn flush_loop(inner: Rc<Inner>, interval_ms: Option<u64>) {
                     return;
                 }
                 if unsynced {
-                    // Writes already issued will land shortly: wait for them so that one
-                    // flush covers them all (under light load there are none, and the sync
-                    // starts at once).
-                    let issued = inner.state.borrow().offsets.appended_end();
-                    inner.wait_written(issued).await;
+                    // Sync what has landed now, without waiting for the writes still in
+                    // flight: they land during this sync and the next one covers them, so
+                    // the device keeps writing while acknowledged producers send more.
                     break;
                 }
                 listener.await;
