@@ -63,11 +63,10 @@ fn crash_at_random_points_loses_no_acknowledged_record() {
 
 #[test]
 fn crash_with_several_large_writes_in_flight_loses_no_acknowledged_record() {
-    // Forty-eight producers of ~24 KiB batches: the queue holds more than one sync write's
+    // 128 producers of ~24 KiB batches: the queue holds more than one sync write's
     // bytes (SYNC_WRITE_BYTES_MAX), so a drained queue is cut into several writes and the
-    // crash can fall between them. (The simulated disk completes a write or a sync at once,
-    // so it cannot land a write during a sync; the kill -9 test in crash.rs covers that.)
-    crash_while_appending(0..16, 48, 12, 8 << 20, |k| 200 + k % 40);
+    // crash can fall between them, with writes landing while a sync is in the device.
+    crash_while_appending(0..16, 128, 6, 8 << 20, |k| 200 + k % 40);
 }
 
 /// `producers` tasks append `appends_each` batches of `records(k)` records concurrently
@@ -84,7 +83,8 @@ fn crash_while_appending(
     let (acked_total, refused_total) = run_local(move || async move {
         let (mut acked_total, mut refused_total) = (0usize, 0usize);
         for seed in seeds {
-            let disk = SimDisk::new(SimConfig { seed, ..SimConfig::default() });
+            // Writes and syncs take time in the device, so writes land while a sync runs.
+            let disk = SimDisk::new(SimConfig { seed, io_yields_max: 8, ..SimConfig::default() });
             let cfg = topic(Durability::Sync, segment_bytes);
             let p = open(&disk, &cfg).await;
             let acked: Rc<RefCell<Vec<(u64, u64, u64)>>> = Rc::default();
@@ -265,7 +265,7 @@ fn enospc_on_write_makes_the_partition_read_only() {
 #[test]
 fn a_full_disk_fails_appends_cleanly() {
     run_local(|| async {
-        let disk = SimDisk::new(SimConfig { seed: 1, capacity_bytes: 200 << 10 });
+        let disk = SimDisk::new(SimConfig { seed: 1, capacity_bytes: 200 << 10, ..SimConfig::default() });
         let cfg = topic(Durability::Sync, 1 << 20);
         let p = open(&disk, &cfg).await;
         let mut acked = Vec::new();

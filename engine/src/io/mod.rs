@@ -230,7 +230,10 @@ impl File {
         debug_assert!(buf.len().is_multiple_of(BLOCK_BYTES), "write length {} not aligned", buf.len());
         match self {
             File::Dma(f) => f.write_at(buf, pos).await,
-            File::Sim(f) => f.write_at(buf.as_slice(), pos),
+            File::Sim(f) => {
+                f.in_device().await;
+                f.write_at(buf.as_slice(), pos)
+            }
         }
     }
 
@@ -247,7 +250,11 @@ impl File {
     pub async fn fdatasync(&self) -> IoResult<()> {
         match self {
             File::Dma(f) => f.fdatasync().await,
-            File::Sim(f) => f.fdatasync(),
+            File::Sim(f) => {
+                let covered = f.landed();
+                f.in_device().await;
+                f.fdatasync(covered)
+            }
         }
     }
 

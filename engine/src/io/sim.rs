@@ -7,7 +7,10 @@
 //!   may be lost on a crash;
 //! - bits flip in data already on disk ([`SimDisk::flip_bit`]);
 //! - a chosen write or sync fails with EIO or ENOSPC ([`SimDisk::fail_write_in`],
-//!   [`SimDisk::fail_sync_in`]), and a capacity makes writes past it fail with ENOSPC.
+//!   [`SimDisk::fail_sync_in`]), and a capacity makes writes past it fail with ENOSPC;
+//! - optionally, writes and syncs stay in the device for a while ([`SimConfig::io_yields_max`]):
+//!   other tasks run meanwhile, a sync covers only the writes that had landed when it was
+//!   issued, and a write still in the device at a crash is lost.
 //!
 //! It sits beside the real disk, never in its place: every test of the engine on the
 //! simulated disk has a twin on real files.
@@ -29,11 +32,14 @@ pub struct SimConfig {
     pub seed: u64,
     /// Total bytes the disk holds; writes past it fail with ENOSPC.
     pub capacity_bytes: u64,
+    /// Each write and fdatasync completes after a seeded number of executor yields, up to
+    /// this many (0: at once). Lets a test land writes while a sync is in the device.
+    pub io_yields_max: u32,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { seed: 0, capacity_bytes: u64::MAX }
+        SimConfig { seed: 0, capacity_bytes: u64::MAX, io_yields_max: 0 }
     }
 }
 
@@ -390,7 +396,30 @@ impl SimFile {
         Ok(ReadBuf::from_heap(heap))
     }
 
-    pub(super) fn fdatasync(&self) -> IoResult<()> {
+    /// Time in the device: a seeded number of executor yields (none unless configured).
+    pub(super) async fn in_device(&self) {
+        let yields = {
+            let mut s = self.disk.0.borrow_mut();
+            let max = s.config.io_yields_max;
+            if max == 0 {
+                0
+            } else {
+                s.rng.gen_range(0..=max)
+            }
+        };
+        for _ in 0..yields {
+            futures_lite::future::yield_now().await;
+        }
+    }
+
+    /// Operations landed so far and not yet synced: what a sync issued now covers.
+    pub(super) fn landed(&self) -> usize {
+        self.file.borrow().pending.len()
+    }
+
+    /// Completes a sync issued when `covered` operations had landed: those become durable;
+    /// any that landed while it was in the device stay pending.
+    pub(super) fn fdatasync(&self, covered: usize) -> IoResult<()> {
         self.check_live(IoOp::Sync)?;
         let mut s = self.disk.0.borrow_mut();
         s.syncs += 1;
@@ -401,10 +430,11 @@ impl SimFile {
         }
         let mut f = self.file.borrow_mut();
         let f = &mut *f;
-        for op in f.pending.drain(..) {
+        let covered = covered.min(f.pending.len());
+        for op in f.pending.drain(..covered) {
             apply(&mut f.synced, &op);
         }
-        debug_assert!(f.synced == f.current, "synced content diverged from current");
+        debug_assert!(!f.pending.is_empty() || f.synced == f.current, "synced content diverged from current");
         Ok(())
     }
 
