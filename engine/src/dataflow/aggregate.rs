@@ -605,13 +605,19 @@ pub struct AggregateState {
     expiring: BTreeMap<i64, Vec<(Box<[u8]>, i64)>>,
     /// Unwindowed groups past the TTL are found by a scan, at most this often (watermark).
     last_ttl_scan: i64,
-    /// The last size estimate and when it was made: the estimate walks every group, so
-    /// stats readers polling it must not cost the operator its throughput.
+    /// The last size estimate and when it was made: stats readers polling it must not
+    /// cost the operator its throughput.
     size_cache: std::cell::Cell<Option<(std::time::Instant, usize)>>,
 }
 
 /// How stale a view's reported state size may be.
 const SIZE_ESTIMATE_MAX_AGE_MS: u64 = 500;
+/// Keys, and windows per key (the oldest half and the newest half), the size estimate
+/// looks at; it scales what it saw up to every key and window. Walking every group held
+/// the shard ~20 ms per estimate for a tumbling view over 60 M events (perf: 3.9% of the
+/// shard's time at one estimate per 500 ms). Exact while the state is no larger.
+const SIZE_SAMPLE_KEYS: usize = 64;
+const SIZE_SAMPLE_WINDOWS: usize = 16;
 
 impl AggregateState {
     pub fn new() -> Self {
@@ -861,22 +867,29 @@ impl AggregateState {
     }
 
     fn size_bytes_now(&self) -> usize {
-        self.keys
-            .iter()
-            .map(|(k, kg)| {
-                k.len()
-                    + 64
-                    + kg.windows
-                        .values()
-                        .map(|g| {
-                            48 + match &g.accs {
-                                GroupAccs::Live(a) => a.iter().map(Acc::size_bytes).sum(),
-                                GroupAccs::Final(r) => r.len() * 24,
-                            }
-                        })
-                        .sum::<usize>()
-            })
-            .sum()
+        let group_bytes = |g: &GroupEntry| {
+            48 + match &g.accs {
+                GroupAccs::Live(a) => a.iter().map(Acc::size_bytes).sum(),
+                GroupAccs::Final(r) => r.len() * 24,
+            }
+        };
+        let key_bytes = |k: &[u8], kg: &KeyGroups| {
+            let n = kg.windows.len();
+            let windows = if n <= SIZE_SAMPLE_WINDOWS {
+                kg.windows.values().map(group_bytes).sum::<usize>()
+            } else {
+                let half = SIZE_SAMPLE_WINDOWS / 2;
+                let seen: usize =
+                    kg.windows.values().take(half).chain(kg.windows.values().rev().take(half)).map(group_bytes).sum();
+                seen * n / SIZE_SAMPLE_WINDOWS
+            };
+            k.len() + 64 + windows
+        };
+        let seen: Vec<usize> = self.keys.iter().take(SIZE_SAMPLE_KEYS).map(|(k, kg)| key_bytes(k, kg)).collect();
+        if seen.is_empty() {
+            return 0;
+        }
+        seen.iter().sum::<usize>() * self.keys.len() / seen.len()
     }
 
     /// For checkpoints: the key count, then every key's groups in key order.

@@ -82,8 +82,10 @@ pub fn state_size(rt: &ViewRuntime) -> (usize, usize, usize) {
     match &rt.plan.aggregate {
         Some(_) => (st.agg.rows, st.agg.keys.len(), st.agg.size_bytes()),
         None => {
-            let bytes = st.append.rows.values().map(|(_, r)| 48 + r.len() * 24).sum();
-            (st.append.rows.len(), st.append.rows.len(), bytes)
+            // Every row has the plan's width: no walk over the rows on a status read.
+            let rows = st.append.rows.len();
+            let width = st.append.rows.values().next().map_or(0, |(_, r)| r.len());
+            (rows, rows, rows * (48 + width * 24))
         }
     }
 }
