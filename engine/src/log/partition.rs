@@ -517,6 +517,19 @@ impl Partition {
     }
 
     /// Segment files and positions, for readers that stream the log (see `reader`).
+    /// Where a read of the segment starting at offset `segment_base` may end, in
+    /// `(after, at_most]`, without cutting a batch (from the segment's index; block
+    /// aligned), if the index knows such a place.
+    pub(crate) fn batch_start_in(&self, segment_base: u64, after: u64, at_most: u64) -> Option<u64> {
+        let st = self.inner.state.borrow();
+        let i = st.segments.partition_point(|s| s.base_offset <= segment_base).checked_sub(1)?;
+        let seg = &st.segments[i];
+        if seg.base_offset != segment_base {
+            return None;
+        }
+        seg.index.batch_start_in(after, at_most).filter(|p| p.is_multiple_of(BLOCK_BYTES as u64))
+    }
+
     pub(crate) fn segment_view(&self, from: Offset) -> Option<SegmentView> {
         let st = self.inner.state.borrow();
         if from < st.offsets.log_start() || from >= st.offsets.readable_on_disk_end() {
@@ -525,6 +538,7 @@ impl Partition {
         let i = st.segments.partition_point(|s| s.base_offset <= from.0).saturating_sub(1);
         let seg = &st.segments[i];
         Some(SegmentView {
+            base_offset: seg.base_offset,
             file: seg.file.clone(),
             path: seg.log_path.clone(),
             start_pos: seg.index.position_for_offset(from.0).unwrap_or(SEGMENT_DATA_START),
@@ -540,6 +554,7 @@ impl Partition {
 
 /// A segment as a streaming reader sees it at one moment.
 pub(crate) struct SegmentView {
+    pub base_offset: u64,
     pub file: Rc<crate::io::File>,
     pub path: PathBuf,
     pub start_pos: u64,

@@ -1,6 +1,6 @@
 //! Sequential reading of a partition with read-ahead: the path replay takes.
 //!
-//! A reader keeps up to [`READ_AHEAD_DEPTH`] reads of [`READ_AHEAD_CHUNK_BYTES`] in flight
+//! A reader keeps up to [`READ_AHEAD_DEPTH`] reads of up to [`READ_AHEAD_CHUNK_BYTES`] in flight
 //! ahead of the batch it hands out, so a full-log read runs at the disk's speed, in memory
 //! bounded by [`READ_AHEAD_BUDGET_BYTES`] whatever the size of the log. Batches are handed
 //! out in the DMA buffers they were read into, CRC-checked, without copying. A reader that
@@ -24,11 +24,15 @@ use crate::record::{Batch, BatchHeader};
 
 struct Chunk {
     pos: u64,
+    /// Bytes asked for: a chunk that came back shorter ends the data.
+    len: usize,
     read: Option<Task<IoResult<ReadBuf>>>,
     bytes: Option<ReadBuf>,
 }
 
 struct SegmentCursor {
+    partition: Partition,
+    segment_base: u64,
     file: Rc<File>,
     path: PathBuf,
     identity: PartitionIdentity,
@@ -45,12 +49,23 @@ struct SegmentCursor {
 impl SegmentCursor {
     fn fill(&mut self) {
         while self.chunks.len() < self.depth && self.issue_pos < self.visible_len {
-            let len = (READ_AHEAD_CHUNK_BYTES as u64).min(align_up(self.visible_len) - self.issue_pos) as usize;
-            let file = self.file.clone();
             let pos = self.issue_pos;
+            let data_end = align_up(self.visible_len);
+            let mut end = (pos + READ_AHEAD_CHUNK_BYTES as u64).min(data_end);
+            if end < data_end {
+                // End the read where a batch starts, so no batch straddles two reads (a
+                // straddling batch is copied to be stitched: 4% of a tumbling view's CPU
+                // with 240 KiB batches). Not for less than half a chunk: reads stay large.
+                let half = pos + READ_AHEAD_CHUNK_BYTES as u64 / 2;
+                if let Some(start) = self.partition.batch_start_in(self.segment_base, half, end) {
+                    end = start;
+                }
+            }
+            let len = (end - pos) as usize;
+            let file = self.file.clone();
             let read = glommio::spawn_local(async move { file.read_at(pos, len).await });
-            self.chunks.push_back(Chunk { pos, read: Some(read), bytes: None });
-            self.issue_pos += len as u64;
+            self.chunks.push_back(Chunk { pos, len, read: Some(read), bytes: None });
+            self.issue_pos = end;
         }
     }
 
@@ -74,7 +89,7 @@ impl SegmentCursor {
             if pos < front_pos + front.len() as u64 {
                 break;
             }
-            if front.len() < READ_AHEAD_CHUNK_BYTES {
+            if front.len() < self.chunks[0].len {
                 return Ok(None);
             }
             self.chunks.pop_front();
@@ -85,7 +100,7 @@ impl SegmentCursor {
         if at + len <= front.len() {
             return Ok(front.slice(at, len));
         }
-        if len > READ_AHEAD_CHUNK_BYTES || front.len() < READ_AHEAD_CHUNK_BYTES {
+        if len > READ_AHEAD_CHUNK_BYTES || front.len() < self.chunks[0].len {
             return Ok(None);
         }
         let Some(next) = self.chunk(1).await? else { return Ok(None) };
@@ -151,6 +166,8 @@ impl PartitionReader {
                     return Ok(None);
                 };
                 let mut c = SegmentCursor {
+                    partition: self.partition.clone(),
+                    segment_base: view.base_offset,
                     file: view.file,
                     path: view.path,
                     identity: view.identity,

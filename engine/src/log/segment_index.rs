@@ -60,6 +60,13 @@ impl SegmentIndex {
         }
     }
 
+    /// Position of the last indexed batch that starts in `(after, at_most]`: where a read
+    /// can end without cutting a batch in two. A hint only: readers check what they read.
+    pub fn batch_start_in(&self, after: u64, at_most: u64) -> Option<u64> {
+        let i = self.entries.partition_point(|e| e.pos <= at_most);
+        (i > 0).then(|| self.entries[i - 1].pos).filter(|p| *p > after)
+    }
+
     /// Position of the last indexed batch whose base offset is at most `offset`.
     pub fn position_for_offset(&self, offset: u64) -> Option<u64> {
         let i = self.entries.partition_point(|e| e.offset <= offset);
@@ -132,6 +139,20 @@ impl SegmentIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_can_end_where_an_indexed_batch_starts() {
+        let mut ix = SegmentIndex::new();
+        // 10 batches of 16 KiB: entries at 4096 + 32 KiB * j.
+        for i in 0..10u64 {
+            ix.on_batch(i * 10, 4096 + i * 16384, 0);
+        }
+        assert_eq!(ix.batch_start_in(4096, 4096 + 100_000), Some(4096 + 3 * 32768));
+        assert_eq!(ix.batch_start_in(4096, 4096 + 3 * 32768), Some(4096 + 3 * 32768));
+        // Nothing starts after `after` and at most `at_most`.
+        assert_eq!(ix.batch_start_in(4096 + 3 * 32768, 4096 + 3 * 32768 + 1000), None);
+        assert_eq!(ix.batch_start_in(0, 100), None);
+    }
 
     #[test]
     fn lookups_by_offset_and_time() {
