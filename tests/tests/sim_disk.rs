@@ -22,6 +22,14 @@ fn topic(durability: Durability, segment_bytes: u64) -> Rc<TopicConfig> {
     Rc::new(c)
 }
 
+/// Writes and syncs stay in the simulated device for up to this many executor yields, so
+/// other tasks run meanwhile and writes land while a sync is in flight.
+const DEVICE_YIELDS_MAX: u32 = 8;
+
+fn sim_disk(seed: u64) -> SimDisk {
+    SimDisk::new(SimConfig { seed, io_yields_max: DEVICE_YIELDS_MAX, ..SimConfig::default() })
+}
+
 fn dir() -> PathBuf {
     PathBuf::from("/data/t/0")
 }
@@ -83,8 +91,7 @@ fn crash_while_appending(
     let (acked_total, refused_total) = run_local(move || async move {
         let (mut acked_total, mut refused_total) = (0usize, 0usize);
         for seed in seeds {
-            // Writes and syncs take time in the device, so writes land while a sync runs.
-            let disk = SimDisk::new(SimConfig { seed, io_yields_max: 8, ..SimConfig::default() });
+            let disk = sim_disk(seed);
             let cfg = topic(Durability::Sync, segment_bytes);
             let p = open(&disk, &cfg).await;
             let acked: Rc<RefCell<Vec<(u64, u64, u64)>>> = Rc::default();
@@ -137,7 +144,7 @@ fn interval_and_none_topics_recover_to_a_clean_prefix_after_a_crash() {
     run_local(|| async {
         for seed in 0..30u64 {
             for durability in [Durability::Interval { ms: 1 }, Durability::None] {
-                let disk = SimDisk::new(SimConfig { seed, ..SimConfig::default() });
+                let disk = sim_disk(seed);
                 let cfg = topic(durability, 64 << 10);
                 let p = open(&disk, &cfg).await;
                 for k in 0..(20 + seed * 3) {
@@ -165,7 +172,7 @@ fn interval_and_none_topics_recover_to_a_clean_prefix_after_a_crash() {
 #[test]
 fn bit_flip_below_the_watermark_is_reported_not_truncated() {
     run_local(|| async {
-        let disk = SimDisk::new(SimConfig::default());
+        let disk = sim_disk(0);
         let cfg = topic(Durability::Sync, 1 << 20);
         let p = open(&disk, &cfg).await;
         for k in 0..20u64 {
@@ -198,7 +205,7 @@ fn bit_flip_below_the_watermark_is_reported_not_truncated() {
 #[test]
 fn bit_flip_in_a_sealed_segment_is_caught_on_read() {
     run_local(|| async {
-        let disk = SimDisk::new(SimConfig::default());
+        let disk = sim_disk(0);
         let cfg = topic(Durability::Sync, 64 << 10);
         let p = open(&disk, &cfg).await;
         for k in 0..60u64 {
@@ -224,7 +231,7 @@ fn bit_flip_in_a_sealed_segment_is_caught_on_read() {
 }
 
 async fn fault_case(fail: impl Fn(&SimDisk), errno_text: &str) {
-    let disk = SimDisk::new(SimConfig::default());
+    let disk = sim_disk(0);
     let cfg = topic(Durability::Sync, 1 << 20);
     let p = open(&disk, &cfg).await;
     for k in 0..10u64 {
@@ -265,7 +272,7 @@ fn enospc_on_write_makes_the_partition_read_only() {
 #[test]
 fn a_full_disk_fails_appends_cleanly() {
     run_local(|| async {
-        let disk = SimDisk::new(SimConfig { seed: 1, capacity_bytes: 200 << 10, ..SimConfig::default() });
+        let disk = SimDisk::new(SimConfig { seed: 1, capacity_bytes: 200 << 10, io_yields_max: DEVICE_YIELDS_MAX });
         let cfg = topic(Durability::Sync, 1 << 20);
         let p = open(&disk, &cfg).await;
         let mut acked = Vec::new();
@@ -293,7 +300,7 @@ fn libc_eio() -> i32 {
 #[test]
 fn a_second_corruption_is_never_truncated() {
     run_local(|| async {
-        let disk = SimDisk::new(SimConfig::default());
+        let disk = sim_disk(0);
         let cfg = topic(Durability::Sync, 64 << 10);
         let p = open(&disk, &cfg).await;
         for k in 0..60u64 {
@@ -329,7 +336,7 @@ fn a_second_corruption_is_never_truncated() {
 fn recovered_data_survives_a_later_power_loss() {
     run_local(|| async {
         for seed in 0..10u64 {
-            let disk = SimDisk::new(SimConfig { seed, ..SimConfig::default() });
+            let disk = sim_disk(seed);
             let cfg = topic(Durability::None, 1 << 20);
             let first = open(&disk, &cfg).await;
             for k in 0..30u64 {

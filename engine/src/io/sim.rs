@@ -57,6 +57,10 @@ struct FileState {
     current: Vec<u8>,
     /// Operations since the last fdatasync, in order.
     pending: Vec<PendingOp>,
+    /// Operations ever landed, and ever made durable: a sync issued when `landed` was L
+    /// covers the operations up to L, whatever other syncs did meanwhile.
+    landed: u64,
+    synced_ops: u64,
 }
 
 type FileRef = Rc<RefCell<FileState>>;
@@ -228,7 +232,7 @@ impl SimDisk {
                 }
             }
             let file =
-                Rc::new(RefCell::new(FileState { synced: content.clone(), current: content, pending: Vec::new() }));
+                Rc::new(RefCell::new(FileState { synced: content.clone(), current: content, ..FileState::default() }));
             fresh.insert(p, file);
         }
         s.durable_files = fresh.clone();
@@ -384,6 +388,7 @@ impl SimFile {
         let op = PendingOp::Write { pos, data: data.to_vec() };
         apply(&mut f.current, &op);
         f.pending.push(op);
+        f.landed += 1;
         Ok(())
     }
 
@@ -412,14 +417,14 @@ impl SimFile {
         }
     }
 
-    /// Operations landed so far and not yet synced: what a sync issued now covers.
-    pub(super) fn landed(&self) -> usize {
-        self.file.borrow().pending.len()
+    /// Operations landed so far: what a sync issued now covers.
+    pub(super) fn landed(&self) -> u64 {
+        self.file.borrow().landed
     }
 
     /// Completes a sync issued when `covered` operations had landed: those become durable;
     /// any that landed while it was in the device stay pending.
-    pub(super) fn fdatasync(&self, covered: usize) -> IoResult<()> {
+    pub(super) fn fdatasync(&self, covered: u64) -> IoResult<()> {
         self.check_live(IoOp::Sync)?;
         let mut s = self.disk.0.borrow_mut();
         s.syncs += 1;
@@ -430,10 +435,11 @@ impl SimFile {
         }
         let mut f = self.file.borrow_mut();
         let f = &mut *f;
-        let covered = covered.min(f.pending.len());
-        for op in f.pending.drain(..covered) {
+        let newly = (covered.saturating_sub(f.synced_ops) as usize).min(f.pending.len());
+        for op in f.pending.drain(..newly) {
             apply(&mut f.synced, &op);
         }
+        f.synced_ops += newly as u64;
         debug_assert!(!f.pending.is_empty() || f.synced == f.current, "synced content diverged from current");
         Ok(())
     }
@@ -444,6 +450,7 @@ impl SimFile {
         let op = PendingOp::Truncate { len };
         apply(&mut f.current, &op);
         f.pending.push(op);
+        f.landed += 1;
         Ok(())
     }
 
