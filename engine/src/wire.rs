@@ -24,10 +24,6 @@ impl Encoder {
         Encoder { buf: Vec::new() }
     }
 
-    pub fn with_capacity(bytes: usize) -> Self {
-        Encoder { buf: Vec::with_capacity(bytes) }
-    }
-
     pub fn with_buf(buf: Vec<u8>) -> Self {
         Encoder { buf }
     }
@@ -182,9 +178,31 @@ impl<'a> Decoder<'a> {
 /// A small metadata file: magic, version, length, CRC32C of the body, then the body.
 /// Used for topic metadata and durable watermarks; see docs/format.md.
 pub fn encode_meta_file(magic: [u8; 4], version: u16, body: &[u8]) -> Vec<u8> {
-    let mut e = Encoder::new();
-    e.raw(&magic).u16(version).u16(0).u32(body.len() as u32).u32(crc32c::crc32c(body)).raw(body);
-    e.finish()
+    encode_meta_file_with(magic, version, body.len(), |e| {
+        e.raw(body);
+    })
+}
+
+/// As [`encode_meta_file`], the body written by `write` straight after the header (a
+/// checkpoint's multi-megabyte state is not built once more only to be copied in).
+/// `body_bytes` sizes the buffer; the body may be longer.
+pub fn encode_meta_file_with(
+    magic: [u8; 4],
+    version: u16,
+    body_bytes: usize,
+    write: impl FnOnce(&mut Encoder),
+) -> Vec<u8> {
+    const HEADER_BYTES: usize = 16;
+    let mut e = Encoder::with_buf(Vec::with_capacity(HEADER_BYTES + body_bytes));
+    // Length and CRC are filled in once the body is there.
+    e.raw(&magic).u16(version).u16(0).u32(0).u32(0);
+    write(&mut e);
+    let mut out = e.finish();
+    let body = &out[HEADER_BYTES..];
+    let (len, crc) = (body.len() as u32, crc32c::crc32c(body));
+    out[8..12].copy_from_slice(&len.to_le_bytes());
+    out[12..16].copy_from_slice(&crc.to_le_bytes());
+    out
 }
 
 /// Checks and opens a metadata file written by [`encode_meta_file`]; returns its body.

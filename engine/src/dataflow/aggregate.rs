@@ -885,11 +885,15 @@ impl AggregateState {
             };
             k.len() + 64 + windows
         };
-        let seen: Vec<usize> = self.keys.iter().take(SIZE_SAMPLE_KEYS).map(|(k, kg)| key_bytes(k, kg)).collect();
-        if seen.is_empty() {
+        let (keys_seen, bytes_seen) = self
+            .keys
+            .iter()
+            .take(SIZE_SAMPLE_KEYS)
+            .fold((0usize, 0usize), |(n, bytes), (k, kg)| (n + 1, bytes + key_bytes(k, kg)));
+        if keys_seen == 0 {
             return 0;
         }
-        seen.iter().sum::<usize>() * self.keys.len() / seen.len()
+        bytes_seen * self.keys.len() / keys_seen
     }
 
     /// For checkpoints: the key count, then every key's groups in key order.

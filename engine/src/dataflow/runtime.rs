@@ -298,7 +298,7 @@ impl ViewRuntime {
             }
             // A first snapshot guesses from the groups held (~60 bytes each, encoded).
             let hint = self.snapshot_bytes_last.get().max(st.agg.rows.saturating_mul(64));
-            let mut e = Encoder::with_capacity(hint + hint / 8);
+            let mut e = Encoder::with_buf(Vec::with_capacity(hint + hint / 8));
             let keys = st.agg.encode_begin(&mut e);
             (sources, keys, e)
         };

@@ -516,7 +516,6 @@ impl Partition {
         batch
     }
 
-    /// Segment files and positions, for readers that stream the log (see `reader`).
     /// Where a read of the segment starting at offset `segment_base` may end, in
     /// `(after, at_most]`, without cutting a batch (from the segment's index; block
     /// aligned), if the index knows such a place.
@@ -530,6 +529,7 @@ impl Partition {
         seg.index.batch_start_in(after, at_most).filter(|p| p.is_multiple_of(BLOCK_BYTES as u64))
     }
 
+    /// Segment files and positions, for readers that stream the log (see `reader`).
     pub(crate) fn segment_view(&self, from: Offset) -> Option<SegmentView> {
         let st = self.inner.state.borrow();
         if from < st.offsets.log_start() || from >= st.offsets.readable_on_disk_end() {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::catalog::view_dir;
 use crate::io::Storage;
 use crate::log::{LogError, Offset};
-use crate::wire::{decode_meta_file, encode_meta_file, Decoder, Encoder, WireError};
+use crate::wire::{decode_meta_file, encode_meta_file, encode_meta_file_with, Decoder, Encoder, WireError};
 
 const STATE_MAGIC: [u8; 4] = *b"SLCS";
 const STATE_VERSION: u16 = 1;
@@ -54,13 +54,14 @@ pub struct ShardState {
 
 impl ShardState {
     pub fn encode(&self) -> Vec<u8> {
-        let mut e = Encoder::new();
-        e.u64(self.view_key).u64(self.id).u32(self.shards).u32(self.shard).u32(self.sources.len() as u32);
-        for s in &self.sources {
-            e.str(&s.topic).u32(s.partition).u64(s.next.0).i64(s.max_ts);
-        }
-        e.bytes(&self.operators);
-        encode_meta_file(STATE_MAGIC, STATE_VERSION, &e.finish())
+        let sources_bytes: usize = self.sources.iter().map(|s| s.topic.len() + 28).sum();
+        encode_meta_file_with(STATE_MAGIC, STATE_VERSION, 32 + sources_bytes + self.operators.len(), |e| {
+            e.u64(self.view_key).u64(self.id).u32(self.shards).u32(self.shard).u32(self.sources.len() as u32);
+            for s in &self.sources {
+                e.str(&s.topic).u32(s.partition).u64(s.next.0).i64(s.max_ts);
+            }
+            e.bytes(&self.operators);
+        })
     }
 
     pub fn decode(bytes: &[u8]) -> Result<ShardState, WireError> {
