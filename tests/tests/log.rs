@@ -520,3 +520,94 @@ fn idempotent_producer_retries_are_deduplicated_across_rolls_and_restarts() {
         p.close().await.expect("close");
     });
 }
+
+/// The active segment reserves file space ahead of its writes (so O_DIRECT appends run
+/// inline, not in a kernel worker). What it leaves: after a crash, zeros past the last
+/// batch, dropped on open (with anything a write landed beyond a hole); after a roll or a
+/// close, files exactly as long as their batches.
+#[test]
+fn reserved_space_ahead_of_the_writes_is_given_back_and_never_read_as_data() {
+    let dir = tmp();
+    let path = dir.path().join("p0");
+    let cfg = topic("t", Durability::Sync, 64 << 20);
+    let log = path_of_segment(&path, 0);
+    let (p1, c1) = (path.clone(), cfg.clone());
+    run_local(move || async move {
+        let p = open(&p1, &c1).await;
+        for b in 0..50u64 {
+            p.append(batch(b * 10, 10, 300, 0)).await.expect("append");
+        }
+        // The reservation runs beside the writes: give it a moment.
+        let reserved = sluice::limits::SEGMENT_ALLOCATE_STEP_BYTES;
+        for _ in 0..100 {
+            if std::fs::metadata(path_of_segment(&p1, 0)).expect("log").len() >= reserved {
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // Left open, as a crash leaves it.
+        std::mem::forget(p);
+    });
+    let data_len = 4096 + 50 * 4096;
+    let file_len = std::fs::metadata(&log).expect("log").len();
+    assert!(file_len >= sluice::limits::SEGMENT_ALLOCATE_STEP_BYTES, "space reserved ahead: {file_len}");
+    let l = log.clone();
+    let report = run_local(move || async move {
+        sluice::log::inspect::inspect_segment(&Storage::real(), &l).await.expect("inspect")
+    });
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    assert_eq!((report.records(), report.reserved_bytes), (500, file_len - data_len));
+
+    // A write that landed past a hole (never acknowledged: acks go in order) must not come
+    // back as data: copy the last batch two blocks past the end.
+    let bytes = std::fs::read(&log).expect("read");
+    let last = bytes[(data_len - 4096) as usize..data_len as usize].to_vec();
+    let f = std::fs::OpenOptions::new().write(true).open(&log).expect("open");
+    std::os::unix::fs::FileExt::write_all_at(&f, &last, data_len + 4096).expect("write");
+    drop(f);
+    let l = log.clone();
+    let report = run_local(move || async move {
+        sluice::log::inspect::inspect_segment(&Storage::real(), &l).await.expect("inspect")
+    });
+    assert_eq!(report.problem.map(|(at, _)| at), Some(data_len + 4096), "inspect points at the stray batch");
+
+    let (p2, c2) = (path.clone(), cfg.clone());
+    run_local(move || async move {
+        let p = open(&p2, &c2).await;
+        assert!(p.status().read_only.is_none());
+        assert_eq!(p.offsets().written_end(), Offset(500));
+        check_all(&p, 500, 300).await;
+        assert_eq!(std::fs::metadata(path_of_segment(&p2, 0)).expect("log").len(), data_len, "dropped on open");
+        for b in 50..60u64 {
+            p.append(batch(b * 10, 10, 300, 0)).await.expect("append after reopen");
+        }
+        check_all(&p, 600, 300).await;
+        p.close().await.expect("close");
+    });
+    assert_eq!(std::fs::metadata(&log).expect("log").len(), data_len + 10 * 4096, "a close gives the space back");
+
+    // A roll seals a segment at exactly its batches' length.
+    let small = topic("t", Durability::Interval { ms: 5 }, 256 << 10);
+    let (p3, c3) = (path.clone(), small.clone());
+    run_local(move || async move {
+        let p = open(&p3, &c3).await;
+        for b in 60..200u64 {
+            p.append(batch(b * 10, 10, 300, 0)).await.expect("append");
+        }
+        assert!(p.status().segments > 2);
+        check_all(&p, 2000, 300).await;
+        p.close().await.expect("close");
+    });
+    let mut sealed = std::fs::read_dir(&path).expect("ls").flatten().map(|e| e.path()).collect::<Vec<_>>();
+    sealed.retain(|p| p.extension().is_some_and(|x| x == "log"));
+    sealed.sort();
+    for seg in &sealed {
+        let l = seg.clone();
+        let report = run_local(move || async move {
+            sluice::log::inspect::inspect_segment(&Storage::real(), &l).await.expect("inspect")
+        });
+        assert!(report.problem.is_none(), "{}: {:?}", seg.display(), report.problem);
+        assert_eq!(report.reserved_bytes, 0, "{}", seg.display());
+        assert_eq!(report.file_len, 4096 + report.batches.len() as u64 * 4096, "{}", seg.display());
+    }
+}

@@ -72,6 +72,12 @@ async fn report(storage: &Storage, f: &Path) -> bool {
         Some(Err(e)) => println!("  index: {e} (it will be rebuilt on open)"),
         None => println!("  index: none (active segment, or rebuilt on open)"),
     }
+    if r.reserved_bytes > 0 {
+        println!(
+            "  reserved: {} bytes of zeros after the last batch (space the active segment holds ahead of its writes)",
+            r.reserved_bytes
+        );
+    }
     match &r.problem {
         None => {
             println!("  verified: {} batches, {} records", r.batches.len(), r.records());

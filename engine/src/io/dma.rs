@@ -116,6 +116,10 @@ impl DmaFileHandle {
         self.file.truncate(len).await.map_err(|e| glommio_err(IoOp::Truncate, &self.path, e))
     }
 
+    pub async fn allocate(&self, len: u64) -> IoResult<()> {
+        self.file.pre_allocate(len, false).await.map_err(|e| glommio_err(IoOp::Allocate, &self.path, e))
+    }
+
     pub async fn len(&self) -> IoResult<u64> {
         self.file.file_size().await.map_err(|e| glommio_err(IoOp::Stat, &self.path, e))
     }

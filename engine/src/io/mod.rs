@@ -33,6 +33,7 @@ pub enum IoOp {
     Write,
     Sync,
     Truncate,
+    Allocate,
     Rename,
     Remove,
     CreateDir,
@@ -262,6 +263,17 @@ impl File {
         match self {
             File::Dma(f) => f.truncate(len).await,
             File::Sim(f) => f.truncate(len),
+        }
+    }
+
+    /// Reserves the file's blocks up to `len` (aligned), growing it with zeros; shorter
+    /// content is kept. Writes into reserved blocks need no change of the file's size, so
+    /// the kernel runs them inline instead of handing each to a worker thread.
+    pub async fn allocate(&self, len: u64) -> IoResult<()> {
+        debug_assert!(len.is_multiple_of(BLOCK_BYTES as u64), "allocation length {len} not aligned");
+        match self {
+            File::Dma(f) => f.allocate(len).await,
+            File::Sim(f) => f.allocate(len),
         }
     }
 

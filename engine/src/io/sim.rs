@@ -7,7 +7,8 @@
 //!   may be lost on a crash;
 //! - bits flip in data already on disk ([`SimDisk::flip_bit`]);
 //! - a chosen write or sync fails with EIO or ENOSPC ([`SimDisk::fail_write_in`],
-//!   [`SimDisk::fail_sync_in`]), and a capacity makes writes past it fail with ENOSPC;
+//!   [`SimDisk::fail_sync_in`]), and a capacity makes writes and allocations past it fail
+//!   with ENOSPC;
 //! - optionally, writes and syncs stay in the device for a while ([`SimConfig::io_yields_max`]):
 //!   other tasks run meanwhile, a sync covers only the writes that had landed when it was
 //!   issued, and a write still in the device at a crash is lost.
@@ -447,6 +448,30 @@ impl SimFile {
     pub(super) fn truncate(&self, len: u64) -> IoResult<()> {
         self.check_live(IoOp::Truncate)?;
         let mut f = self.file.borrow_mut();
+        let op = PendingOp::Truncate { len };
+        apply(&mut f.current, &op);
+        f.pending.push(op);
+        f.landed += 1;
+        Ok(())
+    }
+
+    /// Like fallocate: the file grows with zeros to `len` (never shrinks), a change that
+    /// is pending until synced; past the capacity it fails with ENOSPC.
+    pub(super) fn allocate(&self, len: u64) -> IoResult<()> {
+        self.check_live(IoOp::Allocate)?;
+        if !self.writable {
+            return Err(errno_err(IoOp::Allocate, &self.path, libc::EBADF));
+        }
+        let s = self.disk.0.borrow();
+        let used = SimDisk::used_bytes(&s);
+        let mut f = self.file.borrow_mut();
+        let growth = len.saturating_sub(f.current.len() as u64);
+        if growth == 0 {
+            return Ok(());
+        }
+        if used + growth > s.config.capacity_bytes {
+            return Err(errno_err(IoOp::Allocate, &self.path, libc::ENOSPC));
+        }
         let op = PendingOp::Truncate { len };
         apply(&mut f.current, &op);
         f.pending.push(op);

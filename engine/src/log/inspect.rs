@@ -22,6 +22,8 @@ pub struct SegmentReport {
     pub file_len: u64,
     pub header: Option<SegmentHeader>,
     pub batches: Vec<BatchInfo>,
+    /// Zeros after the last batch: space the active segment reserved ahead of its writes.
+    pub reserved_bytes: u64,
     /// The first problem found: position and description. `None`: the file verified.
     pub problem: Option<(u64, String)>,
     /// The index file beside it, if any, and whether it matches the segment.
@@ -44,6 +46,7 @@ pub async fn inspect_segment(storage: &Storage, path: &Path) -> Result<SegmentRe
         file_len,
         header: None,
         batches: Vec::new(),
+        reserved_bytes: 0,
         problem: None,
         index: None,
     };
@@ -68,6 +71,19 @@ pub async fn inspect_segment(storage: &Storage, path: &Path) -> Result<SegmentRe
         };
         let h = match BatchHeader::decode(&hb) {
             Ok(h) => h,
+            Err(_) if hb.iter().all(|&b| b == 0) => {
+                // Where the next batch would start: reserved space, zeros to the end.
+                match first_nonzero(&mut reader, pos, file_len).await? {
+                    None => report.reserved_bytes = file_len - pos,
+                    Some(at) => {
+                        report.problem = Some((
+                            at,
+                            format!("data after the end of the log at byte {pos} (a torn write past a hole?)"),
+                        ))
+                    }
+                }
+                break;
+            }
             Err(e) => {
                 report.problem = Some((pos, format!("{e} (expected offset {expected})")));
                 break;
@@ -93,11 +109,12 @@ pub async fn inspect_segment(storage: &Storage, path: &Path) -> Result<SegmentRe
         expected = h.end_offset();
     }
     file.close().await?;
+    let data_len = file_len - report.reserved_bytes;
     let index_path = path.with_extension("index");
     if storage.exists(&index_path) {
         report.index = Some(match storage.read_file(&index_path).await {
             Ok(buf) => SegmentIndex::decode_file(&buf).map_err(|e| e.to_string()).and_then(|(ix, s)| {
-                if s.len == file_len && s.base_offset == header.base_offset && s.end_offset == expected {
+                if s.len == data_len && s.base_offset == header.base_offset && s.end_offset == expected {
                     Ok((ix, s))
                 } else {
                     Err(format!("stale: describes {} bytes up to offset {}", s.len, s.end_offset))
@@ -107,4 +124,22 @@ pub async fn inspect_segment(storage: &Storage, path: &Path) -> Result<SegmentRe
         });
     }
     Ok(report)
+}
+
+/// The position of the first non-zero byte in `[from, file_len)`, if any.
+async fn first_nonzero(
+    reader: &mut ChunkReader<'_>,
+    from: u64,
+    file_len: u64,
+) -> Result<Option<u64>, crate::io::IoError> {
+    let mut pos = from;
+    while pos < file_len {
+        let n = (file_len - pos).min(BLOCK_BYTES as u64) as usize;
+        let Some(block) = reader.bytes_at(pos, n).await? else { return Ok(None) };
+        if let Some(i) = block.iter().position(|&b| b != 0) {
+            return Ok(Some(pos + i as u64));
+        }
+        pos += n as u64;
+    }
+    Ok(None)
 }

@@ -43,7 +43,7 @@ use crate::io::{IoError, OpenMode, Storage};
 use crate::limits::{
     APPEND_INFLIGHT_BYTES_MAX, APPEND_QUEUE_DEPTH, APPEND_WRITES_BUSY, APPEND_WRITES_INFLIGHT_MAX,
     APPEND_WRITE_BYTES_MAX, APPEND_WRITE_HELD_UP, BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES,
-    SYNC_WRITE_BYTES_MAX, WATERMARK_PERSIST_INTERVAL_MS,
+    SEGMENT_ALLOCATE_STEP_BYTES, SYNC_WRITE_BYTES_MAX, WATERMARK_PERSIST_INTERVAL_MS,
 };
 use crate::metrics::{Counter, LatencyHistogram};
 use crate::record::{Batch, BatchHeader, BatchPayload, ProducerInfo};
@@ -153,6 +153,11 @@ struct Inner {
     /// Notified once, when the partition starts closing (periodic loops wait on it).
     close_event: Event,
     tasks: RefCell<Vec<Task<()>>>,
+    /// The reservation of file space running for the active segment, if any.
+    allocation: RefCell<Option<Task<()>>>,
+    allocating: Cell<bool>,
+    /// A segment whose reservation failed (full disk, no fallocate): it goes on without.
+    allocation_failed_base: Cell<Option<u64>>,
     /// Serialises watermark file updates (roll, timer and close may race for it).
     watermark_writer: glommio::sync::Semaphore,
     metrics: PartitionMetrics,
@@ -210,6 +215,9 @@ impl Partition {
             closing: Cell::new(false),
             close_event: Event::new(),
             tasks: RefCell::new(Vec::new()),
+            allocation: RefCell::new(None),
+            allocating: Cell::new(false),
+            allocation_failed_base: Cell::new(None),
             watermark_writer: glommio::sync::Semaphore::new(1),
             metrics: PartitionMetrics::default(),
         });
@@ -499,6 +507,7 @@ impl Partition {
         if inner.state.borrow().failure.is_some() {
             return Ok(());
         }
+        inner.release_allocation().await?;
         inner.sync_active().await?;
         if let Err(e) = inner.persist_watermark().await {
             tracing::warn!(dir = %inner.dir.display(), error = %e, "could not refresh the durable watermark on close");
@@ -733,6 +742,33 @@ impl Inner {
         }
     }
 
+    /// Cuts the active segment's file back to its written bytes (before a roll or a close,
+    /// with no write in flight): sealed segments are exactly as long as their data, and a
+    /// cleanly closed partition leaves no reserved space behind. The sync that follows
+    /// makes the new length durable with the data.
+    async fn release_allocation(&self) -> Result<(), LogError> {
+        let running = self.allocation.borrow_mut().take();
+        if let Some(task) = running {
+            task.await;
+        }
+        let (file, len) = {
+            let mut st = self.state.borrow_mut();
+            let Some(active) = st.segments.back_mut() else {
+                return Ok(());
+            };
+            if active.allocated <= active.len {
+                return Ok(());
+            }
+            active.allocated = active.len;
+            (active.file.clone(), active.len)
+        };
+        if let Err(e) = file.truncate(len).await {
+            self.fail(format!("truncating reserved space failed: {e}"));
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// fdatasyncs the active segment and marks what it covered durable.
     async fn sync_active(&self) -> Result<(), LogError> {
         let (target, file) = {
@@ -767,6 +803,7 @@ impl Inner {
 
     /// Seals the active segment (synced, index written) and starts a new one.
     async fn roll(&self) -> Result<(), LogError> {
+        self.release_allocation().await?;
         self.sync_active().await?;
         let (summary, index_bytes, index_path, base) = {
             let mut st = self.state.borrow_mut();
@@ -1044,6 +1081,8 @@ async fn append_loop(inner: Rc<Inner>) {
                     continue;
                 }
             }
+            let group_bytes = group.iter().map(|r| r.disk_len() as u64).sum();
+            allocate_ahead(&inner, group_bytes);
             if let Some(w) = inner.start_write(&mut group) {
                 inflight.push_back(w);
             }
@@ -1052,6 +1091,50 @@ async fn append_loop(inner: Rc<Inner>) {
     while let Some(w) = inflight.pop_front() {
         inner.retire(w).await;
     }
+}
+
+/// Reserves the active segment's file [`SEGMENT_ALLOCATE_STEP_BYTES`] ahead of its writes
+/// once less than half a step is left, in a task of its own: writes never wait for it
+/// (a write past the reservation grows the file, which only costs a kernel worker's
+/// time). A failed reservation is no error of the log: that segment goes on without.
+fn allocate_ahead(inner: &Rc<Inner>, next_write_bytes: u64) {
+    if inner.allocating.get() {
+        return;
+    }
+    let (file, base, target) = {
+        let mut st = inner.state.borrow_mut();
+        if st.failure.is_some() {
+            return;
+        }
+        let Some(active) = st.segments.back_mut() else { return };
+        let end = active.len + next_write_bytes;
+        if active.allocated >= end + SEGMENT_ALLOCATE_STEP_BYTES / 2
+            || inner.allocation_failed_base.get() == Some(active.base_offset)
+        {
+            return;
+        }
+        // No further than the segment can grow (a group larger than the rest rolls it).
+        let target =
+            crate::limits::align_up((end + SEGMENT_ALLOCATE_STEP_BYTES).min(inner.topic.segment_bytes.max(end)));
+        if target <= active.allocated {
+            return;
+        }
+        // Counted as allocated from now: a reservation that fails halfway may still have
+        // grown the file, which the roll or close then cuts back.
+        active.allocated = target;
+        (active.file.clone(), active.base_offset, target)
+    };
+    inner.allocating.set(true);
+    let owner = inner.clone();
+    let task = glommio::spawn_local(async move {
+        let result = file.allocate(target).await;
+        owner.allocating.set(false);
+        if let Err(e) = result {
+            tracing::warn!(dir = %owner.dir.display(), error = %e, "cannot reserve segment space; writing without");
+            owner.allocation_failed_base.set(Some(base));
+        }
+    });
+    *inner.allocation.borrow_mut() = Some(task);
 }
 
 /// Group commit (`interval_ms == None`: sync as soon as something is written) or periodic sync.
@@ -1304,6 +1387,9 @@ async fn recover(
                 }
             }
         }
+        // The file's length as it is left: the batches, unless a damaged last segment
+        // keeps whatever follows them.
+        let mut allocated = file_len;
         let (index, end_offset, len) = match index {
             Some((ix, end)) => (ix, end, file_len),
             None => {
@@ -1328,10 +1414,18 @@ async fn recover(
                         ));
                     }
                     // A torn tail above the durable mark is truncated, unless the partition
-                    // is already known to be damaged: then nothing on disk is changed.
+                    // is already known to be damaged: then nothing on disk is changed. So
+                    // is space reserved ahead of the writes (zeros where the next batch
+                    // would start), and anything a write landed past it: never acknowledged.
                     _ if is_last && file_len > scan.valid_len && failure.is_none() => {
-                        tracing::warn!(path = %log_path.display(), from = scan.valid_len, to = file_len,
-                            "truncating torn tail above the durable watermark");
+                        let next = file.read_at(scan.valid_len, BLOCK_BYTES).await?;
+                        if next.iter().all(|&b| b == 0) {
+                            tracing::debug!(path = %log_path.display(), from = scan.valid_len, to = file_len,
+                                "dropping reserved space after the last batch");
+                        } else {
+                            tracing::warn!(path = %log_path.display(), from = scan.valid_len, to = file_len,
+                                "truncating torn tail above the durable watermark");
+                        }
                         file.truncate(scan.valid_len).await?;
                     }
                     _ => {}
@@ -1356,6 +1450,9 @@ async fn recover(
                 if is_last {
                     active_trailers = scan.producers;
                 }
+                if failure.is_none() {
+                    allocated = scan.valid_len;
+                }
                 (scan.index, scan.end_offset, scan.valid_len)
             }
         };
@@ -1367,6 +1464,7 @@ async fn recover(
             file: Rc::new(file),
             len,
             visible_len: len,
+            allocated: allocated.max(len),
             end_offset,
             index,
             sealed: !is_last,

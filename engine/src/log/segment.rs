@@ -78,6 +78,9 @@ pub struct Segment {
     pub len: u64,
     /// Bytes readers may see (up to the partition's visible end).
     pub visible_len: u64,
+    /// Bytes of the file: `len`, plus (active segment only) blocks reserved ahead of the
+    /// writes, zeros until written. A sealed segment's file is exactly `len` long.
+    pub allocated: u64,
     /// One past the last offset written to this segment.
     pub end_offset: u64,
     pub index: SegmentIndex,
@@ -108,6 +111,7 @@ impl Segment {
             file: Rc::new(file),
             len: SEGMENT_DATA_START,
             visible_len: SEGMENT_DATA_START,
+            allocated: SEGMENT_DATA_START,
             end_offset: base_offset,
             index: SegmentIndex::new(),
             sealed: false,
