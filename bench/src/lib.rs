@@ -65,7 +65,8 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Total bytes of the `.log` files below `dir`, and their paths (sorted).
+/// Total bytes of log in the `.log` files below `dir`, and their paths (sorted). An active
+/// segment's file may end in zeros reserved ahead of its writes: those are not log.
 pub fn segment_files(dir: &Path) -> (u64, Vec<std::path::PathBuf>) {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -80,8 +81,28 @@ pub fn segment_files(dir: &Path) -> (u64, Vec<std::path::PathBuf>) {
         }
     }
     files.sort();
-    let bytes = files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let bytes = files.iter().filter_map(|p| data_len(p).ok()).sum();
     (bytes, files)
+}
+
+/// A segment file's length without the zero blocks at its end (batches end in the block
+/// holding their last payload byte, which is never a whole block of zeros).
+fn data_len(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: u64 = 4096;
+    let file = std::fs::File::open(path)?;
+    let mut end = file.metadata()?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            return Ok((start + i as u64 + 1).div_ceil(BLOCK) * BLOCK);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// One HTTP/1.1 request (`Connection: close`) to a local server: (status, body). For

@@ -25,11 +25,12 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 256 << 20;
 pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
 /// Largest segment: index entries store 32-bit file positions.
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 32;
-/// The active segment's file is reserved (fallocate) this far ahead of its writes, in
-/// steps of this size: an O_DIRECT write that grows a file cannot run inline on ext4, so
-/// io_uring hands it to a kernel worker on the shard's own core (measured: 4 KiB appends
-/// took ~29 us of worker CPU each, a third of a core at 10,000 writes/s; writes into
-/// reserved blocks took none).
+/// Below `sync`, the active segment's file is reserved (fallocate) this far ahead of its
+/// writes, in steps of this size: an O_DIRECT write that grows a file cannot run inline on
+/// ext4, so io_uring hands it to a kernel worker on the shard's own core (measured: 4 KiB
+/// appends took ~29 us of worker CPU each, a third of a core at 10,000 writes/s; writes
+/// into reserved blocks took none). Under `sync` the fdatasync that follows each write
+/// then converts the reserved extents, which measured slower than growing the file.
 pub const SEGMENT_ALLOCATE_STEP_BYTES: u64 = 8 << 20;
 /// A sparse index entry is added after at least this many log bytes.
 pub const INDEX_INTERVAL_BYTES: u64 = 32 << 10;

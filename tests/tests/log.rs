@@ -521,15 +521,15 @@ fn idempotent_producer_retries_are_deduplicated_across_rolls_and_restarts() {
     });
 }
 
-/// The active segment reserves file space ahead of its writes (so O_DIRECT appends run
-/// inline, not in a kernel worker). What it leaves: after a crash, zeros past the last
-/// batch, dropped on open (with anything a write landed beyond a hole); after a roll or a
-/// close, files exactly as long as their batches.
+/// Below `sync` the active segment reserves file space ahead of its writes (so O_DIRECT
+/// appends run inline, not in a kernel worker). What it leaves: after a crash, zeros past
+/// the last batch, dropped on open (with anything a write landed beyond a hole); after a
+/// roll or a close, files exactly as long as their batches. Under `sync` it reserves none.
 #[test]
 fn reserved_space_ahead_of_the_writes_is_given_back_and_never_read_as_data() {
     let dir = tmp();
     let path = dir.path().join("p0");
-    let cfg = topic("t", Durability::Sync, 64 << 20);
+    let cfg = topic("t", Durability::Interval { ms: 5 }, 64 << 20);
     let log = path_of_segment(&path, 0);
     let (p1, c1) = (path.clone(), cfg.clone());
     run_local(move || async move {
@@ -586,12 +586,25 @@ fn reserved_space_ahead_of_the_writes_is_given_back_and_never_read_as_data() {
     });
     assert_eq!(std::fs::metadata(&log).expect("log").len(), data_len + 10 * 4096, "a close gives the space back");
 
+    // Under `sync` nothing is reserved.
+    let synced = topic("t", Durability::Sync, 64 << 20);
+    let (p4, c4) = (path.clone(), synced.clone());
+    run_local(move || async move {
+        let p = open(&p4, &c4).await;
+        for b in 60..70u64 {
+            p.append(batch(b * 10, 10, 300, 0)).await.expect("append");
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(std::fs::metadata(path_of_segment(&p4, 0)).expect("log").len(), data_len + 20 * 4096);
+        p.close().await.expect("close");
+    });
+
     // A roll seals a segment at exactly its batches' length.
     let small = topic("t", Durability::Interval { ms: 5 }, 256 << 10);
     let (p3, c3) = (path.clone(), small.clone());
     run_local(move || async move {
         let p = open(&p3, &c3).await;
-        for b in 60..200u64 {
+        for b in 70..200u64 {
             p.append(batch(b * 10, 10, 300, 0)).await.expect("append");
         }
         assert!(p.status().segments > 2);
