@@ -273,7 +273,10 @@ impl File {
         debug_assert!(len.is_multiple_of(BLOCK_BYTES as u64), "allocation length {len} not aligned");
         match self {
             File::Dma(f) => f.allocate(len).await,
-            File::Sim(f) => f.allocate(len),
+            File::Sim(f) => {
+                f.in_device().await;
+                f.allocate(len)
+            }
         }
     }
 

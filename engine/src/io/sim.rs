@@ -46,8 +46,17 @@ impl Default for SimConfig {
 
 #[derive(Debug, Clone)]
 enum PendingOp {
-    Write { pos: u64, data: Vec<u8> },
-    Truncate { len: u64 },
+    Write {
+        pos: u64,
+        data: Vec<u8>,
+    },
+    Truncate {
+        len: u64,
+    },
+    /// fallocate: grows the file with zeros, never shrinks it.
+    Allocate {
+        len: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +126,11 @@ fn apply(content: &mut Vec<u8>, op: &PendingOp) {
             content[pos..end].copy_from_slice(data);
         }
         PendingOp::Truncate { len } => content.resize(*len as usize, 0),
+        PendingOp::Allocate { len } => {
+            if content.len() < *len as usize {
+                content.resize(*len as usize, 0);
+            }
+        }
     }
 }
 
@@ -472,7 +486,7 @@ impl SimFile {
         if used + growth > s.config.capacity_bytes {
             return Err(errno_err(IoOp::Allocate, &self.path, libc::ENOSPC));
         }
-        let op = PendingOp::Truncate { len };
+        let op = PendingOp::Allocate { len };
         apply(&mut f.current, &op);
         f.pending.push(op);
         f.landed += 1;

@@ -504,6 +504,12 @@ impl Partition {
             t.await;
         }
         inner.new_data.notify(usize::MAX);
+        // Even a failed partition waits for its reservation: it must not grow the file
+        // after a reopen in this process has recovered it.
+        let running = inner.allocation.borrow_mut().take();
+        if let Some(task) = running {
+            task.await;
+        }
         if inner.state.borrow().failure.is_some() {
             return Ok(());
         }
@@ -1326,26 +1332,26 @@ async fn recover(
         let file = storage.open(&path, OpenMode::Read).await?;
         let file_len = file.len().await?;
         let header = file.read_at(0, BLOCK_BYTES).await?;
+        if SegmentHeader::decode(&header).is_some_and(|h| h.base_offset == last && h.identity == identity) {
+            file.close().await?;
+            break;
+        }
+        // Only a bad header needs the whole file looked through.
         let holds_batches = has_intact_batch(&file, file_len, identity).await?;
         file.close().await?;
-        match SegmentHeader::decode(&header) {
-            Some(h) if h.base_offset == last && h.identity == identity => break,
-            _ if !holds_batches && last >= watermark => {
-                tracing::warn!(path = %path.display(), "removing segment torn during creation");
-                storage.remove_file(&path).await?;
-                storage.sync_dir(dir).await?;
-                bases.pop();
-                recreate_at = recreate_at.max(last);
-            }
-            _ => {
-                return Err(LogError::Corrupt {
-                    path,
-                    pos: 0,
-                    offset: last,
-                    detail: "bad segment header in a segment that holds data".into(),
-                })
-            }
+        if holds_batches || last < watermark {
+            return Err(LogError::Corrupt {
+                path,
+                pos: 0,
+                offset: last,
+                detail: "bad segment header in a segment that holds data".into(),
+            });
         }
+        tracing::warn!(path = %path.display(), "removing segment torn during creation");
+        storage.remove_file(&path).await?;
+        storage.sync_dir(dir).await?;
+        bases.pop();
+        recreate_at = recreate_at.max(last);
     }
     if bases.is_empty() {
         // Never restart offsets below what existed: consumers may hold them.
@@ -1420,8 +1426,8 @@ async fn recover(
                     // is space reserved ahead of the writes (zeros where the next batch
                     // would start), and anything a write landed past it: never acknowledged.
                     _ if is_last && file_len > scan.valid_len && failure.is_none() => {
-                        let next = file.read_at(scan.valid_len, BLOCK_BYTES).await?;
-                        if next.iter().all(|&b| b == 0) {
+                        if scan.stop.is_none() {
+                            // Zeros to the end: space reserved ahead of the writes.
                             tracing::debug!(path = %log_path.display(), from = scan.valid_len, to = file_len,
                                 "dropping reserved space after the last batch");
                         } else {
