@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::segment::{parse_log_file_name, ChunkReader, SegmentHeader, SEGMENT_DATA_START};
+use super::segment::{first_nonzero, parse_log_file_name, ChunkReader, SegmentHeader, SEGMENT_DATA_START};
 use super::segment_index::{SegmentIndex, SegmentSummary};
 use crate::io::{OpenMode, Storage};
 use crate::limits::{BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES};
@@ -124,22 +124,4 @@ pub async fn inspect_segment(storage: &Storage, path: &Path) -> Result<SegmentRe
         });
     }
     Ok(report)
-}
-
-/// The position of the first non-zero byte in `[from, file_len)`, if any.
-async fn first_nonzero(
-    reader: &mut ChunkReader<'_>,
-    from: u64,
-    file_len: u64,
-) -> Result<Option<u64>, crate::io::IoError> {
-    let mut pos = from;
-    while pos < file_len {
-        let n = (file_len - pos).min(BLOCK_BYTES as u64) as usize;
-        let Some(block) = reader.bytes_at(pos, n).await? else { return Ok(None) };
-        if let Some(i) = block.iter().position(|&b| b != 0) {
-            return Ok(Some(pos + i as u64));
-        }
-        pos += n as u64;
-    }
-    Ok(None)
 }

@@ -156,8 +156,6 @@ struct Inner {
     /// The reservation of file space running for the active segment, if any.
     allocation: RefCell<Option<Task<()>>>,
     allocating: Cell<bool>,
-    /// A segment whose reservation failed (full disk, no fallocate): it goes on without.
-    allocation_failed_base: Cell<Option<u64>>,
     /// Serialises watermark file updates (roll, timer and close may race for it).
     watermark_writer: glommio::sync::Semaphore,
     metrics: PartitionMetrics,
@@ -217,7 +215,6 @@ impl Partition {
             tasks: RefCell::new(Vec::new()),
             allocation: RefCell::new(None),
             allocating: Cell::new(false),
-            allocation_failed_base: Cell::new(None),
             watermark_writer: glommio::sync::Semaphore::new(1),
             metrics: PartitionMetrics::default(),
         });
@@ -506,10 +503,7 @@ impl Partition {
         inner.new_data.notify(usize::MAX);
         // Even a failed partition waits for its reservation: it must not grow the file
         // after a reopen in this process has recovered it.
-        let running = inner.allocation.borrow_mut().take();
-        if let Some(task) = running {
-            task.await;
-        }
+        inner.wait_allocation().await;
         if inner.state.borrow().failure.is_some() {
             return Ok(());
         }
@@ -753,10 +747,7 @@ impl Inner {
     /// cleanly closed partition leaves no reserved space behind. The sync that follows
     /// makes the new length durable with the data.
     async fn release_allocation(&self) -> Result<(), LogError> {
-        let running = self.allocation.borrow_mut().take();
-        if let Some(task) = running {
-            task.await;
-        }
+        self.wait_allocation().await;
         let (file, len) = {
             let mut st = self.state.borrow_mut();
             let Some(active) = st.segments.back_mut() else {
@@ -773,6 +764,14 @@ impl Inner {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Waits for the reservation in flight, if any.
+    async fn wait_allocation(&self) {
+        let running = self.allocation.borrow_mut().take();
+        if let Some(task) = running {
+            task.await;
+        }
     }
 
     /// fdatasyncs the active segment and marks what it covered durable.
@@ -1116,9 +1115,8 @@ fn allocate_ahead(inner: &Rc<Inner>, next_write_bytes: u64) {
         }
         let Some(active) = st.segments.back_mut() else { return };
         let end = active.len + next_write_bytes;
-        if active.allocated >= end + SEGMENT_ALLOCATE_STEP_BYTES / 2
-            || inner.allocation_failed_base.get() == Some(active.base_offset)
-        {
+        // (After a failed reservation `allocated` is unbounded: no more are tried.)
+        if active.allocated >= end.saturating_add(SEGMENT_ALLOCATE_STEP_BYTES / 2) {
             return;
         }
         // No further than the segment can grow (a group larger than the rest rolls it).
@@ -1139,7 +1137,12 @@ fn allocate_ahead(inner: &Rc<Inner>, next_write_bytes: u64) {
         owner.allocating.set(false);
         if let Err(e) = result {
             tracing::warn!(dir = %owner.dir.display(), error = %e, "cannot reserve segment space; writing without");
-            owner.allocation_failed_base.set(Some(base));
+            // The file may have grown part way: its length is unknown until the roll or
+            // close cuts it back, and this segment tries no more.
+            let mut st = owner.state.borrow_mut();
+            if let Some(seg) = st.segments.iter_mut().rev().find(|s| s.base_offset == base) {
+                seg.allocated = u64::MAX;
+            }
         }
     });
     *inner.allocation.borrow_mut() = Some(task);
@@ -1395,9 +1398,6 @@ async fn recover(
                 }
             }
         }
-        // The file's length as it is left: the batches, unless a damaged last segment
-        // keeps whatever follows them.
-        let mut allocated = file_len;
         let (index, end_offset, len) = match index {
             Some((ix, end)) => (ix, end, file_len),
             None => {
@@ -1458,9 +1458,6 @@ async fn recover(
                 if is_last {
                     active_trailers = scan.producers;
                 }
-                if failure.is_none() {
-                    allocated = scan.valid_len;
-                }
                 (scan.index, scan.end_offset, scan.valid_len)
             }
         };
@@ -1472,7 +1469,8 @@ async fn recover(
             file: Rc::new(file),
             len,
             visible_len: len,
-            allocated: allocated.max(len),
+            // Cut back to the batches, unless damage left the file as it was.
+            allocated: if failure.is_some() { file_len.max(len) } else { len },
             end_offset,
             index,
             sealed: !is_last,

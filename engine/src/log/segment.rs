@@ -78,8 +78,9 @@ pub struct Segment {
     pub len: u64,
     /// Bytes readers may see (up to the partition's visible end).
     pub visible_len: u64,
-    /// Bytes of the file: `len`, plus (active segment only) blocks reserved ahead of the
-    /// writes, zeros until written. A sealed segment's file is exactly `len` long.
+    /// How long the file may be: `len`, plus (active segment only) blocks reserved ahead of
+    /// the writes, zeros until written; `u64::MAX` after a failed reservation (unknown).
+    /// A roll or close cuts it back: a sealed segment's file is exactly `len` long.
     pub allocated: u64,
     /// One past the last offset written to this segment.
     pub end_offset: u64,
@@ -213,7 +214,7 @@ pub async fn scan_segment(
         let detail = match reader.bytes_at(pos, BATCH_HEADER_BYTES).await? {
             None => "partial batch header at end of file".to_string(),
             Some(hb) => match BatchHeader::decode(&hb) {
-                Err(HeaderError::Empty) if is_zero_tail(&mut reader, pos, file_len).await? => break None,
+                Err(HeaderError::Empty) if first_nonzero(&mut reader, pos, file_len).await?.is_none() => break None,
                 Err(e) => e.to_string(),
                 Ok(h) => match check_batch(&h, expected, identity, payload_bytes_max) {
                     Err(d) => d,
@@ -304,17 +305,19 @@ pub fn check_batch(
     Ok(())
 }
 
-/// True when the file holds only zero bytes from `pos` on (space never written).
-async fn is_zero_tail(reader: &mut ChunkReader<'_>, pos: u64, file_len: u64) -> IoResult<bool> {
+/// The first non-zero byte of the file at or after `pos`; `None` when only zeros follow
+/// (space never written, or reserved ahead of the writes).
+pub(crate) async fn first_nonzero(reader: &mut ChunkReader<'_>, pos: u64, file_len: u64) -> IoResult<Option<u64>> {
     let mut p = pos;
     while p < file_len {
         let n = (file_len - p).min(READ_AHEAD_CHUNK_BYTES as u64) as usize;
-        match reader.bytes_at(p, n).await? {
-            Some(b) if b.iter().all(|&x| x == 0) => p += n as u64,
-            _ => return Ok(false),
+        let Some(b) = reader.bytes_at(p, n).await? else { return Ok(None) };
+        if let Some(i) = b.iter().position(|&x| x != 0) {
+            return Ok(Some(p + i as u64));
         }
+        p += n as u64;
     }
-    Ok(true)
+    Ok(None)
 }
 
 /// Reads and fully checks the batch at `pos` (header, identity, payload CRC): the check
