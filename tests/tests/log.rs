@@ -524,7 +524,8 @@ fn idempotent_producer_retries_are_deduplicated_across_rolls_and_restarts() {
 /// Below `sync` the active segment reserves file space ahead of its writes (so O_DIRECT
 /// appends run inline, not in a kernel worker). What it leaves: after a crash, zeros past
 /// the last batch, dropped on open (with anything a write landed beyond a hole); after a
-/// roll or a close, files exactly as long as their batches. Under `sync` it reserves none.
+/// roll or a close, files exactly as long as their batches. Under `sync` it writes zeros
+/// ahead instead, which recovery treats the same way.
 #[test]
 fn reserved_space_ahead_of_the_writes_is_given_back_and_never_read_as_data() {
     let dir = tmp();
@@ -586,18 +587,41 @@ fn reserved_space_ahead_of_the_writes_is_given_back_and_never_read_as_data() {
     });
     assert_eq!(std::fs::metadata(&log).expect("log").len(), data_len + 10 * 4096, "a close gives the space back");
 
-    // Under `sync` nothing is reserved.
+    // Under `sync` the space ahead is zeroed (written and synced) instead: after a crash it
+    // reads back as zeros, dropped on open like a reservation.
     let synced = topic("t", Durability::Sync, 64 << 20);
     let (p4, c4) = (path.clone(), synced.clone());
+    let synced_len = data_len + 20 * 4096;
     run_local(move || async move {
         let p = open(&p4, &c4).await;
         for b in 60..70u64 {
             p.append(batch(b * 10, 10, 300, 0)).await.expect("append");
         }
-        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(std::fs::metadata(path_of_segment(&p4, 0)).expect("log").len(), data_len + 20 * 4096);
+        for _ in 0..100 {
+            if std::fs::metadata(path_of_segment(&p4, 0)).expect("log").len() > synced_len {
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        std::mem::forget(p);
+    });
+    let file_len = std::fs::metadata(&log).expect("log").len();
+    assert!(file_len >= synced_len + sluice::limits::SYNC_RUNWAY_BYTES / 2, "zeroed ahead: {file_len}");
+    let l = log.clone();
+    let report = run_local(move || async move {
+        sluice::log::inspect::inspect_segment(&Storage::real(), &l).await.expect("inspect")
+    });
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    assert_eq!((report.records(), report.reserved_bytes), (700, file_len - synced_len));
+    let (p5, c5) = (path.clone(), synced.clone());
+    run_local(move || async move {
+        let p = open(&p5, &c5).await;
+        assert_eq!(p.offsets().written_end(), Offset(700));
+        check_all(&p, 700, 300).await;
+        assert_eq!(std::fs::metadata(path_of_segment(&p5, 0)).expect("log").len(), synced_len, "dropped on open");
         p.close().await.expect("close");
     });
+    assert_eq!(std::fs::metadata(&log).expect("log").len(), synced_len);
 
     // A roll seals a segment at exactly its batches' length.
     let small = topic("t", Durability::Interval { ms: 5 }, 256 << 10);

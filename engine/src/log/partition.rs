@@ -43,7 +43,8 @@ use crate::io::{IoError, OpenMode, Storage};
 use crate::limits::{
     APPEND_INFLIGHT_BYTES_MAX, APPEND_QUEUE_DEPTH, APPEND_WRITES_BUSY, APPEND_WRITES_INFLIGHT_MAX,
     APPEND_WRITE_BYTES_MAX, APPEND_WRITE_HELD_UP, BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES,
-    SEGMENT_ALLOCATE_STEP_BYTES, SYNC_WRITE_BYTES_MAX, WATERMARK_PERSIST_INTERVAL_MS,
+    SEGMENT_ALLOCATE_STEP_BYTES, SYNC_RUNWAY_BYTES, SYNC_RUNWAY_ZEROING_BYTES_PER_S, SYNC_WRITE_BYTES_MAX,
+    WATERMARK_PERSIST_INTERVAL_MS,
 };
 use crate::metrics::{Counter, LatencyHistogram};
 use crate::record::{Batch, BatchHeader, BatchPayload, ProducerInfo};
@@ -156,6 +157,10 @@ struct Inner {
     /// The reservation of file space running for the active segment, if any.
     allocation: RefCell<Option<Task<()>>>,
     allocating: Cell<bool>,
+    /// The range of the active segment being zeroed ahead (under `sync`), while it is.
+    zeroing: Cell<Option<(u64, u64)>>,
+    /// When the last zeroing ahead started (it is rate-limited).
+    runway_zeroed_at: Cell<Option<std::time::Instant>>,
     /// Serialises watermark file updates (roll, timer and close may race for it).
     watermark_writer: glommio::sync::Semaphore,
     metrics: PartitionMetrics,
@@ -215,6 +220,8 @@ impl Partition {
             tasks: RefCell::new(Vec::new()),
             allocation: RefCell::new(None),
             allocating: Cell::new(false),
+            zeroing: Cell::new(None),
+            runway_zeroed_at: Cell::new(None),
             watermark_writer: glommio::sync::Semaphore::new(1),
             metrics: PartitionMetrics::default(),
         });
@@ -1088,6 +1095,7 @@ async fn append_loop(inner: Rc<Inner>) {
             }
             let group_bytes = group.iter().map(|r| r.disk_len() as u64).sum();
             allocate_ahead(&inner, group_bytes);
+            wait_for_overlapping_zeros(&inner, group_bytes).await;
             if let Some(w) = inner.start_write(&mut group) {
                 inflight.push_back(w);
             }
@@ -1098,17 +1106,22 @@ async fn append_loop(inner: Rc<Inner>) {
     }
 }
 
-/// Below `sync`: reserves the active segment's file [`SEGMENT_ALLOCATE_STEP_BYTES`] ahead of
-/// its writes once less than half a step is left, in a task of its own: writes never wait for it
-/// (a write past the reservation grows the file, which only costs a kernel worker's
-/// time). A failed reservation is no error of the log: that segment goes on without.
+/// Reserves the active segment's file ahead of its writes once less than half a step is
+/// left, in a task of its own, so that appends land in blocks the file already has:
+/// below `sync` by fallocate ([`SEGMENT_ALLOCATE_STEP_BYTES`]); under `sync` by writing
+/// zeros and syncing them ([`SYNC_RUNWAY_BYTES`], at most
+/// [`SYNC_RUNWAY_ZEROING_BYTES_PER_S`]), because an fdatasync after a write into reserved
+/// (unwritten) blocks has their conversion to commit, and after a write into zeroed ones
+/// nothing. Writes never wait for a reservation, except one that would overlap zeros
+/// still being written. A failed reservation is no error of the log: that segment goes on
+/// without (a failed sync of the zeros is: it may have lost the file's metadata).
 fn allocate_ahead(inner: &Rc<Inner>, next_write_bytes: u64) {
-    // Under `sync` every acknowledgement waits for an fdatasync, which then has reserved
-    // (unwritten) extents to convert: measured slower there, with and without load.
-    if inner.allocating.get() || inner.topic.durability == Durability::Sync {
+    if inner.allocating.get() {
         return;
     }
-    let (file, base, target) = {
+    let zeroing = inner.topic.durability == Durability::Sync;
+    let step = if zeroing { SYNC_RUNWAY_BYTES } else { SEGMENT_ALLOCATE_STEP_BYTES };
+    let (file, base, from, target) = {
         let mut st = inner.state.borrow_mut();
         if st.failure.is_some() {
             return;
@@ -1116,25 +1129,50 @@ fn allocate_ahead(inner: &Rc<Inner>, next_write_bytes: u64) {
         let Some(active) = st.segments.back_mut() else { return };
         let end = active.len + next_write_bytes;
         // (After a failed reservation `allocated` is unbounded: no more are tried.)
-        if active.allocated >= end.saturating_add(SEGMENT_ALLOCATE_STEP_BYTES / 2) {
+        if active.allocated >= end.saturating_add(step / 2) {
             return;
+        }
+        if zeroing {
+            let spacing = Duration::from_millis(SYNC_RUNWAY_BYTES * 1000 / SYNC_RUNWAY_ZEROING_BYTES_PER_S);
+            if inner.runway_zeroed_at.get().is_some_and(|at| at.elapsed() < spacing) {
+                return;
+            }
         }
         // No further than the segment can grow (a group larger than the rest rolls it).
-        let target =
-            crate::limits::align_up((end + SEGMENT_ALLOCATE_STEP_BYTES).min(inner.topic.segment_bytes.max(end)));
-        if target <= active.allocated {
+        let target = crate::limits::align_up((end + step).min(inner.topic.segment_bytes.max(end)));
+        // Zeros start past the next write, so that write never overlaps them.
+        let from = active.allocated.max(end);
+        if target <= from {
             return;
         }
+        debug_assert!(from.is_multiple_of(BLOCK_BYTES as u64));
         // Counted as allocated from now: a reservation that fails halfway may still have
         // grown the file, which the roll or close then cuts back.
         active.allocated = target;
-        (active.file.clone(), active.base_offset, target)
+        (active.file.clone(), active.base_offset, from, target)
     };
     inner.allocating.set(true);
+    if zeroing {
+        inner.zeroing.set(Some((from, target)));
+        inner.runway_zeroed_at.set(Some(std::time::Instant::now()));
+    }
     let owner = inner.clone();
     let task = glommio::spawn_local(async move {
-        let result = file.allocate(target).await;
+        let result = if zeroing {
+            let zeros = owner.storage.alloc_zeroed((target - from) as usize);
+            file.write_at(zeros.share(), from).await
+        } else {
+            file.allocate(target).await
+        };
+        let synced = match (&result, zeroing) {
+            (Ok(()), true) => file.fdatasync().await,
+            _ => Ok(()),
+        };
         owner.allocating.set(false);
+        owner.zeroing.set(None);
+        if let Err(e) = synced {
+            owner.fail(format!("fdatasync of reserved segment space failed: {e}"));
+        }
         if let Err(e) = result {
             tracing::warn!(dir = %owner.dir.display(), error = %e, "cannot reserve segment space; writing without");
             // The file may have grown part way: its length is unknown until the roll or
@@ -1146,6 +1184,16 @@ fn allocate_ahead(inner: &Rc<Inner>, next_write_bytes: u64) {
         }
     });
     *inner.allocation.borrow_mut() = Some(task);
+}
+
+/// Under `sync`: waits for the zeros being written ahead if the next write, `bytes` at the
+/// end of the active segment, would overlap them (a zero landing after data would erase it).
+async fn wait_for_overlapping_zeros(inner: &Inner, bytes: u64) {
+    let Some((from, to)) = inner.zeroing.get() else { return };
+    let len = inner.state.borrow().segments.back().map_or(0, |s| s.len);
+    if len < to && len + bytes > from {
+        inner.wait_allocation().await;
+    }
 }
 
 /// Group commit (`interval_ms == None`: sync as soon as something is written) or periodic sync.
