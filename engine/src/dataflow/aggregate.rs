@@ -770,12 +770,34 @@ impl AggregateState {
     /// become results, unless late rows may still correct them), and rows past the state
     /// TTL are evicted. Only the windows due are touched (timer queues by end).
     pub fn advance(&mut self, plan: &AggregatePlan, options: &ViewOptions, wm: i64, changes: &mut Vec<Change>) {
+        self.advance_some(plan, options, wm, changes, usize::MAX);
+    }
+
+    /// `advance`, finalizing at most `groups_max` windows: false when some that are due
+    /// are left for the next call (a replay closes a round's windows a slice at a time).
+    pub fn advance_some(
+        &mut self,
+        plan: &AggregatePlan,
+        options: &ViewOptions,
+        wm: i64,
+        changes: &mut Vec<Change>,
+        groups_max: usize,
+    ) -> bool {
         let keep_accs = options.late == LatePolicy::Update;
+        let mut budget = groups_max;
         while let Some(entry) = self.pending.first_entry() {
             if *entry.key() > wm {
                 break;
             }
-            let (end, due) = entry.remove_entry();
+            if budget == 0 {
+                return false;
+            }
+            let (end, mut due) = entry.remove_entry();
+            if due.len() > budget {
+                // The rest stays due, in order, for the next call.
+                self.pending.insert(end, due.split_off(budget));
+            }
+            budget -= due.len();
             for (key, start) in due {
                 let Some(kg) = self.keys.get_mut(&key) else { continue };
                 let Some(g) = kg.windows.get_mut(&start) else { continue };
@@ -793,6 +815,12 @@ impl AggregateState {
                 self.note(changes, || Change::Upsert { key, window_start: start, final_result: true });
             }
         }
+        self.expire(plan, options, wm, changes);
+        true
+    }
+
+    /// Rows past the state TTL as of watermark `wm` are evicted.
+    fn expire(&mut self, plan: &AggregatePlan, options: &ViewOptions, wm: i64, changes: &mut Vec<Change>) {
         let Some(ttl) = options.state_ttl_ms else { return };
         let cut = wm.saturating_sub(ttl);
         if plan.window.is_some() {
@@ -1192,6 +1220,59 @@ mod tests {
                 .collect();
             let folded_in_place = fold_both(&plan, &rows);
             assert!(folded_in_place > 2_500, "{folded_in_place}");
+        }
+    }
+
+    /// Windows closed a slice at a time end as windows closed in one go: the same final
+    /// results, the same changes in the same order.
+    #[test]
+    fn advancing_in_slices_equals_advancing_at_once() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let plan = AggregatePlan {
+            keys: vec![Expr::Column(1)],
+            key_types: vec![DataType::BigInt],
+            aggs: aggs(),
+            window: Some(WindowPlan::Tumble { size_ms: 30 }),
+        };
+        let rows: Vec<Vec<Value>> = (0..3_000)
+            .map(|_| {
+                let ts = rng.gen_range(0..1_000);
+                vec![Value::Timestamp(ts), Value::BigInt(rng.gen_range(0..50)), Value::BigInt(ts), Value::Int(1)]
+            })
+            .collect();
+        let mut table = PartialTable::new(1, Some(&plan));
+        for (offset, row) in rows.iter().enumerate() {
+            let Value::Timestamp(ts) = row[0] else { unreachable!() };
+            let datums: Vec<OwnedDatum> = row.iter().map(|v| Datum::from_value(v).into_owned()).collect();
+            table.add(&plan, datums.as_slice(), ts, Position { ts, partition: 0, offset: offset as u64 });
+        }
+        let options = ViewOptions { changelog: Some("c".into()), ..ViewOptions::default() };
+        let (mut at_once, mut sliced) = (AggregateState::new(), AggregateState::new());
+        at_once.configure(&options);
+        sliced.configure(&options);
+        let (mut changes_at_once, mut changes_sliced) = (Vec::new(), Vec::new());
+        table.drain(|_, g| {
+            at_once.apply(&plan, &options, i64::MIN, g.clone(), &mut changes_at_once);
+            sliced.apply(&plan, &options, i64::MIN, g, &mut changes_sliced);
+        });
+        for wm in [100, 500, 2_000] {
+            at_once.advance(&plan, &options, wm, &mut changes_at_once);
+            let mut calls = 1;
+            while !sliced.advance_some(&plan, &options, wm, &mut changes_sliced, 7) {
+                calls += 1;
+            }
+            assert!(calls > 1, "windows up to {wm} took more than one slice");
+            assert_eq!(changes_sliced, changes_at_once, "up to {wm}");
+        }
+        assert!(
+            changes_at_once.iter().filter(|c| matches!(c, Change::Upsert { final_result: true, .. })).count() > 100
+        );
+        for (key, kg) in &at_once.keys {
+            for (start, g) in &kg.windows {
+                let other = &sliced.keys[key].windows[start];
+                assert!(g.finalized && other.finalized);
+                assert_eq!(format!("{:?}", g.accs), format!("{:?}", other.accs));
+            }
         }
     }
 

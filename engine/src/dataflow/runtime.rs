@@ -572,6 +572,18 @@ impl ViewRuntime {
         }
     }
 
+    /// The aggregate's watermark from shard `from`, then at most `groups_max` of the
+    /// windows it closes; true once none is left (what `receive` does for a watermark, in
+    /// slices).
+    pub fn advance_some(&self, from: usize, watermark: i64, groups_max: usize) -> bool {
+        let Some(agg) = &self.plan.aggregate else { return true };
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        let _ = st.agg_watermarks.update(from, watermark);
+        let wm = st.agg_watermarks.current();
+        st.agg.advance_some(agg, &self.plan.options, wm, &mut st.changes, groups_max)
+    }
+
     /// Applies a message from shard `from` to this shard's state. What it makes for the
     /// next stage goes into `next` (sent on the second mesh).
     pub fn receive(&self, from: usize, body: DataBody, next: &mut Outbox) {
@@ -1012,10 +1024,10 @@ async fn deliver(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, outbox: Outbox, 
 
 /// A replay's own partials merged into its state a slice of groups at a time, stepping
 /// aside between slices: a round's thousands of groups in one go held the shard's live
-/// work for 0.3-1 ms per round. Only the last slice carries the watermark (the others
-/// carry none, which moves nothing), so no window closes before all its partials are in.
-/// Nothing reads a building version, and its driver finishes the round before a switch or
-/// a checkpoint, so no reader or snapshot sees part of a round.
+/// work for 0.3-1 ms per round. The watermark comes after the last slice, and the windows
+/// it closes are finalized a slice at a time too (a round closes ~1,000 windows: up to
+/// 0.35 ms in one go). Nothing reads a building version, and its driver finishes the
+/// round before a switch or a checkpoint, so no reader or snapshot sees part of a round.
 async fn apply_in_slices(
     rt: &Rc<ViewRuntime>,
     stage: Stage,
@@ -1026,14 +1038,12 @@ async fn apply_in_slices(
     let me = rt.shard.index;
     let mut budget = RunBudget::new();
     let mut groups = groups.into_iter();
-    loop {
+    while groups.len() > 0 {
         let slice: Vec<PartialGroup> = groups.by_ref().take(crate::limits::REPLAY_SLICE_GROUPS).collect();
-        let last = groups.len() == 0;
-        let watermark = if last { watermark } else { WATERMARK_UNKNOWN };
-        rt.receive(me, DataBody::Partials { stage, groups: slice, watermark }, next);
-        if last {
-            return;
-        }
+        rt.receive(me, DataBody::Partials { stage, groups: slice, watermark: WATERMARK_UNKNOWN }, next);
+        budget.step_aside_if_spent().await;
+    }
+    while !rt.advance_some(me, watermark, crate::limits::REPLAY_SLICE_GROUPS) {
         budget.step_aside_if_spent().await;
     }
 }
