@@ -41,6 +41,9 @@ pub const SYNC_RUNWAY_BYTES: u64 = 2 << 20;
 /// low rates (where an acknowledgement's latency matters most) the runway keeps ahead of
 /// the appends; at high rates appends overtake it and grow the file, as without one.
 pub const SYNC_RUNWAY_ZEROING_BYTES_PER_S: u64 = 16 << 20;
+/// With no runway left, the zeros start this far past the next write: the appends
+/// meanwhile land in a hole (as plain appends do) instead of waiting for the zeros.
+pub const SYNC_RUNWAY_GAP_BYTES: u64 = 64 << 10;
 /// A sparse index entry is added after at least this many log bytes.
 pub const INDEX_INTERVAL_BYTES: u64 = 32 << 10;
 
@@ -186,6 +189,8 @@ const _: () = assert!((BATCH_BYTES_MAX_CEILING as u64) < SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(BLOCK_BYTES as u64));
 const _: () = assert!(SEGMENT_ALLOCATE_STEP_BYTES.is_multiple_of(BLOCK_BYTES as u64));
 const _: () = assert!(SYNC_RUNWAY_BYTES.is_multiple_of(BLOCK_BYTES as u64));
+const _: () = assert!(SYNC_RUNWAY_GAP_BYTES.is_multiple_of(BLOCK_BYTES as u64));
+const _: () = assert!(SYNC_RUNWAY_GAP_BYTES < SYNC_RUNWAY_BYTES / 2);
 const _: () = assert!(READ_AHEAD_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(APPEND_WRITE_BYTES_MAX >= BATCH_BYTES_MAX_DEFAULT + BLOCK_BYTES);
 const _: () = assert!(APPEND_INFLIGHT_BYTES_MAX >= APPEND_WRITE_BYTES_MAX);

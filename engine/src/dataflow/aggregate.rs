@@ -601,6 +601,9 @@ pub struct AggregateState {
     /// Windows not yet final, by end: the watermark finalizes them in order without
     /// looking at any other group. Entries for windows merged away are skipped.
     pending: BTreeMap<i64, Vec<(Box<[u8]>, i64)>>,
+    /// A due end of `pending` being finalized a slice at a time: its windows not yet
+    /// finalized, the next last (popped, so a slice costs its own length).
+    closing: Option<(i64, Vec<(Box<[u8]>, i64)>)>,
     /// Windows by end, for eviction past the state TTL (only with a TTL).
     expiring: BTreeMap<i64, Vec<(Box<[u8]>, i64)>>,
     /// Unwindowed groups past the TTL are found by a scan, at most this often (watermark).
@@ -627,6 +630,7 @@ impl AggregateState {
             counters: AggregateCounters::default(),
             record_changes: false,
             pending: BTreeMap::new(),
+            closing: None,
             expiring: BTreeMap::new(),
             last_ttl_scan: i64::MIN,
             size_cache: std::cell::Cell::new(None),
@@ -785,20 +789,26 @@ impl AggregateState {
     ) -> bool {
         let keep_accs = options.late == LatePolicy::Update;
         let mut budget = groups_max;
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() > wm {
-                break;
-            }
-            if budget == 0 {
-                return false;
-            }
-            let (end, mut due) = entry.remove_entry();
-            if due.len() > budget {
-                // The rest stays due, in order, for the next call.
-                self.pending.insert(end, due.split_off(budget));
-            }
-            budget -= due.len();
-            for (key, start) in due {
+        loop {
+            let (end, mut left) = match self.closing.take() {
+                Some(closing) => closing,
+                None => match self.pending.first_entry() {
+                    Some(entry) if *entry.key() <= wm => {
+                        let (end, mut due) = entry.remove_entry();
+                        // Popped from the back: reversed once, finalized in order.
+                        due.reverse();
+                        (end, due)
+                    }
+                    _ => break,
+                },
+            };
+            while let Some((key, start)) = left.pop() {
+                if budget == 0 {
+                    left.push((key, start));
+                    self.closing = Some((end, left));
+                    return false;
+                }
+                budget -= 1;
                 let Some(kg) = self.keys.get_mut(&key) else { continue };
                 let Some(g) = kg.windows.get_mut(&start) else { continue };
                 if g.finalized || g.end != end {

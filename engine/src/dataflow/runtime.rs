@@ -572,15 +572,19 @@ impl ViewRuntime {
         }
     }
 
-    /// The aggregate's watermark from shard `from`, then at most `groups_max` of the
-    /// windows it closes; true once none is left (what `receive` does for a watermark, in
-    /// slices).
-    pub fn advance_some(&self, from: usize, watermark: i64, groups_max: usize) -> bool {
+    /// The aggregate's watermark from shard `from`: where it moved the operator's
+    /// watermark to, if it did (what `receive` then advances to).
+    pub fn update_watermark(&self, from: usize, watermark: i64) -> Option<i64> {
+        self.plan.aggregate.as_ref()?;
+        self.state.borrow_mut().agg_watermarks.update(from, watermark)
+    }
+
+    /// Finalizes at most `groups_max` of the windows the watermark `wm` closes; true once
+    /// none is left (what `receive` does on a watermark, in slices).
+    pub fn advance_some(&self, wm: i64, groups_max: usize) -> bool {
         let Some(agg) = &self.plan.aggregate else { return true };
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
-        let _ = st.agg_watermarks.update(from, watermark);
-        let wm = st.agg_watermarks.current();
         st.agg.advance_some(agg, &self.plan.options, wm, &mut st.changes, groups_max)
     }
 
@@ -1043,8 +1047,10 @@ async fn apply_in_slices(
         rt.receive(me, DataBody::Partials { stage, groups: slice, watermark: WATERMARK_UNKNOWN }, next);
         budget.step_aside_if_spent().await;
     }
-    while !rt.advance_some(me, watermark, crate::limits::REPLAY_SLICE_GROUPS) {
-        budget.step_aside_if_spent().await;
+    if let Some(wm) = rt.update_watermark(me, watermark) {
+        while !rt.advance_some(wm, crate::limits::REPLAY_SLICE_GROUPS) {
+            budget.step_aside_if_spent().await;
+        }
     }
 }
 

@@ -43,8 +43,8 @@ use crate::io::{IoError, OpenMode, Storage};
 use crate::limits::{
     APPEND_INFLIGHT_BYTES_MAX, APPEND_QUEUE_DEPTH, APPEND_WRITES_BUSY, APPEND_WRITES_INFLIGHT_MAX,
     APPEND_WRITE_BYTES_MAX, APPEND_WRITE_HELD_UP, BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES,
-    SEGMENT_ALLOCATE_STEP_BYTES, SYNC_RUNWAY_BYTES, SYNC_RUNWAY_ZEROING_BYTES_PER_S, SYNC_WRITE_BYTES_MAX,
-    WATERMARK_PERSIST_INTERVAL_MS,
+    SEGMENT_ALLOCATE_STEP_BYTES, SYNC_RUNWAY_BYTES, SYNC_RUNWAY_GAP_BYTES, SYNC_RUNWAY_ZEROING_BYTES_PER_S,
+    SYNC_WRITE_BYTES_MAX, WATERMARK_PERSIST_INTERVAL_MS,
 };
 use crate::metrics::{Counter, LatencyHistogram};
 use crate::record::{Batch, BatchHeader, BatchPayload, ProducerInfo};
@@ -1096,6 +1096,10 @@ async fn append_loop(inner: Rc<Inner>) {
             let group_bytes = group.iter().map(|r| r.disk_len() as u64).sum();
             allocate_ahead(&inner, group_bytes);
             wait_for_overlapping_zeros(&inner, group_bytes).await;
+            if inner.state.borrow().failure.is_some() {
+                // Failed while waiting (the zeros' sync, say): the loop's top refuses the group.
+                continue;
+            }
             if let Some(w) = inner.start_write(&mut group) {
                 inflight.push_back(w);
             }
@@ -1140,8 +1144,10 @@ fn allocate_ahead(inner: &Rc<Inner>, next_write_bytes: u64) {
         }
         // No further than the segment can grow (a group larger than the rest rolls it).
         let target = crate::limits::align_up((end + step).min(inner.topic.segment_bytes.max(end)));
-        // Zeros start past the next write, so that write never overlaps them.
-        let from = active.allocated.max(end);
+        // Zeros start past the next write, so that write never overlaps them, and with no
+        // runway left a gap past it: the next few writes need not wait for the zeros.
+        let from =
+            if zeroing && active.allocated < end { end + SYNC_RUNWAY_GAP_BYTES } else { active.allocated.max(end) };
         if target <= from {
             return;
         }
