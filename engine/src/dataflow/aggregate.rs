@@ -9,7 +9,7 @@
 //!   are then replaced by their results: the state is freed), and evicts rows past the
 //!   state TTL. It is also the view's table: readers see its rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 use std::hash::BuildHasher;
@@ -602,8 +602,8 @@ pub struct AggregateState {
     /// looking at any other group. Entries for windows merged away are skipped.
     pending: BTreeMap<i64, Vec<(Box<[u8]>, i64)>>,
     /// A due end of `pending` being finalized a slice at a time: its windows not yet
-    /// finalized, the next last (popped, so a slice costs its own length).
-    closing: Option<(i64, Vec<(Box<[u8]>, i64)>)>,
+    /// finalized, in order.
+    closing: Option<(i64, VecDeque<(Box<[u8]>, i64)>)>,
     /// Windows by end, for eviction past the state TTL (only with a TTL).
     expiring: BTreeMap<i64, Vec<(Box<[u8]>, i64)>>,
     /// Unwindowed groups past the TTL are found by a scan, at most this often (watermark).
@@ -794,17 +794,16 @@ impl AggregateState {
                 Some(closing) => closing,
                 None => match self.pending.first_entry() {
                     Some(entry) if *entry.key() <= wm => {
-                        let (end, mut due) = entry.remove_entry();
-                        // Popped from the back: reversed once, finalized in order.
-                        due.reverse();
-                        (end, due)
+                        let (end, due) = entry.remove_entry();
+                        // (A Vec becomes a VecDeque in place.)
+                        (end, VecDeque::from(due))
                     }
                     _ => break,
                 },
             };
-            while let Some((key, start)) = left.pop() {
+            while let Some((key, start)) = left.pop_front() {
                 if budget == 0 {
-                    left.push((key, start));
+                    left.push_front((key, start));
                     self.closing = Some((end, left));
                     return false;
                 }

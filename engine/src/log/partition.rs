@@ -156,9 +156,9 @@ struct Inner {
     tasks: RefCell<Vec<Task<()>>>,
     /// The reservation of file space running for the active segment, if any.
     allocation: RefCell<Option<Task<()>>>,
-    allocating: Cell<bool>,
-    /// The range of the active segment being zeroed ahead (under `sync`), while it is.
-    zeroing: Cell<Option<(u64, u64)>>,
+    /// The range of the active segment that reservation covers, while it runs (glommio's
+    /// `Task` cannot say whether it has finished).
+    reserving: Cell<Option<(u64, u64)>>,
     /// When the last zeroing ahead started (it is rate-limited).
     runway_zeroed_at: Cell<Option<std::time::Instant>>,
     /// Serialises watermark file updates (roll, timer and close may race for it).
@@ -219,8 +219,7 @@ impl Partition {
             close_event: Event::new(),
             tasks: RefCell::new(Vec::new()),
             allocation: RefCell::new(None),
-            allocating: Cell::new(false),
-            zeroing: Cell::new(None),
+            reserving: Cell::new(None),
             runway_zeroed_at: Cell::new(None),
             watermark_writer: glommio::sync::Semaphore::new(1),
             metrics: PartitionMetrics::default(),
@@ -1120,7 +1119,7 @@ async fn append_loop(inner: Rc<Inner>) {
 /// still being written. A failed reservation is no error of the log: that segment goes on
 /// without (a failed sync of the zeros is: it may have lost the file's metadata).
 fn allocate_ahead(inner: &Rc<Inner>, next_write_bytes: u64) {
-    if inner.allocating.get() {
+    if inner.reserving.get().is_some() {
         return;
     }
     let zeroing = inner.topic.durability == Durability::Sync;
@@ -1157,25 +1156,23 @@ fn allocate_ahead(inner: &Rc<Inner>, next_write_bytes: u64) {
         active.allocated = target;
         (active.file.clone(), active.base_offset, from, target)
     };
-    inner.allocating.set(true);
+    inner.reserving.set(Some((from, target)));
     if zeroing {
-        inner.zeroing.set(Some((from, target)));
         inner.runway_zeroed_at.set(Some(std::time::Instant::now()));
     }
     let owner = inner.clone();
     let task = glommio::spawn_local(async move {
-        let result = if zeroing {
+        // (the reservation, the sync of the zeros): only the second fails the partition.
+        let (result, synced) = if zeroing {
             let zeros = owner.storage.alloc_zeroed((target - from) as usize);
-            file.write_at(zeros.share(), from).await
+            match file.write_at(zeros.share(), from).await {
+                Ok(()) => (Ok(()), file.fdatasync().await),
+                Err(e) => (Err(e), Ok(())),
+            }
         } else {
-            file.allocate(target).await
+            (file.allocate(target).await, Ok(()))
         };
-        let synced = match (&result, zeroing) {
-            (Ok(()), true) => file.fdatasync().await,
-            _ => Ok(()),
-        };
-        owner.allocating.set(false);
-        owner.zeroing.set(None);
+        owner.reserving.set(None);
         if let Err(e) = synced {
             owner.fail(format!("fdatasync of reserved segment space failed: {e}"));
         }
@@ -1195,7 +1192,11 @@ fn allocate_ahead(inner: &Rc<Inner>, next_write_bytes: u64) {
 /// Under `sync`: waits for the zeros being written ahead if the next write, `bytes` at the
 /// end of the active segment, would overlap them (a zero landing after data would erase it).
 async fn wait_for_overlapping_zeros(inner: &Inner, bytes: u64) {
-    let Some((from, to)) = inner.zeroing.get() else { return };
+    if inner.topic.durability != Durability::Sync {
+        // A fallocate never overwrites data.
+        return;
+    }
+    let Some((from, to)) = inner.reserving.get() else { return };
     let len = inner.state.borrow().segments.back().map_or(0, |s| s.len);
     if len < to && len + bytes > from {
         inner.wait_allocation().await;
