@@ -157,7 +157,7 @@ pub fn load(native: SocketAddr, topic: &str, n: u64) -> u64 {
                     }
                 })
                 .collect();
-            let payload = BatchPayload::from_rows(&records, &schema).expect("rows");
+            let payload = BatchPayload::rows_to_send(&records, &schema).expect("rows");
             bytes += payload.bytes().len() as u64;
             let corr = c.correlation();
             let p = (sent % PARTITIONS as u64) as u32;
@@ -293,7 +293,7 @@ pub fn view_latency(server: &Server, tag: &str, rate: u64, duration: Duration) -
                     headers: Vec::new(),
                 })
                 .collect();
-            let payload = BatchPayload::from_rows(&records, &schema).expect("rows");
+            let payload = BatchPayload::rows_to_send(&records, &schema).expect("rows");
             let corr = c.correlation();
             let sent_now = Instant::now();
             lag.record(sent_now.saturating_duration_since(scheduled_send(next)).as_nanos() as u64).expect("record");

@@ -306,7 +306,7 @@ fn a_rebuild_overtaken_by_retention_goes_on_from_what_is_kept_and_says_what_it_l
     let spec = serde_json::json!({
         "name": "short",
         "partitions": 1,
-        "schema": "k TEXT NOT NULL, v BIGINT NOT NULL",
+        "schema": "k TEXT NOT NULL, v BIGINT NOT NULL, pad TEXT",
         "durability": "interval:5",
         "segment_bytes": 65536,
         "retention_bytes": 262144,
@@ -314,12 +314,15 @@ fn a_rebuild_overtaken_by_retention_goes_on_from_what_is_kept_and_says_what_it_l
     });
     let (status, body) = http(h, "POST", "/topics", spec.to_string().as_bytes());
     assert_eq!(status, 201, "{body}");
-    // One batch per request (~9 KB of rows, 12 KiB on disk): a segment every 5 batches.
+    // One batch per request (~9 KB of columns, 12 KiB on disk: `pad` makes up the bytes):
+    // a segment every 5 batches.
     let batch = 100u64;
+    let pad = "x".repeat(60);
     let produce_to = |from: u64, to: u64| {
         for start in (from..to).step_by(batch as usize) {
-            let lines: String =
-                (start..start + batch).map(|i| format!("{{\"k\":\"k{}\",\"v\":{}}}\n", i % KEYS, i)).collect();
+            let lines: String = (start..start + batch)
+                .map(|i| format!("{{\"k\":\"k{}\",\"v\":{},\"pad\":\"{pad}\"}}\n", i % KEYS, i))
+                .collect();
             let (status, body) = http(h, "POST", "/topics/short/records?partition=0", lines.as_bytes());
             assert_eq!(status, 200, "produce: {body}");
         }

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use sluice::log::StartPosition;
-use sluice::record::schema::{row_to_json, Row};
+use sluice::record::schema::row_to_json;
 
 use super::{connect, Addr, CliResult};
 
@@ -56,10 +56,9 @@ pub fn run(args: ConsumeArgs) -> CliResult {
                     if printed >= max {
                         break;
                     }
-                    let row = rkyv::deserialize::<Row, rkyv::rancor::Error>(&rec.value).map_err(|e| e.to_string())?;
-                    let json = row_to_json(schema, &schema.upcast(row));
+                    let json = row_to_json(schema, &schema.upcast(rec.row));
                     if args.verbose {
-                        let key = rec.key.as_ref().map(|k| String::from_utf8_lossy(k.as_slice()).into_owned());
+                        let key = rec.key.map(|k| String::from_utf8_lossy(k).into_owned());
                         write!(out, "{p}\t{offset}\t{}\t", key.unwrap_or_default()).map_err(|e| e.to_string())?;
                     }
                     writeln!(out, "{json}").map_err(|e| e.to_string())?;

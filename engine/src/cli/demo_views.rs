@@ -40,7 +40,7 @@ fn produce(c: &mut Client, schema: &Schema, from: u64, to: u64) -> Result<(), St
             }
         })
         .collect();
-    let payload = BatchPayload::from_rows(&records, schema).map_err(|e| e.to_string())?;
+    let payload = BatchPayload::rows_to_send(&records, schema).map_err(|e| e.to_string())?;
     let p = ((from / BATCH_TICKS) % PARTITIONS as u64) as u32;
     c.produce("ticks", p, &payload).map_err(|e| e.to_string())?;
     Ok(())

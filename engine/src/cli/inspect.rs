@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use sluice::io::Storage;
 use sluice::log::inspect::inspect_segment;
+use sluice::record::{FLAG_COLUMNAR, FLAG_TYPED};
 
 use super::CliResult;
 
@@ -56,8 +57,13 @@ async fn report(storage: &Storage, f: &Path) -> bool {
     }
     for b in &r.batches {
         let h = &b.header;
+        let layout = match (h.flags & FLAG_TYPED != 0, h.flags & FLAG_COLUMNAR != 0) {
+            (false, _) => "raw",
+            (true, false) => "rows",
+            (true, true) => "columns",
+        };
         println!(
-            "  batch pos={} offsets={}..{} records={} payload={}B ts={}..{} crc=ok",
+            "  batch pos={} offsets={}..{} records={} payload={}B layout={layout} ts={}..{} crc=ok",
             b.pos,
             h.base_offset,
             h.end_offset(),

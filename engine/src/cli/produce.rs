@@ -118,7 +118,7 @@ fn produce_rows(
         if b.0.is_empty() {
             return Ok(0);
         }
-        let payload = BatchPayload::from_rows(&b.0, schema).map_err(|e| e.to_string())?;
+        let payload = BatchPayload::rows_to_send(&b.0, schema).map_err(|e| e.to_string())?;
         client.produce(&args.topic, p, &payload).map_err(|e| e.to_string())?;
         let n = b.0.len() as u64;
         b.0.clear();

@@ -14,17 +14,16 @@ use std::rc::Rc;
 
 use std::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
-use rkyv::vec::ArchivedVec;
-
 use crate::dataflow::accumulator::{decode_opt_datum, encode_opt_datum, Acc, Position};
 use crate::dataflow::int_group_index::{IntGroupIndex, INT_KEYS_MAX};
-use crate::dataflow::plan::{AggPlan, AggregatePlan, LatePolicy, ViewOptions, WindowPlan};
+use crate::dataflow::plan::{AggPlan, AggregatePlan, ColumnInfo, LatePolicy, ViewOptions, WindowPlan};
+use crate::dataflow::row::ColumnRow;
 use crate::dataflow::window::{assign, SessionSet};
-use crate::record::schema::ArchivedValue;
-use crate::sql::expr::{Expr, Row};
+use crate::record::columns::{null_at, ArchivedVarColumn, ColumnRef};
+use crate::sql::expr::{Expr, Row, Stored};
 use crate::sql::types::{DataType, Datum, OwnedDatum};
 use crate::wire::{Decoder, Encoder, WireError};
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 /// One group's partial aggregate (per window), on its way to the group's owner.
 #[derive(Debug, Clone)]
@@ -184,26 +183,133 @@ impl ArchivedFold {
     /// How the row's group is found; `None` when a key is NULL or not of its column's
     /// kind (the general fold takes the row).
     #[inline]
-    fn lookup<'v>(&self, values: &'v ArchivedVec<ArchivedValue>) -> Option<GroupLookup<'v>> {
+    fn lookup<'v, R: Row + ?Sized>(&self, row: &'v R) -> Option<GroupLookup<'v>> {
         let ints = match self.keys {
             ArchivedKeys::Ints(ints) => ints,
             ArchivedKeys::Text(c) => {
-                return match values.get(c)? {
-                    ArchivedValue::Text(t) => Some(GroupLookup::Text(t.as_str())),
+                return match row.stored(c) {
+                    Stored::Text(t) => Some(GroupLookup::Text(t)),
                     _ => None,
                 }
             }
         };
         let mut id = [i64::MIN; INT_KEYS_MAX];
         for (slot, &(c, kind)) in id.iter_mut().zip(&ints.columns[..ints.len]) {
-            *slot = match (kind, values.get(c)?) {
-                (IntKind::Int, ArchivedValue::BigInt(v)) => v.to_native(),
-                (IntKind::Int, ArchivedValue::Int(v)) => v.to_native() as i64,
-                (IntKind::Timestamp, ArchivedValue::Timestamp(v)) => v.to_native(),
+            *slot = match (kind, row.stored(c)) {
+                (IntKind::Int, Stored::Int(v)) | (IntKind::Timestamp, Stored::Timestamp(v)) => v,
                 _ => return None,
             };
         }
         Some(GroupLookup::Ints(id))
+    }
+}
+
+/// An integer column as the column fold reads it: `None` for a NULL.
+#[derive(Clone, Copy)]
+enum IntColumn<'a> {
+    I64 { nulls: &'a [u8], values: &'a [rkyv::Archived<i64>] },
+    I32 { nulls: &'a [u8], values: &'a [rkyv::Archived<i32>] },
+}
+
+impl IntColumn<'_> {
+    #[inline]
+    fn get(&self, i: usize) -> Option<i64> {
+        match *self {
+            IntColumn::I64 { nulls, values } if !null_at(nulls, i) => values.get(i).map(|v| v.to_native()),
+            IntColumn::I32 { nulls, values } if !null_at(nulls, i) => values.get(i).map(|v| v.to_native() as i64),
+            _ => None,
+        }
+    }
+}
+
+/// An aggregate's argument in the column fold.
+enum ColumnArg<'a> {
+    /// count(*): every row counts one.
+    One,
+    Int(IntColumn<'a>),
+    /// Any other column, read as a datum.
+    Row(usize),
+}
+
+/// Updates a group's accumulators with one row of the column fold.
+#[inline(always)]
+fn update_column_accs(accs: &mut [Acc], aggs: &[AggPlan], args: &[ColumnArg<'_>], row: &ColumnRow<'_>, pos: Position) {
+    let index = row.index;
+    for ((acc, a), arg) in accs.iter_mut().zip(aggs).zip(args) {
+        match arg {
+            ColumnArg::One => acc.update_int(a.func, 1, pos),
+            ColumnArg::Int(values) => {
+                if let Some(v) = values.get(index) {
+                    acc.update_int(a.func, v, pos);
+                }
+            }
+            ColumnArg::Row(c) => acc.update(a.func, &row.get(*c), pos),
+        }
+    }
+}
+
+/// Calls `f` with every window of `ts` (tumbling, hopping), or once with none.
+#[inline(always)]
+fn assign_or_none(window: Option<WindowPlan>, ts: i64, mut f: impl FnMut(Option<(i64, i64)>)) {
+    match window {
+        Some(w) => assign(w, ts, |s, e| f(Some((s, e)))),
+        None => f(None),
+    }
+}
+
+/// The group keys the column fold reads.
+enum ColumnKeys<'a> {
+    Ints([IntColumn<'a>; INT_KEYS_MAX], usize),
+    Text(&'a ArchivedVarColumn),
+}
+
+/// A plan the column fold takes, with its columns in one batch: the archived fold's plans
+/// (integer keys of their columns' kinds or one TEXT key; no session window).
+struct ColumnFold<'a> {
+    keys: ColumnKeys<'a>,
+    args: Vec<ColumnArg<'a>>,
+}
+
+impl<'a> ColumnFold<'a> {
+    fn of(fold: Option<&ArchivedFold>, batch: &[ColumnRef<'a>]) -> Option<ColumnFold<'a>> {
+        let fold = fold?;
+        if batch.len() < fold.width_min {
+            return None;
+        }
+        let keys = match fold.keys {
+            ArchivedKeys::Ints(ints) => {
+                let empty = IntColumn::I64 { nulls: &[], values: &[] };
+                let mut keys = [empty; INT_KEYS_MAX];
+                for (slot, &(c, kind)) in keys.iter_mut().zip(&ints.columns[..ints.len]) {
+                    *slot = match (kind, batch.get(c)?) {
+                        (IntKind::Int, ColumnRef::BigInt { nulls, values })
+                        | (IntKind::Timestamp, ColumnRef::Timestamp { nulls, values }) => {
+                            IntColumn::I64 { nulls, values }
+                        }
+                        (IntKind::Int, ColumnRef::Int { nulls, values }) => IntColumn::I32 { nulls, values },
+                        _ => return None,
+                    };
+                }
+                ColumnKeys::Ints(keys, ints.len)
+            }
+            ArchivedKeys::Text(c) => match batch.get(c)? {
+                ColumnRef::Text(texts) => ColumnKeys::Text(texts),
+                _ => return None,
+            },
+        };
+        let args = fold
+            .args
+            .iter()
+            .map(|arg| match arg.map(|c| (c, batch.get(c))) {
+                None => ColumnArg::One,
+                Some((_, Some(ColumnRef::BigInt { nulls, values }))) => {
+                    ColumnArg::Int(IntColumn::I64 { nulls, values })
+                }
+                Some((_, Some(ColumnRef::Int { nulls, values }))) => ColumnArg::Int(IntColumn::I32 { nulls, values }),
+                Some((c, _)) => ColumnArg::Row(c),
+            })
+            .collect();
+        Some(ColumnFold { keys, args })
     }
 }
 
@@ -300,12 +406,13 @@ impl PartialTable {
 
     /// Folds one input row in: finds its group in every window the event falls in, then
     /// updates the group's accumulators.
+    #[inline]
     pub fn add(&mut self, plan: &AggregatePlan, row: &(impl Row + ?Sized), ts: i64, pos: Position) {
         if let Some(WindowPlan::Session { gap_ms }) = plan.window {
             self.add_to_session(plan, row, ts, pos, gap_ms);
             return;
         }
-        if row.archived().is_some_and(|values| self.add_archived(plan, row, values, ts, pos)) {
+        if row.stored_width().is_some_and(|width| self.add_archived(plan, row, width, ts, pos)) {
             return;
         }
         let text_key = self.text_key.map(|c| row.get(c));
@@ -332,57 +439,136 @@ impl PartialTable {
         }
     }
 
-    /// `add` for a source row read in place: keys and arguments come straight from the
-    /// archived values, with no expression or datum in between. Returns false, having
-    /// changed nothing, when the plan or the row needs the general path.
+    /// `add` for a source row read in place (row or columnar batch): keys and arguments
+    /// come straight from the stored values, with no expression or datum in between.
+    /// Returns false, having changed nothing, when the plan or the row needs the general
+    /// path. `width` is the row's stored width.
     #[inline]
     fn add_archived(
         &mut self,
         plan: &AggregatePlan,
         row: &(impl Row + ?Sized),
-        values: &ArchivedVec<ArchivedValue>,
+        width: usize,
         ts: i64,
         pos: Position,
     ) -> bool {
         let Some(fold) = &self.archived else { return false };
-        if values.len() < fold.width_min {
+        if width < fold.width_min {
             return false;
         }
-        let Some(lookup) = fold.lookup(values) else { return false };
+        let Some(lookup) = fold.lookup(row) else { return false };
         // The same window walk as `add`'s, on purpose: behind a shared helper taking the
         // closure, the closure stayed out of line (`bench --bin fold`: 27 -> 44 ns/row).
         match plan.window {
             Some(window) => assign(window, ts, |s, e| {
                 let i = self.find_or_insert(plan, row, lookup, Some((s, e)), ts);
-                self.update_archived(plan, values, i, ts, pos);
+                self.update_archived(plan, row, i, ts, pos);
             }),
             None => {
                 let i = self.find_or_insert(plan, row, lookup, None, ts);
-                self.update_archived(plan, values, i, ts, pos);
+                self.update_archived(plan, row, i, ts, pos);
             }
         }
         true
     }
 
     #[inline]
-    fn update_archived(
-        &mut self,
-        plan: &AggregatePlan,
-        values: &ArchivedVec<ArchivedValue>,
-        i: usize,
-        ts: i64,
-        pos: Position,
-    ) {
+    fn update_archived(&mut self, plan: &AggregatePlan, row: &(impl Row + ?Sized), i: usize, ts: i64, pos: Position) {
         self.max_ts[i] = self.max_ts[i].max(ts);
         let n = self.aggs;
         let Some(fold) = &self.archived else { return };
         for ((acc, a), arg) in self.accs[i * n..(i + 1) * n].iter_mut().zip(&plan.aggs).zip(&fold.args) {
-            match arg.map(|c| &values[c]) {
+            match arg.map(|c| (c, row.stored(c))) {
                 None => acc.update_int(a.func, 1, pos),
-                Some(ArchivedValue::BigInt(v)) => acc.update_int(a.func, v.to_native(), pos),
-                Some(ArchivedValue::Int(v)) => acc.update_int(a.func, v.to_native() as i64, pos),
-                Some(ArchivedValue::Null) => {}
-                Some(v) => acc.update(a.func, &Datum::from_archived(v), pos),
+                Some((_, Stored::Int(v))) => acc.update_int(a.func, v, pos),
+                Some((_, Stored::Null)) => {}
+                Some((c, _)) => acc.update(a.func, &row.get(c), pos),
+            }
+        }
+    }
+
+    /// Folds rows of a columnar batch, `rows` giving each one's index in the batch and
+    /// event time: the keys' and arguments' columns are found once, then every row is read
+    /// straight from them (the per-row work is the group lookup and the accumulators).
+    /// Rows this cannot take (a NULL key, a plan of another shape) go through [`Self::add`],
+    /// so the result is the same as adding every row there.
+    pub fn add_columns(
+        &mut self,
+        plan: &AggregatePlan,
+        batch: &[ColumnRef<'_>],
+        columns: &[ColumnInfo],
+        rows: &[(u32, i64)],
+        partition: u32,
+        base_offset: u64,
+    ) {
+        let position = |i: u32, ts: i64| Position { ts, partition, offset: base_offset + i as u64 };
+        let Some(spec) = ColumnFold::of(self.archived.as_ref(), batch) else {
+            for &(i, ts) in rows {
+                self.add(plan, &ColumnRow { batch, index: i as usize, columns }, ts, position(i, ts));
+            }
+            return;
+        };
+        let n = self.aggs;
+        let keys = match &spec.keys {
+            ColumnKeys::Ints(keys, count) => &keys[..*count],
+            ColumnKeys::Text(texts) => {
+                for &(i, ts) in rows {
+                    let index = i as usize;
+                    let row = ColumnRow { batch, index, columns };
+                    // SAFETY: columnar batches read from the log were built from validated strings.
+                    let Some(text) = (unsafe { texts.get_str(index) }) else {
+                        self.add(plan, &row, ts, position(i, ts));
+                        continue;
+                    };
+                    let pos = position(i, ts);
+                    assign_or_none(plan.window, ts, |window| {
+                        let g = self.find_or_insert_text(plan, &row, text, window, ts);
+                        self.max_ts[g] = self.max_ts[g].max(ts);
+                        update_column_accs(&mut self.accs[g * n..(g + 1) * n], &plan.aggs, &spec.args, &row, pos);
+                    });
+                }
+                return;
+            }
+        };
+        // Integer keys: the index itself, not `find_or_insert` (whose match on the kind of
+        // lookup, in this loop, cost it a third of its speed: `bench --bin fold`).
+        'rows: for &(i, ts) in rows {
+            let index = i as usize;
+            let mut id = [i64::MIN; INT_KEYS_MAX];
+            for (slot, key) in id.iter_mut().zip(keys) {
+                match key.get(index) {
+                    Some(v) => *slot = v,
+                    None => {
+                        self.add(plan, &ColumnRow { batch, index, columns }, ts, position(i, ts));
+                        continue 'rows;
+                    }
+                }
+            }
+            let pos = position(i, ts);
+            let fold_into = |table: &mut Self, start: i64, end: i64, window: bool| {
+                let row = ColumnRow { batch, index, columns };
+                let g = match table.by_ints.find(&id, start) {
+                    Ok(g) => g as usize,
+                    Err(at) => {
+                        table.scratch.clear();
+                        for k in &plan.keys {
+                            k.eval(&row).encode_key(&mut table.scratch);
+                        }
+                        let g = table.insert_group(plan, &row, table.scratch.len(), window.then_some((start, end)), ts);
+                        table.by_ints.insert(at, id, start, g as u32);
+                        g
+                    }
+                };
+                table.max_ts[g] = table.max_ts[g].max(ts);
+                update_column_accs(&mut table.accs[g * n..(g + 1) * n], &plan.aggs, &spec.args, &row, pos);
+            };
+            match plan.window {
+                Some(WindowPlan::Tumble { size_ms }) => {
+                    let start = ts.saturating_sub(ts.rem_euclid(size_ms));
+                    fold_into(self, start, start.saturating_add(size_ms), true);
+                }
+                Some(window) => assign(window, ts, |s, e| fold_into(self, s, e, true)),
+                None => fold_into(self, i64::MIN, i64::MIN, false),
             }
         }
     }
@@ -431,24 +617,7 @@ impl PartialTable {
                     i
                 }
             },
-            GroupLookup::Text(text) => {
-                let hash = self.hasher.hash_one((text, start));
-                let heads = &self.heads;
-                let same = |&(other, i): &(i64, u32)| other == start && heads[i as usize].text_key() == Some(text);
-                if let Some(&(_, i)) = self.by_text.find(hash, same) {
-                    return i as usize;
-                }
-                self.scratch.clear();
-                for k in &plan.keys {
-                    k.eval(row).encode_key(&mut self.scratch);
-                }
-                let i = self.insert_group(plan, row, self.scratch.len(), window, ts);
-                let Self { by_text, hasher, heads, .. } = self;
-                by_text.insert_unique(hash, (start, i as u32), |&(start, j)| {
-                    hasher.hash_one((heads[j as usize].text_key().unwrap_or_default(), start))
-                });
-                i
-            }
+            GroupLookup::Text(text) => self.find_or_insert_text(plan, row, text, window, ts),
             GroupLookup::Bytes(len) => {
                 let Self { by_bytes, hasher, heads, scratch, .. } = self;
                 let key = &scratch[..len];
@@ -469,6 +638,35 @@ impl PartialTable {
                 i
             }
         }
+    }
+
+    /// `find_or_insert` for a group keyed by one text.
+    #[inline(always)]
+    fn find_or_insert_text(
+        &mut self,
+        plan: &AggregatePlan,
+        row: &(impl Row + ?Sized),
+        text: &str,
+        window: Option<(i64, i64)>,
+        ts: i64,
+    ) -> usize {
+        let start = window.map_or(i64::MIN, |w| w.0);
+        let hash = self.hasher.hash_one((text, start));
+        let heads = &self.heads;
+        let same = |&(other, i): &(i64, u32)| other == start && heads[i as usize].text_key() == Some(text);
+        if let Some(&(_, i)) = self.by_text.find(hash, same) {
+            return i as usize;
+        }
+        self.scratch.clear();
+        for k in &plan.keys {
+            k.eval(row).encode_key(&mut self.scratch);
+        }
+        let i = self.insert_group(plan, row, self.scratch.len(), window, ts);
+        let Self { by_text, hasher, heads, .. } = self;
+        by_text.insert_unique(hash, (start, i as u32), |&(start, j)| {
+            hasher.hash_one((heads[j as usize].text_key().unwrap_or_default(), start))
+        });
+        i
     }
 
     /// A new group, keyed by `scratch[..key_len]`: its key bytes decide its owner and
@@ -1077,8 +1275,9 @@ impl Default for AggregateState {
 mod tests {
     use super::*;
     use crate::dataflow::accumulator::AggFunc;
-    use crate::record::schema::Value;
+    use crate::record::schema::{ArchivedValue, Value};
     use rand::{Rng, SeedableRng};
+    use rkyv::vec::ArchivedVec;
 
     fn agg(func: AggFunc, arg: Option<usize>) -> AggPlan {
         AggPlan {
@@ -1126,14 +1325,86 @@ mod tests {
             let pos = Position { ts, partition: 0, offset: offset as u64 };
             general.add(plan, &source, ts, pos);
             let fold = archived.archived.as_ref().expect("an archived fold");
-            if values.len() >= fold.width_min && fold.lookup(values).is_some() {
+            if values.len() >= fold.width_min && fold.lookup(&source).is_some() {
                 folded_in_place += 1;
             }
             archived.add(plan, &source, ts, pos);
         }
-        assert_eq!(drained(&mut archived, plan), drained(&mut general, plan));
+        // The same rows stored column by column, in batches of rows of one width, through
+        // the column fold.
+        let mut columnar = PartialTable::new(2, Some(plan));
+        let mut at = 0;
+        while at < rows.len() {
+            let width = rows[at].len();
+            let n = rows[at..].iter().take(64).take_while(|r| r.len() == width).count();
+            let batch = column_batch(&rows[at..at + n]);
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch).expect("archive columns");
+            let archived_batch =
+                rkyv::access::<crate::record::columns::ArchivedColumnBatch, rkyv::rancor::Error>(&bytes)
+                    .expect("access");
+            let resolved: Vec<ColumnRef> = archived_batch.columns.iter().map(|c| c.resolve()).collect();
+            let times: Vec<(u32, i64)> = rows[at..at + n]
+                .iter()
+                .enumerate()
+                .map(|(i, r)| match r[0] {
+                    Value::Timestamp(ts) => (i as u32, ts),
+                    _ => panic!("rows start with their time"),
+                })
+                .collect();
+            columnar.add_columns(plan, &resolved, &columns, &times, 0, at as u64);
+            at += n;
+        }
+        let expected = drained(&mut general, plan);
+        assert_eq!(drained(&mut columnar, plan), expected, "the column fold");
+        assert_eq!(drained(&mut archived, plan), expected, "the archived fold");
         assert!(archived.is_empty());
         folded_in_place
+    }
+
+    /// Rows of one width as a columnar batch; a column's type is that of its first
+    /// non-NULL value in `rows` (BIGINT if none), as the test data keeps to one per column.
+    fn column_batch(rows: &[Vec<Value>]) -> crate::record::columns::ColumnBatch {
+        use crate::record::columns::{ColumnBatch, ColumnData, VarColumn};
+        let width = rows[0].len();
+        let columns = (0..width)
+            .map(|c| {
+                let mut nulls = vec![0u8; rows.len().div_ceil(8)];
+                for (i, r) in rows.iter().enumerate() {
+                    if r[c] == Value::Null {
+                        nulls[i / 8] |= 1 << (i % 8);
+                    }
+                }
+                let nulls = if nulls.iter().any(|b| *b != 0) { nulls } else { Vec::new() };
+                let ints =
+                    |f: fn(&Value) -> Option<i64>| rows.iter().map(|r| f(&r[c]).unwrap_or(0)).collect::<Vec<i64>>();
+                match rows.iter().map(|r| &r[c]).find(|v| **v != Value::Null) {
+                    Some(Value::Timestamp(_)) => ColumnData::Timestamp {
+                        nulls,
+                        values: ints(|v| if let Value::Timestamp(t) = v { Some(*t) } else { None }),
+                    },
+                    Some(Value::Int(_)) => ColumnData::Int {
+                        nulls,
+                        values: rows.iter().map(|r| if let Value::Int(v) = r[c] { v } else { 0 }).collect(),
+                    },
+                    Some(Value::Text(_)) => {
+                        let mut col = VarColumn { nulls, ..Default::default() };
+                        for r in rows {
+                            if let Value::Text(t) = &r[c] {
+                                col.bytes.extend_from_slice(t.as_bytes());
+                            }
+                            col.ends.push(col.bytes.len() as u32);
+                        }
+                        ColumnData::Text(col)
+                    }
+                    _ => ColumnData::BigInt {
+                        nulls,
+                        values: ints(|v| if let Value::BigInt(x) = v { Some(*x) } else { None }),
+                    },
+                }
+            })
+            .collect();
+        let timestamps = rows.iter().map(|r| if let Value::Timestamp(t) = r[0] { t } else { 0 }).collect();
+        ColumnBatch { timestamps, keys: None, columns }
     }
 
     fn aggs() -> Vec<AggPlan> {

@@ -22,11 +22,12 @@ use crate::dataflow::enrich::TableReplica;
 use crate::dataflow::exchange::{DataBody, DataMsg, Stage, ViewKey};
 use crate::dataflow::interval_join::{IntervalJoinState, JoinRow, Side};
 use crate::dataflow::plan::{ColumnInfo, LatePolicy, ViewPlan};
-use crate::dataflow::row::{encode_exprs, event_time, owned_row, owner_of, SourceRow};
+use crate::dataflow::row::{encode_exprs, event_time, owned_row, owner_of, ColumnRow, SourceRow};
 use crate::dataflow::watermark::{InputWatermarks, PartitionClock, SourceClocks, WATERMARK_IDLE, WATERMARK_UNKNOWN};
 use crate::log::{LogError, Offset, Partition, PartitionReader, TopicConfig};
 use crate::metrics::Counter;
-use crate::record::{Batch, BatchPayload};
+use crate::record::columns::ColumnRef;
+use crate::record::{Batch, BatchPayload, TypedRows};
 use crate::runtime::ShardId;
 use crate::sql::expr::{Joined, Row};
 use crate::sql::types::OwnedDatum;
@@ -91,6 +92,8 @@ pub struct ViewState {
     partials: PartialTable,
     join_out: Vec<Vec<(Side, Box<[u8]>, JoinRow)>>,
     scratch: Vec<u8>,
+    /// The rows of a columnar batch the column fold takes: index in the batch, event time.
+    column_rows: Vec<(u32, i64)>,
     /// Operators.
     pub agg: AggregateState,
     pub agg_watermarks: InputWatermarks,
@@ -221,6 +224,7 @@ impl ViewRuntime {
             partials: PartialTable::new(shards, plan.aggregate.as_ref()),
             join_out: (0..shards).map(|_| Vec::new()).collect(),
             scratch: Vec::with_capacity(64),
+            column_rows: Vec::new(),
             agg,
             agg_watermarks: InputWatermarks::new(shards),
             join: IntervalJoinState::default(),
@@ -418,7 +422,7 @@ impl ViewRuntime {
         let plan = &self.plan;
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
-        let Some(rows) = batch.rows() else { return true };
+        let Some(rows) = batch.typed_rows() else { return true };
         let source = match side {
             Side::Left => &mut st.left,
             Side::Right => match st.right.as_mut() {
@@ -443,60 +447,116 @@ impl ViewRuntime {
             append: &mut st.append,
             append_changes: &mut st.append_changes,
         };
-        for (i, rec) in rows.iter().enumerate().skip(first).take(rows_max) {
-            let offset = batch.base_offset() + i as u64;
-            end = offset + 1;
-            let row = SourceRow { values: &rec.value, columns: &columns };
-            let ts = event_time(&row, event_col, rec.timestamp_ms.to_native());
-            let pos = Position { ts, partition, offset };
-            self.metrics.events.add(1);
-            // Lateness only matters where event time decides the result (windows, and
-            // the interval join, whose state the watermark prunes).
-            if clock.observe(ts) && time_bound {
-                match &plan.options.late {
-                    LatePolicy::Drop => {
-                        self.metrics.late_dropped.add(1);
-                        continue;
+        // One body for both layouts, each loop monomorphic over its row type.
+        macro_rules! fold_rows {
+            ($indexes:expr, |$i:ident| $row:expr, $record_ts:expr) => {
+                for $i in $indexes {
+                    let offset = batch.base_offset() + $i as u64;
+                    end = offset + 1;
+                    let row = $row;
+                    let ts = event_time(&row, event_col, $record_ts);
+                    let pos = Position { ts, partition, offset };
+                    self.metrics.events.add(1);
+                    // Lateness only matters where event time decides the result (windows, and
+                    // the interval join, whose state the watermark prunes).
+                    if clock.observe(ts) && time_bound {
+                        match &plan.options.late {
+                            LatePolicy::Drop => {
+                                self.metrics.late_dropped.add(1);
+                                continue;
+                            }
+                            LatePolicy::Side(_) => {
+                                self.metrics.late_side.add(1);
+                                st.late_side.push(late_row_json(&row, &columns));
+                                continue;
+                            }
+                            LatePolicy::Update => self.metrics.late_updated.add(1),
+                        }
                     }
-                    LatePolicy::Side(_) => {
-                        self.metrics.late_side.add(1);
-                        let json: serde_json::Map<String, serde_json::Value> = columns
-                            .iter()
-                            .enumerate()
-                            .map(|(c, col)| (col.name.clone(), row.get(c).to_json()))
-                            .collect();
-                        st.late_side.push(serde_json::Value::Object(json).to_string());
-                        continue;
+                    match (&plan.interval_join, side) {
+                        (Some(j), _) => {
+                            // Both sides go to the shard owning the join key.
+                            st.scratch.clear();
+                            let keys = if side == Side::Left { &j.left_key } else { &j.right_key };
+                            encode_exprs(keys, &row, &mut st.scratch);
+                            let owner = owner_of(&st.scratch, self.shard.count);
+                            let values = owned_row(&row, width);
+                            st.join_out[owner].push((side, st.scratch.as_slice().into(), JoinRow { ts, pos, values }));
+                        }
+                        (None, _) => {
+                            let id = (partition, offset, 0, 0);
+                            let Some(t) = &plan.table_join else {
+                                // The source row alone, read where it lies.
+                                sink.emit(&row, ts, pos, id);
+                                continue;
+                            };
+                            // Enrichment, as of the event.
+                            st.scratch.clear();
+                            encode_exprs(&t.stream_key, &row, &mut st.scratch);
+                            let table_row = st.table.lookup(&st.scratch, ts);
+                            if table_row.is_none() && !t.keep_unmatched {
+                                self.metrics.unmatched.add(1);
+                                continue;
+                            }
+                            sink.emit(&Joined { left: &row, left_width: width, right: table_row }, ts, pos, id);
+                        }
                     }
-                    LatePolicy::Update => self.metrics.late_updated.add(1),
                 }
-            }
-            match (&plan.interval_join, side) {
-                (Some(j), _) => {
-                    // Both sides go to the shard owning the join key.
-                    st.scratch.clear();
-                    let keys = if side == Side::Left { &j.left_key } else { &j.right_key };
-                    encode_exprs(keys, &row, &mut st.scratch);
-                    let owner = owner_of(&st.scratch, self.shard.count);
-                    let values = owned_row(&row, width);
-                    st.join_out[owner].push((side, st.scratch.as_slice().into(), JoinRow { ts, pos, values }));
-                }
-                (None, _) => {
-                    let id = (partition, offset, 0, 0);
-                    let Some(t) = &plan.table_join else {
-                        // The source row alone, read where it lies.
-                        sink.emit(&row, ts, pos, id);
-                        continue;
-                    };
-                    // Enrichment, as of the event.
-                    st.scratch.clear();
-                    encode_exprs(&t.stream_key, &row, &mut st.scratch);
-                    let table_row = st.table.lookup(&st.scratch, ts);
-                    if table_row.is_none() && !t.keep_unmatched {
-                        self.metrics.unmatched.add(1);
-                        continue;
+            };
+        }
+        let last = rows.len().min(first.saturating_add(rows_max));
+        match rows {
+            TypedRows::Rows(recs) => fold_rows!(
+                first..last,
+                |i| SourceRow { values: &recs[i].value, columns: &columns },
+                recs[i].timestamp_ms.to_native()
+            ),
+            TypedRows::Columns(batch_columns) => {
+                let resolved: Vec<ColumnRef> = batch_columns.columns.iter().map(|c| c.resolve()).collect();
+                let timestamps = batch_columns.timestamps.as_slice();
+                let record_ts = |i: usize| timestamps.get(i).map_or(0, |t| t.to_native());
+                match &plan.aggregate {
+                    // The common shape, an aggregate of the source alone: the rows' times
+                    // and lateness first, then the column fold over the rows kept.
+                    Some(agg) if plan.filter.is_none() && plan.interval_join.is_none() && plan.table_join.is_none() => {
+                        st.column_rows.clear();
+                        for i in first..last {
+                            let row = ColumnRow { batch: &resolved, index: i, columns: &columns };
+                            let ts = event_time(&row, event_col, record_ts(i));
+                            self.metrics.events.add(1);
+                            if clock.observe(ts) && time_bound {
+                                match &plan.options.late {
+                                    LatePolicy::Drop => {
+                                        self.metrics.late_dropped.add(1);
+                                        continue;
+                                    }
+                                    LatePolicy::Side(_) => {
+                                        self.metrics.late_side.add(1);
+                                        st.late_side.push(late_row_json(&row, &columns));
+                                        continue;
+                                    }
+                                    LatePolicy::Update => self.metrics.late_updated.add(1),
+                                }
+                            }
+                            st.column_rows.push((i as u32, ts));
+                        }
+                        if last > first {
+                            end = batch.base_offset() + last as u64;
+                        }
+                        st.partials.add_columns(
+                            agg,
+                            &resolved,
+                            &columns,
+                            &st.column_rows,
+                            partition,
+                            batch.base_offset(),
+                        );
                     }
-                    sink.emit(&Joined { left: &row, left_width: width, right: table_row }, ts, pos, id);
+                    _ => fold_rows!(
+                        first..last,
+                        |i| ColumnRow { batch: &resolved, index: i, columns: &columns },
+                        record_ts(i)
+                    ),
                 }
             }
         }
@@ -952,6 +1012,13 @@ struct RowSink<'a> {
     append_changes: &'a mut Vec<(RowId, bool)>,
 }
 
+/// A late row as the side topic takes it: a JSON object of its columns.
+fn late_row_json(row: &(impl Row + ?Sized), columns: &[ColumnInfo]) -> String {
+    let json: serde_json::Map<String, serde_json::Value> =
+        columns.iter().enumerate().map(|(c, col)| (col.name.clone(), row.get(c).to_json())).collect();
+    serde_json::Value::Object(json).to_string()
+}
+
 impl RowSink<'_> {
     #[inline]
     fn emit(&mut self, row: &(impl Row + ?Sized), ts: i64, pos: Position, id: RowId) {
@@ -1122,20 +1189,31 @@ async fn feed_table(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, initial: bool
                 }
                 Err(e) => return Err(e.to_string()),
             };
-            let Some(recs) = batch.rows() else { continue };
-            for (i, rec) in recs.iter().enumerate() {
-                if batch.base_offset() + (i as u64) < from.0 {
-                    continue;
-                }
-                let row = SourceRow { values: &rec.value, columns: &columns };
-                let ts = event_time(&row, t.event_time, rec.timestamp_ms.to_native());
+            let Some(recs) = batch.typed_rows() else { continue };
+            let mut take = |row: &dyn Row, record_ts: i64| {
+                let ts = event_time(row, t.event_time, record_ts);
                 let mut key = Vec::new();
                 for &k in &t.primary_key {
                     row.get(k).encode_key(&mut key);
                 }
                 let deleted = t.op_column.is_some_and(|c| row.get(c).as_str() == Some("delete"));
-                let values = if deleted { Vec::new() } else { owned_row(&row, columns.len()) };
+                let values = if deleted { Vec::new() } else { owned_row(row, columns.len()) };
                 rows.push((key.into_boxed_slice(), ts, values));
+            };
+            let first = from.0.saturating_sub(batch.base_offset()) as usize;
+            let resolved: Vec<ColumnRef> = match recs {
+                TypedRows::Columns(c) => c.columns.iter().map(|c| c.resolve()).collect(),
+                TypedRows::Rows(_) => Vec::new(),
+            };
+            for i in first..recs.len() {
+                match recs {
+                    TypedRows::Rows(r) => {
+                        take(&SourceRow { values: &r[i].value, columns: &columns }, r[i].timestamp_ms.to_native())
+                    }
+                    TypedRows::Columns(c) => {
+                        take(&ColumnRow { batch: &resolved, index: i, columns: &columns }, c.timestamp_ms(i))
+                    }
+                }
             }
         }
         new_positions.push((p, reader.position()));

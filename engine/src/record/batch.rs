@@ -7,7 +7,8 @@ use rkyv::util::AlignedVec;
 use rkyv::vec::ArchivedVec;
 use rkyv::{Archived, Portable};
 
-use super::batch_header::{BatchHeader, FLAG_PRODUCER, FLAG_TYPED};
+use super::batch_header::{BatchHeader, FLAG_COLUMNAR, FLAG_PRODUCER, FLAG_TYPED};
+use super::columns::{ArchivedColumnBatch, ColumnBatch};
 use super::producer::{ProducerInfo, ProducerTrailer, PRODUCER_TRAILER_BYTES};
 use super::record::{ArchivedRecord, RawRecord, RawRecordRef, Record};
 use super::schema::{Row, Schema};
@@ -32,6 +33,8 @@ pub struct BatchPayload {
     start: usize,
     summary: PayloadSummary,
     typed: bool,
+    /// Typed rows stored column by column (see `record::columns`).
+    columnar: bool,
     schema_version: u16,
     producer: Option<ProducerTrailer>,
 }
@@ -47,12 +50,24 @@ impl BatchPayload {
     }
 
     /// Validates `buf[start..]` (16-aligned) as typed rows of the topic's current schema:
-    /// structure (bytecheck), size, record count, and every row against the schema.
+    /// structure (bytecheck), size, record count, and every row against the schema. The
+    /// rows are then stored column by column (unless a record has headers, or the columns
+    /// would not fit the batch limit).
     pub fn from_untrusted_typed(
         buf: AlignedVec,
         start: usize,
         bytes_max: usize,
         schema: &Schema,
+    ) -> Result<Self, PayloadError> {
+        Self::checked_rows(buf, start, bytes_max, schema, true)
+    }
+
+    fn checked_rows(
+        buf: AlignedVec,
+        start: usize,
+        bytes_max: usize,
+        schema: &Schema,
+        columnar: bool,
     ) -> Result<Self, PayloadError> {
         if !start.is_multiple_of(16) || start > buf.len() {
             return Err(PayloadError::Misaligned);
@@ -67,20 +82,77 @@ impl BatchPayload {
             schema.check_archived_row(&r.value).map_err(|e| PayloadError::Row { index: i, error: e })?;
         }
         let summary = summarize(records.iter().map(|r| r.timestamp_ms.to_native()), bytes)?;
+        if columnar {
+            if let Some(columns) = Self::columns_of(records, schema, bytes_max, summary) {
+                return Ok(columns);
+            }
+        }
         Ok(BatchPayload::new(buf, start, summary, true).with_schema_version(schema.version))
     }
 
-    fn new(buf: AlignedVec, start: usize, summary: PayloadSummary, typed: bool) -> Self {
-        BatchPayload { buf: std::sync::Arc::new(buf), start, summary, typed, schema_version: 0, producer: None }
+    /// Checked rows (`summary` theirs) stored column by column, if they can be: no record
+    /// has headers and the columns fit `bytes_max`.
+    fn columns_of(
+        records: &ArchivedVec<ArchivedRecord<Row>>,
+        schema: &Schema,
+        bytes_max: usize,
+        summary: PayloadSummary,
+    ) -> Option<Self> {
+        let cbuf = rkyv::to_bytes::<rancor::Error>(&ColumnBatch::from_rows(records, schema)?).ok()?;
+        if cbuf.len() > bytes_max {
+            return None;
+        }
+        debug_assert!(rkyv::access::<ArchivedColumnBatch, rancor::Error>(&cbuf)
+            .is_ok_and(|c| super::columns::check_column_batch(c).is_ok() && c.len() == records.len()));
+        let summary = PayloadSummary { crc32c: crc32c::crc32c(&cbuf), ..summary };
+        let mut payload = BatchPayload::new(cbuf, 0, summary, true).with_schema_version(schema.version);
+        payload.columnar = true;
+        Some(payload)
     }
 
-    /// Typed rows of a topic's current schema, checked against it: the in-process way to
-    /// write to a typed topic.
+    /// Rows this process built for `schema` (a [`BatchBuilder`] of rows, checked as they
+    /// were made), stored column by column where they can be.
+    pub(crate) fn into_columnar(self, schema: &Schema) -> Self {
+        if !self.typed || self.columnar || self.schema_version != schema.version {
+            return self;
+        }
+        // SAFETY: typed payloads with a schema version are rows archived by this process
+        // (`BatchBuilder<Row>`) or checked at ingest.
+        let records = unsafe { access_payload::<Row>(self.bytes()) };
+        match Self::columns_of(records, schema, usize::MAX, self.summary) {
+            Some(c) => BatchPayload { producer: self.producer, ..c },
+            None => self,
+        }
+    }
+
+    fn new(buf: AlignedVec, start: usize, summary: PayloadSummary, typed: bool) -> Self {
+        BatchPayload {
+            buf: std::sync::Arc::new(buf),
+            start,
+            summary,
+            typed,
+            columnar: false,
+            schema_version: 0,
+            producer: None,
+        }
+    }
+
+    /// Typed rows of a topic's current schema, checked against it and stored column by
+    /// column where they can be: the in-process way to write to a typed topic.
     pub fn from_rows(records: &[Record<Row>], schema: &Schema) -> Result<Self, PayloadError> {
         let buf =
             rkyv::to_bytes::<rancor::Error>(&records.to_vec()).map_err(|e| PayloadError::Serialize(e.to_string()))?;
         let len = buf.len();
-        Self::from_untrusted_typed(buf, 0, len, schema)
+        Self::checked_rows(buf, 0, len, schema, true)
+    }
+
+    /// Typed rows checked against the topic's current schema and kept as rows: what a
+    /// client sends in a typed produce (the server stores them column by column).
+    pub fn rows_to_send(records: &[Record<Row>], schema: &Schema) -> Result<Self, PayloadError> {
+        let buf =
+            rkyv::to_bytes::<rancor::Error>(&records.to_vec()).map_err(|e| PayloadError::Serialize(e.to_string()))?;
+        let len = buf.len();
+        Self::checked_rows(buf, 0, len, schema, false)
     }
 
     /// Marks the payload as written by an idempotent producer (stored as a trailer).
@@ -120,7 +192,9 @@ impl BatchPayload {
 
     /// Header flags describing this payload.
     pub fn flags(&self) -> u16 {
-        (if self.typed { FLAG_TYPED } else { 0 }) | (if self.producer.is_some() { FLAG_PRODUCER } else { 0 })
+        (if self.typed { FLAG_TYPED } else { 0 })
+            | (if self.columnar { FLAG_COLUMNAR } else { 0 })
+            | (if self.producer.is_some() { FLAG_PRODUCER } else { 0 })
     }
 
     /// Bytes the payload takes in the log: the records, then the producer trailer if any.
@@ -163,6 +237,10 @@ impl BatchPayload {
 
     pub fn is_typed(&self) -> bool {
         self.typed
+    }
+
+    pub fn is_columnar(&self) -> bool {
+        self.columnar
     }
 }
 
@@ -364,15 +442,21 @@ impl Batch {
         self.header.flags & FLAG_TYPED != 0
     }
 
-    /// The typed rows of a batch of a typed topic, read in place; `None` for a raw batch
-    /// (or a typed batch of an embedder's own value type, which has no schema version).
-    pub fn rows(&self) -> Option<&ArchivedVec<ArchivedRecord<Row>>> {
+    /// The typed rows of a batch of a typed topic, read in place (row by row or column by
+    /// column, as stored); `None` for a raw batch (or a typed batch of an embedder's own
+    /// value type, which has no schema version).
+    pub fn typed_rows(&self) -> Option<TypedRows<'_>> {
         if !self.is_typed() || self.header.schema_version == 0 {
             return None;
         }
+        if self.header.flags & FLAG_COLUMNAR != 0 {
+            // SAFETY: columnar payloads are built by the server from rows it validated
+            // (`from_untrusted_typed`), and their CRC is checked on every read from disk.
+            return Some(TypedRows::Columns(unsafe { rkyv::access_unchecked::<ArchivedColumnBatch>(&self.payload) }));
+        }
         // SAFETY: typed payloads are validated against their schema at ingest (bytecheck
         // and row checks) and their CRC is checked on every read from disk.
-        Some(unsafe { access_payload::<Row>(&self.payload) })
+        Some(TypedRows::Rows(unsafe { access_payload::<Row>(&self.payload) }))
     }
 
     /// The raw records, read in place. A typed batch has no raw records (its values are
@@ -389,8 +473,8 @@ impl Batch {
     /// Every record's timestamp, for raw batches and rows; `None` for a batch of an
     /// embedder's own value type.
     pub fn timestamps(&self) -> Option<Vec<i64>> {
-        if let Some(rows) = self.rows() {
-            return Some(rows.iter().map(|r| r.timestamp_ms.to_native()).collect());
+        if let Some(rows) = self.typed_rows() {
+            return Some((0..rows.len()).map(|i| rows.timestamp_ms(i)).collect());
         }
         if self.is_typed() {
             return None;
@@ -407,6 +491,58 @@ impl Batch {
     {
         rkyv::access::<ArchivedVec<ArchivedRecord<V>>, rancor::Error>(&self.payload)
             .map_err(|e| PayloadError::Invalid(e.to_string()))
+    }
+}
+
+/// A typed batch's records as stored: row by row, or column by column.
+#[derive(Clone, Copy)]
+pub enum TypedRows<'a> {
+    Rows(&'a ArchivedVec<ArchivedRecord<Row>>),
+    Columns(&'a ArchivedColumnBatch),
+}
+
+impl<'a> TypedRows<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            TypedRows::Rows(r) => r.len(),
+            TypedRows::Columns(c) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn timestamp_ms(&self, i: usize) -> i64 {
+        match self {
+            TypedRows::Rows(r) => r.get(i).map_or(0, |r| r.timestamp_ms.to_native()),
+            TypedRows::Columns(c) => c.timestamp_ms(i),
+        }
+    }
+
+    pub fn key(&self, i: usize) -> Option<&'a [u8]> {
+        match self {
+            TypedRows::Rows(r) => r.get(i).and_then(|r| r.key.as_ref()).map(|k| k.as_slice()),
+            TypedRows::Columns(c) => c.key(i),
+        }
+    }
+
+    /// Record `i`'s headers (a columnar batch has none: records with headers stay rows).
+    pub fn headers(&self, i: usize) -> &'a [super::ArchivedRecordHeader] {
+        match self {
+            TypedRows::Rows(r) => r.get(i).map_or(&[], |r| r.headers.as_slice()),
+            TypedRows::Columns(_) => &[],
+        }
+    }
+
+    /// Record `i`'s values as written (its schema version's columns), owned.
+    pub fn to_row(&self, i: usize) -> Row {
+        match self {
+            TypedRows::Rows(r) => {
+                r.get(i).and_then(|r| rkyv::deserialize::<Row, rancor::Error>(&r.value).ok()).unwrap_or_default()
+            }
+            TypedRows::Columns(c) => c.to_row(i),
+        }
     }
 }
 

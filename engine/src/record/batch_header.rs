@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0  u32 magic "SLCB"           32 i64 first_timestamp_ms
-//! 4  u16 version (1)            40 i64 max_timestamp_ms
+//! 4  u16 version (3)            40 i64 max_timestamp_ms
 //! 6  u16 flags                  48 u32 record_count
 //! 8  u32 header_crc32c          52 u32 payload_len
 //! 12 u32 payload_crc32c         56 u32 topic_id
@@ -17,14 +17,20 @@ use crate::limits::BATCH_HEADER_BYTES;
 
 /// "SLCB" read as a little-endian u32.
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"SLCB");
-/// 2: the payload's rkyv archive is unaligned (primitives of alignment 1: a row of three
-/// 8-byte columns takes 60 bytes a record instead of 88). Version 1 (aligned) is refused.
-pub const BATCH_VERSION: u16 = 2;
+/// 3: typed batches may be columnar ([`FLAG_COLUMNAR`]). 2 (still read): the payload's rkyv
+/// archive is unaligned (primitives of alignment 1: a row of three 8-byte columns takes 60
+/// bytes a record instead of 88). Version 1 (aligned) is refused.
+pub const BATCH_VERSION: u16 = 3;
+/// The oldest batch version this build reads.
+pub const BATCH_VERSION_MIN: u16 = 2;
 
 /// Flag: the payload holds typed rows rather than raw byte values.
 pub const FLAG_TYPED: u16 = 1;
 /// Flag: the payload ends with a producer trailer (see `record::producer`).
 pub const FLAG_PRODUCER: u16 = 2;
+/// Flag (version 3, with [`FLAG_TYPED`]): the typed rows are stored column by column (see
+/// `record::columns`).
+pub const FLAG_COLUMNAR: u16 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BatchHeader {
@@ -49,7 +55,7 @@ pub enum HeaderError {
     Empty,
     #[error("bad batch magic {0:#010x}")]
     BadMagic(u32),
-    #[error("unsupported batch version {0} (this build reads version 2; version 1, the aligned archive layout, was written by builds before 2026-12-02)")]
+    #[error("unsupported batch version {0} (this build reads versions 2 and 3; version 1, the aligned archive layout, was written by builds before 2026-12-02)")]
     BadVersion(u16),
     #[error("batch header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     BadHeaderCrc { stored: u32, computed: u32 },
@@ -120,7 +126,9 @@ impl BatchHeader {
             return Err(if magic == 0 { HeaderError::Empty } else { HeaderError::BadMagic(magic) });
         }
         let version = u16_at(b, 4);
-        if version != BATCH_VERSION {
+        let flags = u16_at(b, 6);
+        // Version 2 had no columnar batches: that flag there is not ours to read.
+        if !(BATCH_VERSION_MIN..=BATCH_VERSION).contains(&version) || (version < 3 && flags & FLAG_COLUMNAR != 0) {
             return Err(HeaderError::BadVersion(version));
         }
         let stored = u32_at(b, 8);
@@ -134,7 +142,7 @@ impl BatchHeader {
             return Err(HeaderError::OffsetOverflow { base, count });
         }
         Ok(BatchHeader {
-            flags: u16_at(b, 6),
+            flags,
             payload_crc32c: u32_at(b, 12),
             base_offset: u64_at(b, 16),
             durable_hint: u64_at(b, 24),

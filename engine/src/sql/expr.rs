@@ -16,11 +16,28 @@ use crate::limits::LIKE_STEPS_MAX;
 pub trait Row {
     fn get(&self, i: usize) -> Datum<'_>;
 
-    /// The row's values as stored, when it is a source record read in place (operators
-    /// may then read them without going through datums); `None` for any other row.
-    fn archived(&self) -> Option<&rkyv::vec::ArchivedVec<crate::record::schema::ArchivedValue>> {
+    /// For a source record read in place (operators may then read its values as stored,
+    /// without going through datums): how many columns it stores, fewer than the schema's
+    /// when written with an older version. `None` for any other row.
+    fn stored_width(&self) -> Option<usize> {
         None
     }
+
+    /// Column `i` (below `stored_width`) as stored.
+    fn stored(&self, _i: usize) -> Stored<'_> {
+        Stored::Other
+    }
+}
+
+/// A stored value as the in-place fold reads it: integers (INT and BIGINT alike),
+/// timestamps and text as they lie; anything else through [`Row::get`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stored<'a> {
+    Null,
+    Int(i64),
+    Timestamp(i64),
+    Text(&'a str),
+    Other,
 }
 
 impl Row for [OwnedDatum] {

@@ -337,7 +337,7 @@ fn timestamp_json(ms: i64) -> Value {
 /// Every record of a batch as one JSON line, with its index in the batch. Typed rows are
 /// read as the topic's current schema version (upcast).
 pub fn batch_to_json(b: &Batch, schemas: &[Schema], partition: u32) -> Vec<(usize, String)> {
-    let headers_json = |hs: &rkyv::vec::ArchivedVec<crate::record::ArchivedRecordHeader>| -> Value {
+    let headers_json = |hs: &[crate::record::ArchivedRecordHeader]| -> Value {
         let map: serde_json::Map<String, Value> = hs
             .iter()
             .filter(|h| h.key.as_str() != NULL_VALUE_HEADER)
@@ -346,20 +346,17 @@ pub fn batch_to_json(b: &Batch, schemas: &[Schema], partition: u32) -> Vec<(usiz
         Value::Object(map)
     };
     let base = b.base_offset();
-    if let Some(rows) = b.rows() {
+    if let Some(rows) = b.typed_rows() {
         let Some(current) = schemas.last() else { return Vec::new() };
-        return rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let row: Row = rkyv::deserialize::<Row, rkyv::rancor::Error>(&r.value).unwrap_or_default();
+        return (0..rows.len())
+            .map(|i| {
                 let v = json!({
                     "partition": partition,
                     "offset": base + i as u64,
-                    "timestamp": timestamp_json(r.timestamp_ms.to_native()),
-                    "key": r.key.as_ref().map(|k| bytes_json(k.as_slice())),
-                    "value": row_to_json(current, &current.upcast(row)),
-                    "headers": headers_json(&r.headers),
+                    "timestamp": timestamp_json(rows.timestamp_ms(i)),
+                    "key": rows.key(i).map(bytes_json),
+                    "value": row_to_json(current, &current.upcast(rows.to_row(i))),
+                    "headers": headers_json(rows.headers(i)),
                 });
                 (i, v.to_string())
             })
@@ -379,7 +376,7 @@ pub fn batch_to_json(b: &Batch, schemas: &[Schema], partition: u32) -> Vec<(usiz
                 "timestamp": timestamp_json(r.timestamp_ms.to_native()),
                 "key": r.key.as_ref().map(|k| bytes_json(k.as_slice())),
                 "value": if null { Value::Null } else { bytes_json(r.value.as_slice()) },
-                "headers": headers_json(&r.headers),
+                "headers": headers_json(r.headers.as_slice()),
             });
             (i, v.to_string())
         })

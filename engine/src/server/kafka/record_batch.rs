@@ -21,12 +21,10 @@
 
 use std::io::Read;
 
-use rkyv::rancor;
-
 use crate::record::schema::{row_to_json, Row, Schema};
 use crate::record::{
-    raw_payload_from_refs, ArchivedRecord, Batch, BatchBuilder, BatchPayload, BytesRef, PayloadError, ProducerInfo,
-    RawRecordRef, Record, RecordHeader, RecordHeaderRef, StrRef,
+    raw_payload_from_refs, Batch, BatchBuilder, BatchPayload, BytesRef, PayloadError, ProducerInfo, RawRecordRef,
+    Record, RecordHeader, RecordHeaderRef, StrRef,
 };
 
 /// Bytes of the batch header before the records.
@@ -423,7 +421,7 @@ pub fn to_typed_payload(
         });
         Ok(())
     })?;
-    let mut payload = b.finish()?.with_schema_version(schema.version);
+    let mut payload = b.finish()?.with_schema_version(schema.version).into_columnar(schema);
     if let Some(p) = producer_of(&h) {
         payload = payload.with_producer(p);
     }
@@ -486,23 +484,29 @@ pub fn write_kafka_batch(out: &mut Vec<u8>, batch: &Batch, schemas: &[Schema]) {
     let mut scratch = Vec::new();
     let count = batch.header.record_count as i32;
     let base_ts = batch.header.first_timestamp_ms;
-    if let Some(rows) = batch.rows() {
+    if let Some(rows) = batch.typed_rows() {
         let written = schemas.iter().find(|s| s.version == batch.header.schema_version).or(schemas.last());
         let current = schemas.last();
-        for (i, r) in rows.iter().enumerate() {
-            let row: Row = rkyv::deserialize::<Row, rancor::Error>(&r.value).unwrap_or_default();
+        for i in 0..rows.len() {
             let json = match (written, current) {
-                (Some(_), Some(cur)) => row_to_json(cur, &cur.upcast(row)),
+                (Some(_), Some(cur)) => row_to_json(cur, &cur.upcast(rows.to_row(i))),
                 _ => serde_json::Value::Null,
             };
             let value = serde_json::to_vec(&json).unwrap_or_default();
-            write_record(out, &mut scratch, i, r, base_ts, Some(&value));
+            let stored =
+                StoredRecord { timestamp_ms: rows.timestamp_ms(i), key: rows.key(i), headers: rows.headers(i) };
+            write_record(out, &mut scratch, i, stored, base_ts, Some(&value));
         }
     } else {
         for (i, r) in batch.records().iter().enumerate() {
             let null = r.headers.iter().any(|h| h.key.as_str() == NULL_VALUE_HEADER);
             let value = (!null).then_some(r.value.as_slice());
-            write_record(out, &mut scratch, i, r, base_ts, value);
+            let stored = StoredRecord {
+                timestamp_ms: r.timestamp_ms.to_native(),
+                key: r.key.as_ref().map(|k| k.as_slice()),
+                headers: r.headers.as_slice(),
+            };
+            write_record(out, &mut scratch, i, stored, base_ts, value);
         }
     }
     let len = out.len() - start;
@@ -523,20 +527,27 @@ pub fn write_kafka_batch(out: &mut Vec<u8>, batch: &Batch, schemas: &[Schema]) {
     out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
 }
 
-fn write_record<V: rkyv::Archive>(
+/// What a Kafka record takes from a stored record besides its value.
+struct StoredRecord<'a> {
+    timestamp_ms: i64,
+    key: Option<&'a [u8]>,
+    headers: &'a [crate::record::ArchivedRecordHeader],
+}
+
+fn write_record(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
     index: usize,
-    r: &ArchivedRecord<V>,
+    r: StoredRecord<'_>,
     base_ts: i64,
     value: Option<&[u8]>,
 ) {
     scratch.clear();
     scratch.push(0); // attributes
                      // Wrapping, as Kafka's clients add it back: extreme timestamps in one batch still round-trip.
-    put_varlong(scratch, r.timestamp_ms.to_native().wrapping_sub(base_ts));
+    put_varlong(scratch, r.timestamp_ms.wrapping_sub(base_ts));
     put_varlong(scratch, index as i64);
-    put_bytes(scratch, r.key.as_ref().map(|k| k.as_slice()));
+    put_bytes(scratch, r.key);
     put_bytes(scratch, value);
     let headers: Vec<_> = r.headers.iter().filter(|h| h.key.as_str() != NULL_VALUE_HEADER).collect();
     put_varlong(scratch, headers.len() as i64);
@@ -650,7 +661,8 @@ mod tests {
     fn null_values_survive_the_round_trip() {
         let b = encode_batch_for_test(&[(5, Some(b"k"), None), (6, None, Some(b""))], None, 0);
         let p = to_raw_payload(&b, 1 << 20, 0).unwrap();
-        let records = rkyv::access::<rkyv::Archived<Vec<crate::record::RawRecord>>, rancor::Error>(p.bytes()).unwrap();
+        let records =
+            rkyv::access::<rkyv::Archived<Vec<crate::record::RawRecord>>, rkyv::rancor::Error>(p.bytes()).unwrap();
         assert!(records[0].headers.iter().any(|h| h.key.as_str() == NULL_VALUE_HEADER));
         assert!(records[1].headers.is_empty());
     }

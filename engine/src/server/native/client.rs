@@ -10,7 +10,7 @@ use rkyv::util::AlignedVec;
 use super::protocol::{decode_partition_status, decode_response_header, encode, ApiError, CreateTopic, ResponseHeader};
 use crate::limits::{BATCH_HEADER_BYTES, FRAME_BYTES_MAX_DEFAULT};
 use crate::log::{Offset, PartitionStatus, StartPosition, TopicConfig};
-use crate::record::{ArchivedRecord, BatchHeader, BatchPayload};
+use crate::record::{ArchivedRecord, BatchHeader, BatchPayload, TypedRows};
 use crate::wire::{Decoder, WireError};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,14 @@ fn records_len(h: &BatchHeader) -> usize {
     (h.payload_len as usize).saturating_sub(trailer)
 }
 
+/// A typed record of a fetch: its values as written (their schema version's columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchedRow<'a> {
+    pub timestamp_ms: i64,
+    pub key: Option<&'a [u8]>,
+    pub row: crate::record::schema::Row,
+}
+
 impl Fetched {
     /// Every batch: its header and its records' archive.
     pub fn batches(&self) -> impl Iterator<Item = (&BatchHeader, &[u8])> {
@@ -91,23 +99,36 @@ impl Fetched {
         })
     }
 
-    /// Every typed row from `start` on (a typed topic's records), checked as they are read.
-    pub fn rows(&self) -> impl Iterator<Item = (u64, &ArchivedRecord<crate::record::schema::Row>)> {
+    /// Every typed row from `start` on (a typed topic's records, stored as rows or as
+    /// columns), checked as it is read: the bytes came over the network.
+    pub fn rows(&self) -> impl Iterator<Item = (u64, FetchedRow<'_>)> {
         let start = self.start.0;
         self.batches.iter().filter(|(h, _)| h.flags & crate::record::FLAG_TYPED != 0 && h.schema_version > 0).flat_map(
             move |(h, at)| {
                 let payload = &self.body[*at..*at + records_len(h)];
-                let records = rkyv::access::<
-                    rkyv::vec::ArchivedVec<ArchivedRecord<crate::record::schema::Row>>,
-                    rkyv::rancor::Error,
-                >(payload)
-                .map(|r| r.as_slice())
-                .unwrap_or(&[]);
-                records
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, r)| (h.base_offset + i as u64, r))
-                    .filter(move |(o, _)| *o >= start)
+                let rows = if h.flags & crate::record::FLAG_COLUMNAR != 0 {
+                    rkyv::access::<crate::record::columns::ArchivedColumnBatch, rkyv::rancor::Error>(payload)
+                        .ok()
+                        .filter(|c| crate::record::columns::check_column_batch(c).is_ok())
+                        .map(TypedRows::Columns)
+                } else {
+                    rkyv::access::<
+                        rkyv::vec::ArchivedVec<ArchivedRecord<crate::record::schema::Row>>,
+                        rkyv::rancor::Error,
+                    >(payload)
+                    .ok()
+                    .map(TypedRows::Rows)
+                };
+                let n = rows.map_or(0, |r| r.len());
+                (0..n).map(move |i| (h.base_offset + i as u64, i)).filter(move |(o, _)| *o >= start).filter_map(
+                    move |(o, i)| {
+                        let rows = rows?;
+                        Some((
+                            o,
+                            FetchedRow { timestamp_ms: rows.timestamp_ms(i), key: rows.key(i), row: rows.to_row(i) },
+                        ))
+                    },
+                )
             },
         )
     }

@@ -13,9 +13,10 @@ use crate::log::Offset;
 use crate::log::{Durability, PartitionStatus, StartPosition, TopicConfig};
 use crate::wire::{Decoder, Encoder, WireError};
 
-/// 2: batch payloads are version-2 (unaligned) rkyv archives; a version-1 client's
-/// payloads would not read, so it gets `UnsupportedVersion` instead.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: a typed topic's fetch may return columnar batches (batch version 3), which a
+/// version-2 client would not read. 2: batch payloads are unaligned rkyv archives. An
+/// older client gets `UnsupportedVersion`.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Bytes of the request header: api key, api version, correlation id.
 pub const REQUEST_HEADER_BYTES: usize = 8;
 
