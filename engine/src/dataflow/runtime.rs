@@ -457,21 +457,8 @@ impl ViewRuntime {
                     let ts = event_time(&row, event_col, $record_ts);
                     let pos = Position { ts, partition, offset };
                     self.metrics.events.add(1);
-                    // Lateness only matters where event time decides the result (windows, and
-                    // the interval join, whose state the watermark prunes).
-                    if clock.observe(ts) && time_bound {
-                        match &plan.options.late {
-                            LatePolicy::Drop => {
-                                self.metrics.late_dropped.add(1);
-                                continue;
-                            }
-                            LatePolicy::Side(_) => {
-                                self.metrics.late_side.add(1);
-                                st.late_side.push(late_row_json(&row, &columns));
-                                continue;
-                            }
-                            LatePolicy::Update => self.metrics.late_updated.add(1),
-                        }
+                    if clock.observe(ts) && time_bound && !self.late_row_kept(&row, &columns, &mut st.late_side) {
+                        continue;
                     }
                     match (&plan.interval_join, side) {
                         (Some(j), _) => {
@@ -524,19 +511,9 @@ impl ViewRuntime {
                             let row = ColumnRow { batch: &resolved, index: i, columns: &columns };
                             let ts = event_time(&row, event_col, record_ts(i));
                             self.metrics.events.add(1);
-                            if clock.observe(ts) && time_bound {
-                                match &plan.options.late {
-                                    LatePolicy::Drop => {
-                                        self.metrics.late_dropped.add(1);
-                                        continue;
-                                    }
-                                    LatePolicy::Side(_) => {
-                                        self.metrics.late_side.add(1);
-                                        st.late_side.push(late_row_json(&row, &columns));
-                                        continue;
-                                    }
-                                    LatePolicy::Update => self.metrics.late_updated.add(1),
-                                }
+                            if clock.observe(ts) && time_bound && !self.late_row_kept(&row, &columns, &mut st.late_side)
+                            {
+                                continue;
                             }
                             st.column_rows.push((i as u32, ts));
                         }
@@ -569,6 +546,30 @@ impl ViewRuntime {
             p.1 = Offset(p.1 .0.max(end));
         }
         done
+    }
+
+    /// Applies the view's late policy to a late row (lateness only matters where event
+    /// time decides the result: windows, and the interval join, whose state the watermark
+    /// prunes): counts it, appends it to the side topic's queue as a JSON object of its
+    /// columns; returns whether it is still folded (`update`).
+    fn late_row_kept(&self, row: &(impl Row + ?Sized), columns: &[ColumnInfo], late_side: &mut Vec<String>) -> bool {
+        match &self.plan.options.late {
+            LatePolicy::Drop => {
+                self.metrics.late_dropped.add(1);
+                false
+            }
+            LatePolicy::Side(_) => {
+                self.metrics.late_side.add(1);
+                let json: serde_json::Map<String, serde_json::Value> =
+                    columns.iter().enumerate().map(|(c, col)| (col.name.clone(), row.get(c).to_json())).collect();
+                late_side.push(serde_json::Value::Object(json).to_string());
+                false
+            }
+            LatePolicy::Update => {
+                self.metrics.late_updated.add(1);
+                true
+            }
+        }
     }
 
     /// The stage-1 watermark of this shard (minimum over its sides).
@@ -1010,13 +1011,6 @@ struct RowSink<'a> {
     partials: &'a mut PartialTable,
     append: &'a mut AppendState,
     append_changes: &'a mut Vec<(RowId, bool)>,
-}
-
-/// A late row as the side topic takes it: a JSON object of its columns.
-fn late_row_json(row: &(impl Row + ?Sized), columns: &[ColumnInfo]) -> String {
-    let json: serde_json::Map<String, serde_json::Value> =
-        columns.iter().enumerate().map(|(c, col)| (col.name.clone(), row.get(c).to_json())).collect();
-    serde_json::Value::Object(json).to_string()
 }
 
 impl RowSink<'_> {

@@ -140,19 +140,20 @@ impl BatchPayload {
     /// Typed rows of a topic's current schema, checked against it and stored column by
     /// column where they can be: the in-process way to write to a typed topic.
     pub fn from_rows(records: &[Record<Row>], schema: &Schema) -> Result<Self, PayloadError> {
-        let buf =
-            rkyv::to_bytes::<rancor::Error>(&records.to_vec()).map_err(|e| PayloadError::Serialize(e.to_string()))?;
-        let len = buf.len();
-        Self::checked_rows(buf, 0, len, schema, true)
+        Self::archived_rows(records, schema, true)
     }
 
     /// Typed rows checked against the topic's current schema and kept as rows: what a
     /// client sends in a typed produce (the server stores them column by column).
     pub fn rows_to_send(records: &[Record<Row>], schema: &Schema) -> Result<Self, PayloadError> {
+        Self::archived_rows(records, schema, false)
+    }
+
+    fn archived_rows(records: &[Record<Row>], schema: &Schema, columnar: bool) -> Result<Self, PayloadError> {
         let buf =
             rkyv::to_bytes::<rancor::Error>(&records.to_vec()).map_err(|e| PayloadError::Serialize(e.to_string()))?;
         let len = buf.len();
-        Self::checked_rows(buf, 0, len, schema, false)
+        Self::checked_rows(buf, 0, len, schema, columnar)
     }
 
     /// Marks the payload as written by an idempotent producer (stored as a trailer).
@@ -565,6 +566,41 @@ mod tests {
         let recs = rkyv::access::<Archived<Vec<RawRecord>>, rancor::Error>(p.bytes()).expect("access");
         assert_eq!(recs[42].value.as_slice(), &[42u8; 100]);
         assert_eq!(recs[42].key.as_ref().map(|k| k.as_slice()), Some(&b"k42"[..]));
+    }
+
+    /// Rows are sent as rows and stored as columns; records with headers stay rows.
+    #[test]
+    fn typed_rows_are_stored_column_by_column_unless_a_record_has_headers() {
+        use super::super::schema::Value;
+        let schema = Schema::parse("ts TIMESTAMP NOT NULL, k TEXT, v BIGINT", Some("ts")).expect("schema");
+        let mut records: Vec<Record<Row>> = (0..50i64)
+            .map(|i| Record {
+                timestamp_ms: 100 - i,
+                key: None,
+                value: vec![Value::Timestamp(i), Value::Text(format!("k{i}")), Value::BigInt(i)],
+                headers: Vec::new(),
+            })
+            .collect();
+        let sent = BatchPayload::rows_to_send(&records, &schema).expect("rows");
+        assert!(!sent.is_columnar() && sent.flags() & FLAG_COLUMNAR == 0);
+        let mut buf = AlignedVec::<16>::new();
+        buf.extend_from_slice(sent.bytes());
+        let stored = BatchPayload::from_untrusted_typed(buf, 0, 1 << 20, &schema).expect("valid rows");
+        assert!(stored.is_columnar() && stored.flags() & FLAG_COLUMNAR != 0);
+        assert!(stored.bytes().len() < sent.bytes().len(), "{} against {}", stored.bytes().len(), sent.bytes().len());
+        assert_eq!(stored.summary().crc32c, crc32c::crc32c(stored.bytes()));
+        assert_eq!(
+            (stored.summary().record_count, stored.summary().first_timestamp_ms, stored.summary().max_timestamp_ms),
+            (50, 100, 100)
+        );
+        let columns = rkyv::access::<ArchivedColumnBatch, rancor::Error>(stored.bytes()).expect("columns");
+        let rows = TypedRows::Columns(columns);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!((rows.timestamp_ms(i), rows.key(i), rows.to_row(i)), (r.timestamp_ms, None, r.value.clone()));
+        }
+        records[7].headers.push(super::super::RecordHeader { key: "h".into(), value: b"v".to_vec() });
+        let with_headers = BatchPayload::from_rows(&records, &schema).expect("rows");
+        assert!(!with_headers.is_columnar(), "a record with headers keeps the batch in rows");
     }
 
     #[test]

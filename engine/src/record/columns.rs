@@ -62,12 +62,6 @@ pub enum ColumnData {
     Bytea(VarColumn),
 }
 
-/// Whether bit `i` of a null bitmap is set (an empty bitmap has none).
-#[inline]
-fn is_null(nulls: &ArchivedVec<u8>, i: usize) -> bool {
-    !nulls.is_empty() && nulls.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
-}
-
 fn set_null(nulls: &mut Vec<u8>, i: usize) {
     if nulls.len() <= i / 8 {
         nulls.resize(i / 8 + 1, 0);
@@ -97,7 +91,7 @@ impl ArchivedVarColumn {
     /// Value `i`, `None` for a NULL (or an index past the end).
     #[inline]
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        if is_null(&self.nulls, i) {
+        if null_at(&self.nulls, i) {
             return None;
         }
         let end = self.ends.get(i)?.to_native() as usize;
@@ -274,7 +268,7 @@ impl ArchivedColumnData {
     pub fn value(&self, i: usize) -> Value {
         use ArchivedColumnData as C;
         let fixed = |nulls: &ArchivedVec<u8>, v: Option<Value>| {
-            if is_null(nulls, i) {
+            if null_at(nulls, i) {
                 Value::Null
             } else {
                 v.unwrap_or(Value::Null)
@@ -288,20 +282,6 @@ impl ArchivedColumnData {
             C::Timestamp { nulls, values } => fixed(nulls, values.get(i).map(|v| Value::Timestamp(v.to_native()))),
             C::Text(c) => c.get(i).map_or(Value::Null, |b| Value::Text(String::from_utf8_lossy(b).into_owned())),
             C::Bytea(c) => c.get(i).map_or(Value::Null, |b| Value::Bytes(b.to_vec())),
-        }
-    }
-
-    /// Whether record `i` is NULL here.
-    #[inline]
-    pub fn is_null(&self, i: usize) -> bool {
-        use ArchivedColumnData as C;
-        match self {
-            C::Boolean { nulls, .. }
-            | C::Int { nulls, .. }
-            | C::BigInt { nulls, .. }
-            | C::Double { nulls, .. }
-            | C::Timestamp { nulls, .. } => is_null(nulls, i),
-            C::Text(c) | C::Bytea(c) => is_null(&c.nulls, i),
         }
     }
 }
