@@ -166,22 +166,29 @@ impl Server {
     }
 
     /// SIGTERM, then waits (up to `timeout`) for the exit status.
+    /// An exit that is not clean prints the server's stderr, so a failing test shows why.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let mut c = self.child.take()?;
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + timeout;
-        loop {
+        let status = loop {
             if let Ok(Some(status)) = c.try_wait() {
-                return Some(status);
+                break Some(status);
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                return None;
+                break None;
             }
             std::thread::sleep(Duration::from_millis(10));
+        };
+        if !status.is_some_and(|s| s.success()) {
+            let log = std::fs::read_to_string(self.data_dir.with_extension("stderr.log")).unwrap_or_default();
+            let tail: String = log.chars().rev().take(8000).collect::<Vec<_>>().into_iter().rev().collect();
+            eprintln!("sluice serve ended with {status:?} after SIGTERM; its stderr ends with:\n{tail}");
         }
+        status
     }
 }
 
