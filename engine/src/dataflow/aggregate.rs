@@ -207,14 +207,33 @@ impl ArchivedFold {
 /// An integer column as the column fold reads it: `None` for a NULL.
 #[derive(Clone, Copy)]
 enum IntColumn<'a> {
-    I64 { nulls: &'a [u8], values: &'a [rkyv::Archived<i64>] },
-    I32 { nulls: &'a [u8], values: &'a [rkyv::Archived<i32>] },
+    /// A BIGINT or TIMESTAMP column without NULLs in this batch (the common case, read
+    /// without its bitmap).
+    Dense64(&'a [rkyv::Archived<i64>]),
+    I64 {
+        nulls: &'a [u8],
+        values: &'a [rkyv::Archived<i64>],
+    },
+    I32 {
+        nulls: &'a [u8],
+        values: &'a [rkyv::Archived<i32>],
+    },
 }
 
-impl IntColumn<'_> {
+impl<'a> IntColumn<'a> {
+    /// A 64-bit column: the bitmap is left out when it marks nothing.
+    fn of_i64(nulls: &'a [u8], values: &'a [rkyv::Archived<i64>]) -> Self {
+        if nulls.is_empty() {
+            IntColumn::Dense64(values)
+        } else {
+            IntColumn::I64 { nulls, values }
+        }
+    }
+
     #[inline]
     fn get(&self, i: usize) -> Option<i64> {
         match *self {
+            IntColumn::Dense64(values) => values.get(i).map(|v| v.to_native()),
             IntColumn::I64 { nulls, values } if !null_at(nulls, i) => values.get(i).map(|v| v.to_native()),
             IntColumn::I32 { nulls, values } if !null_at(nulls, i) => values.get(i).map(|v| v.to_native() as i64),
             _ => None,
@@ -278,13 +297,13 @@ impl<'a> ColumnFold<'a> {
         }
         let keys = match fold.keys {
             ArchivedKeys::Ints(ints) => {
-                let empty = IntColumn::I64 { nulls: &[], values: &[] };
+                let empty = IntColumn::Dense64(&[]);
                 let mut keys = [empty; INT_KEYS_MAX];
                 for (slot, &(c, kind)) in keys.iter_mut().zip(&ints.columns[..ints.len]) {
                     *slot = match (kind, batch.get(c)?) {
                         (IntKind::Int, ColumnRef::BigInt { nulls, values })
                         | (IntKind::Timestamp, ColumnRef::Timestamp { nulls, values }) => {
-                            IntColumn::I64 { nulls, values }
+                            IntColumn::of_i64(nulls, values)
                         }
                         (IntKind::Int, ColumnRef::Int { nulls, values }) => IntColumn::I32 { nulls, values },
                         _ => return None,
@@ -303,7 +322,7 @@ impl<'a> ColumnFold<'a> {
             .map(|arg| match arg.map(|c| (c, batch.get(c))) {
                 None => ColumnArg::One,
                 Some((_, Some(ColumnRef::BigInt { nulls, values }))) => {
-                    ColumnArg::Int(IntColumn::I64 { nulls, values })
+                    ColumnArg::Int(IntColumn::of_i64(nulls, values))
                 }
                 Some((_, Some(ColumnRef::Int { nulls, values }))) => ColumnArg::Int(IntColumn::I32 { nulls, values }),
                 Some((c, _)) => ColumnArg::Row(c),

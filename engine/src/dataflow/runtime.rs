@@ -507,10 +507,22 @@ impl ViewRuntime {
                     // and lateness first, then the column fold over the rows kept.
                     Some(agg) if plan.filter.is_none() && plan.interval_join.is_none() && plan.table_join.is_none() => {
                         st.column_rows.clear();
+                        // An event-time column without NULLs is read straight from its values.
+                        let times = match event_col.and_then(|c| resolved.get(c)) {
+                            Some(ColumnRef::Timestamp { nulls, values } | ColumnRef::BigInt { nulls, values })
+                                if nulls.is_empty() && values.len() >= last =>
+                            {
+                                Some(values)
+                            }
+                            _ => None,
+                        };
+                        self.metrics.events.add(last.saturating_sub(first) as u64);
                         for i in first..last {
                             let row = ColumnRow { batch: &resolved, index: i, columns: &columns };
-                            let ts = event_time(&row, event_col, record_ts(i));
-                            self.metrics.events.add(1);
+                            let ts = match times {
+                                Some(values) => values[i].to_native(),
+                                None => event_time(&row, event_col, record_ts(i)),
+                            };
                             if clock.observe(ts) && time_bound && !self.late_row_kept(&row, &columns, &mut st.late_side)
                             {
                                 continue;
