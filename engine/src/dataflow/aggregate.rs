@@ -241,6 +241,35 @@ impl<'a> IntColumn<'a> {
     }
 }
 
+/// The column fold's commonest shape: one integer key and integer arguments (or none:
+/// `count(*)`), all without NULLs in the batch, in tumbling windows or none.
+struct DenseFold<'a> {
+    key: &'a [rkyv::Archived<i64>],
+    /// Each aggregate's argument column; `None` counts the row.
+    args: Vec<Option<&'a [rkyv::Archived<i64>]>>,
+    tumble_ms: Option<i64>,
+}
+
+impl<'a> DenseFold<'a> {
+    fn of(keys: &[IntColumn<'a>], args: &[ColumnArg<'a>], window: Option<WindowPlan>) -> Option<Self> {
+        let [IntColumn::Dense64(key)] = keys else { return None };
+        let tumble_ms = match window {
+            Some(WindowPlan::Tumble { size_ms }) => Some(size_ms),
+            None => None,
+            Some(_) => return None,
+        };
+        let args = args
+            .iter()
+            .map(|arg| match arg {
+                ColumnArg::One => Some(None),
+                ColumnArg::Int(IntColumn::Dense64(values)) => Some(Some(*values)),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(DenseFold { key, args, tumble_ms })
+    }
+}
+
 /// An aggregate's argument in the column fold.
 enum ColumnArg<'a> {
     /// count(*): every row counts one.
@@ -549,6 +578,10 @@ impl PartialTable {
                 return;
             }
         };
+        if let Some(dense) = DenseFold::of(keys, &spec.args, plan.window) {
+            self.add_columns_dense(plan, &dense, batch, columns, rows, partition, base_offset);
+            return;
+        }
         // Integer keys: the index itself, in line, not `find_or_insert` nor a helper taking
         // the window as an option (either cost this loop half again: 17 -> 26 ns a row,
         // `bench --bin fold`).
@@ -585,6 +618,60 @@ impl PartialTable {
                 }
                 Some(window) => assign(window, ts, |s, e| fold_into(self, s, e, true)),
                 None => fold_into(self, i64::MIN, i64::MIN, false),
+            }
+        }
+    }
+
+    /// The column fold's commonest shape (see [`DenseFold`]): every value read straight
+    /// from its column, no NULL to look for, the window found without a closure.
+    #[allow(clippy::too_many_arguments)]
+    fn add_columns_dense(
+        &mut self,
+        plan: &AggregatePlan,
+        dense: &DenseFold<'_>,
+        batch: &[ColumnRef<'_>],
+        columns: &[ColumnInfo],
+        rows: &[(u32, i64)],
+        partition: u32,
+        base_offset: u64,
+    ) {
+        let n = self.aggs;
+        // The last window found: event time mostly stays in one, sparing a division a row.
+        let mut window = (i64::MAX, i64::MIN);
+        for &(i, ts) in rows {
+            let index = i as usize;
+            let id = [dense.key[index].to_native(), i64::MIN];
+            let (start, end) = match dense.tumble_ms {
+                Some(_) if window.0 <= ts && ts < window.1 => window,
+                Some(size_ms) => {
+                    let start = ts.saturating_sub(ts.rem_euclid(size_ms));
+                    let found = (start, start.saturating_add(size_ms));
+                    // A window cut short at i64::MIN is not kept: the next one starts inside it.
+                    if start != i64::MIN {
+                        window = found;
+                    }
+                    found
+                }
+                None => (i64::MIN, i64::MIN),
+            };
+            let g = match self.by_ints.find(&id, start) {
+                Ok(g) => g as usize,
+                Err(at) => {
+                    let row = ColumnRow { batch, index, columns };
+                    let window = dense.tumble_ms.map(|_| (start, end));
+                    let g = self.insert_group_keyed_by_row(plan, &row, window, ts);
+                    self.by_ints.insert(at, id, start, g as u32);
+                    g
+                }
+            };
+            self.max_ts[g] = self.max_ts[g].max(ts);
+            let pos = Position { ts, partition, offset: base_offset + i as u64 };
+            for ((acc, a), arg) in self.accs[g * n..(g + 1) * n].iter_mut().zip(&plan.aggs).zip(&dense.args) {
+                let v = match arg {
+                    Some(values) => values[index].to_native(),
+                    None => 1,
+                };
+                acc.update_int(a.func, v, pos);
             }
         }
     }
@@ -1525,6 +1612,46 @@ mod tests {
                 .collect();
             let folded_in_place = fold_both(&plan, &rows);
             assert!(folded_in_place > 2_500, "{folded_in_place}");
+        }
+    }
+
+    /// Batches without NULLs, one BIGINT key, integer arguments and a tumbling window take
+    /// the column fold's dense path: the same partials as the general fold, with event
+    /// times out of order, at both ends of the i64 range, and sums that overflow.
+    #[test]
+    fn the_dense_column_fold_equals_the_general_fold() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let aggs = vec![
+            agg(AggFunc::CountStar, None),
+            agg(AggFunc::Sum, Some(2)),
+            agg(AggFunc::Count, Some(2)),
+            agg(AggFunc::Min, Some(2)),
+        ];
+        for window in [Some(WindowPlan::Tumble { size_ms: 30 }), None] {
+            let plan = AggregatePlan {
+                keys: vec![Expr::Column(1)],
+                key_types: vec![DataType::BigInt],
+                aggs: aggs.clone(),
+                window,
+            };
+            // In a row at each end: a window cut at i64::MIN (the true one starts below it,
+            // the next at MIN + 8 for 30 ms windows) and windows reaching i64::MAX.
+            let edges =
+                [i64::MIN + 3, i64::MIN + 10, i64::MIN + 29, i64::MIN + 31, i64::MAX - 40, i64::MAX - 1, i64::MAX];
+            let edge_rows = edges.iter().map(|&ts| vec![Value::Timestamp(ts), Value::BigInt(1), Value::BigInt(1)]);
+            let rows: Vec<Vec<Value>> = edge_rows
+                .chain((0..5_000).map(|_| {
+                    let ts = match rng.gen_range(0..50) {
+                        0 => i64::MIN + rng.gen_range(0..100),
+                        1 => i64::MAX - rng.gen_range(0..100),
+                        _ => rng.gen_range(0..1_000),
+                    };
+                    let v =
+                        if rng.gen_range(0..50) == 0 { i64::MAX - rng.gen_range(0..3) } else { rng.gen_range(-5..5) };
+                    vec![Value::Timestamp(ts), Value::BigInt(rng.gen_range(0..20)), Value::BigInt(v)]
+                }))
+                .collect();
+            fold_both(&plan, &rows);
         }
     }
 
