@@ -143,7 +143,7 @@ fn main() {
                         } else {
                             rows_of_batch.clear();
                             rows_of_batch.extend((0..batch.len()).map(|i| (i as u32, times[base as usize + i])));
-                            table.add_columns(&plan, &resolved, &columns, &rows_of_batch, 0, base);
+                            table.add_columns(&plan, &resolved, &columns, rows_of_batch.iter().copied(), 0, base);
                         }
                     }
                     table.drain(|_, g| {

@@ -545,13 +545,13 @@ impl PartialTable {
         plan: &AggregatePlan,
         batch: &[ColumnRef<'_>],
         columns: &[ColumnInfo],
-        rows: &[(u32, i64)],
+        rows: impl Iterator<Item = (u32, i64)>,
         partition: u32,
         base_offset: u64,
     ) {
         let position = |i: u32, ts: i64| Position { ts, partition, offset: base_offset + i as u64 };
         let Some(spec) = ColumnFold::of(self.archived.as_ref(), batch) else {
-            for &(i, ts) in rows {
+            for (i, ts) in rows {
                 self.add(plan, &ColumnRow { batch, index: i as usize, columns }, ts, position(i, ts));
             }
             return;
@@ -560,7 +560,7 @@ impl PartialTable {
         let keys = match &spec.keys {
             ColumnKeys::Ints(keys, count) => &keys[..*count],
             ColumnKeys::Text(texts) => {
-                for &(i, ts) in rows {
+                for (i, ts) in rows {
                     let index = i as usize;
                     let row = ColumnRow { batch, index, columns };
                     // SAFETY: columnar batches read from the log were built from validated strings.
@@ -585,7 +585,7 @@ impl PartialTable {
         // Integer keys: the index itself, in line, not `find_or_insert` nor a helper taking
         // the window as an option (either cost this loop half again: 17 -> 26 ns a row,
         // `bench --bin fold`).
-        'rows: for &(i, ts) in rows {
+        'rows: for (i, ts) in rows {
             let index = i as usize;
             let mut id = [i64::MIN; INT_KEYS_MAX];
             for (slot, key) in id.iter_mut().zip(keys) {
@@ -631,14 +631,14 @@ impl PartialTable {
         dense: &DenseFold<'_>,
         batch: &[ColumnRef<'_>],
         columns: &[ColumnInfo],
-        rows: &[(u32, i64)],
+        rows: impl Iterator<Item = (u32, i64)>,
         partition: u32,
         base_offset: u64,
     ) {
         let n = self.aggs;
         // The last window found: event time mostly stays in one, sparing a division a row.
         let mut window = (i64::MAX, i64::MIN);
-        for &(i, ts) in rows {
+        for (i, ts) in rows {
             let index = i as usize;
             let id = [dense.key[index].to_native(), i64::MIN];
             let (start, end) = match dense.tumble_ms {
@@ -1463,7 +1463,7 @@ mod tests {
                     _ => panic!("rows start with their time"),
                 })
                 .collect();
-            columnar.add_columns(plan, &resolved, &columns, &times, 0, at as u64);
+            columnar.add_columns(plan, &resolved, &columns, times.iter().copied(), 0, at as u64);
             at += n;
         }
         let expected = drained(&mut general, plan);

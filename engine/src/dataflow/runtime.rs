@@ -517,6 +517,23 @@ impl ViewRuntime {
                             _ => None,
                         };
                         self.metrics.events.add(last.saturating_sub(first) as u64);
+                        if last > first {
+                            end = batch.base_offset() + last as u64;
+                        }
+                        if let Some(values) = times {
+                            // Usually no row is late: the clock takes every time in one pass
+                            // and the fold reads them from their column; if one is, the clock
+                            // goes back and the rows are sorted out one by one below.
+                            let before = clock.max_ts;
+                            let on_time =
+                                values[first..last].iter().all(|t| !(clock.observe(t.to_native()) && time_bound));
+                            if on_time {
+                                let rows = (first..last).map(|i| (i as u32, values[i].to_native()));
+                                st.partials.add_columns(agg, &resolved, &columns, rows, partition, batch.base_offset());
+                                return self.batch_position_done(st, side, partition, batch, done, end);
+                            }
+                            clock.max_ts = before;
+                        }
                         for i in first..last {
                             let row = ColumnRow { batch: &resolved, index: i, columns: &columns };
                             let ts = match times {
@@ -529,14 +546,11 @@ impl ViewRuntime {
                             }
                             st.column_rows.push((i as u32, ts));
                         }
-                        if last > first {
-                            end = batch.base_offset() + last as u64;
-                        }
                         st.partials.add_columns(
                             agg,
                             &resolved,
                             &columns,
-                            &st.column_rows,
+                            st.column_rows.iter().copied(),
                             partition,
                             batch.base_offset(),
                         );
@@ -549,6 +563,20 @@ impl ViewRuntime {
                 }
             }
         }
+        self.batch_position_done(st, side, partition, batch, done, end)
+    }
+
+    /// Moves the source position of `partition` past what `process_batch` folded (the
+    /// whole batch when `done`); returns `done`.
+    fn batch_position_done(
+        &self,
+        st: &mut ViewState,
+        side: Side,
+        partition: u32,
+        batch: &Batch,
+        done: bool,
+        end: u64,
+    ) -> bool {
         let source = match side {
             Side::Left => &mut st.left,
             Side::Right => st.right.as_mut().expect("right source"),
