@@ -991,15 +991,15 @@ impl AggregateState {
         }
         let at_limit = self.rows >= options.state_rows_max;
         let sessions = matches!(plan.window, Some(WindowPlan::Session { .. }));
-        if !self.keys.contains_key(&p.key) {
-            if at_limit {
-                self.counters.refused_at_limit += 1;
-                return;
-            }
-            self.keys
-                .insert(p.key.clone(), KeyGroups { values: p.key_values.clone().into(), windows: BTreeMap::new() });
-        }
         if sessions {
+            if !self.keys.contains_key(&p.key) {
+                if at_limit {
+                    self.counters.refused_at_limit += 1;
+                    return;
+                }
+                self.keys
+                    .insert(p.key.clone(), KeyGroups { values: p.key_values.clone().into(), windows: BTreeMap::new() });
+            }
             // Merge every session the new one overlaps.
             let Some(kg) = self.keys.get_mut(&p.key) else { return };
             let mut merged_start = start;
@@ -1042,18 +1042,28 @@ impl AggregateState {
             });
             return;
         }
-        let Some(kg) = self.keys.get_mut(&p.key) else { return };
-        let is_new = !kg.windows.contains_key(&start);
-        if is_new && at_limit {
-            self.counters.refused_at_limit += 1;
-            return;
-        }
-        let entry = kg.windows.entry(start).or_insert_with(|| GroupEntry {
-            end,
-            accs: GroupAccs::Live(plan.aggs.iter().map(|a| a.func.new_acc()).collect()),
-            max_ts: p.max_ts,
-            finalized: false,
-        });
+        // One lookup of the key and one of its window (a partial per group and round).
+        let kg = match self.keys.entry_ref(&*p.key) {
+            hashbrown::hash_map::EntryRef::Occupied(o) => o.into_mut(),
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                if at_limit {
+                    self.counters.refused_at_limit += 1;
+                    return;
+                }
+                v.insert(KeyGroups { values: p.key_values.clone().into(), windows: BTreeMap::new() })
+            }
+        };
+        let (entry, is_new) = match kg.windows.entry(start) {
+            std::collections::btree_map::Entry::Occupied(o) => (o.into_mut(), false),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                if at_limit {
+                    self.counters.refused_at_limit += 1;
+                    return;
+                }
+                let accs = GroupAccs::Live(plan.aggs.iter().map(|a| a.func.new_acc()).collect());
+                (v.insert(GroupEntry { end, accs, max_ts: p.max_ts, finalized: false }), true)
+            }
+        };
         entry.max_ts = entry.max_ts.max(p.max_ts);
         match &mut entry.accs {
             GroupAccs::Live(accs) => {
