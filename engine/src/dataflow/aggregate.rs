@@ -18,7 +18,7 @@ use crate::dataflow::accumulator::{decode_opt_datum, encode_opt_datum, Acc, Posi
 use crate::dataflow::int_group_index::{IntGroupIndex, INT_KEYS_MAX};
 use crate::dataflow::plan::{AggPlan, AggregatePlan, ColumnInfo, LatePolicy, ViewOptions, WindowPlan};
 use crate::dataflow::row::ColumnRow;
-use crate::dataflow::window::{assign, SessionSet};
+use crate::dataflow::window::{assign, tumble_window, SessionSet};
 use crate::record::columns::{null_at, ArchivedVarColumn, ColumnRef};
 use crate::sql::expr::{Expr, Row, Stored};
 use crate::sql::types::{DataType, Datum, OwnedDatum};
@@ -245,10 +245,15 @@ impl<'a> IntColumn<'a> {
 /// `count(*)`), all without NULLs in the batch, in tumbling windows or none.
 struct DenseFold<'a> {
     key: &'a [rkyv::Archived<i64>],
-    /// Each aggregate's argument column; `None` counts the row.
-    args: Vec<Option<&'a [rkyv::Archived<i64>]>>,
+    /// Each aggregate's argument column (the first `arg_count`); `None` counts the row.
+    args: [Option<&'a [rkyv::Archived<i64>]>; DENSE_ARGS_MAX],
+    arg_count: usize,
     tumble_ms: Option<i64>,
 }
+
+/// The most aggregates [`DenseFold`] takes (a fixed array: no allocation per batch); a
+/// view with more goes through the general loop.
+const DENSE_ARGS_MAX: usize = 8;
 
 impl<'a> DenseFold<'a> {
     fn of(keys: &[IntColumn<'a>], args: &[ColumnArg<'a>], window: Option<WindowPlan>) -> Option<Self> {
@@ -258,15 +263,18 @@ impl<'a> DenseFold<'a> {
             None => None,
             Some(_) => return None,
         };
-        let args = args
-            .iter()
-            .map(|arg| match arg {
-                ColumnArg::One => Some(None),
-                ColumnArg::Int(IntColumn::Dense64(values)) => Some(Some(*values)),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(DenseFold { key, args, tumble_ms })
+        if args.len() > DENSE_ARGS_MAX {
+            return None;
+        }
+        let mut dense = DenseFold { key, args: [None; DENSE_ARGS_MAX], arg_count: args.len(), tumble_ms };
+        for (slot, arg) in dense.args.iter_mut().zip(args) {
+            *slot = match arg {
+                ColumnArg::One => None,
+                ColumnArg::Int(IntColumn::Dense64(values)) => Some(*values),
+                _ => return None,
+            };
+        }
+        Some(dense)
     }
 }
 
@@ -613,8 +621,8 @@ impl PartialTable {
             };
             match plan.window {
                 Some(WindowPlan::Tumble { size_ms }) => {
-                    let start = ts.saturating_sub(ts.rem_euclid(size_ms));
-                    fold_into(self, start, start.saturating_add(size_ms), true);
+                    let (start, end) = tumble_window(ts, size_ms);
+                    fold_into(self, start, end, true);
                 }
                 Some(window) => assign(window, ts, |s, e| fold_into(self, s, e, true)),
                 None => fold_into(self, i64::MIN, i64::MIN, false),
@@ -644,10 +652,9 @@ impl PartialTable {
             let (start, end) = match dense.tumble_ms {
                 Some(_) if window.0 <= ts && ts < window.1 => window,
                 Some(size_ms) => {
-                    let start = ts.saturating_sub(ts.rem_euclid(size_ms));
-                    let found = (start, start.saturating_add(size_ms));
+                    let found = tumble_window(ts, size_ms);
                     // A window cut short at i64::MIN is not kept: the next one starts inside it.
-                    if start != i64::MIN {
+                    if found.0 != i64::MIN {
                         window = found;
                     }
                     found
@@ -666,7 +673,8 @@ impl PartialTable {
             };
             self.max_ts[g] = self.max_ts[g].max(ts);
             let pos = Position { ts, partition, offset: base_offset + i as u64 };
-            for ((acc, a), arg) in self.accs[g * n..(g + 1) * n].iter_mut().zip(&plan.aggs).zip(&dense.args) {
+            let args = &dense.args[..dense.arg_count];
+            for ((acc, a), arg) in self.accs[g * n..(g + 1) * n].iter_mut().zip(&plan.aggs).zip(args) {
                 let v = match arg {
                     Some(values) => values[index].to_native(),
                     None => 1,

@@ -506,7 +506,6 @@ impl ViewRuntime {
                     // The common shape, an aggregate of the source alone: the rows' times
                     // and lateness first, then the column fold over the rows kept.
                     Some(agg) if plan.filter.is_none() && plan.interval_join.is_none() && plan.table_join.is_none() => {
-                        st.column_rows.clear();
                         // An event-time column without NULLs is read straight from its values.
                         let times = match event_col.and_then(|c| resolved.get(c)) {
                             Some(ColumnRef::Timestamp { nulls, values } | ColumnRef::BigInt { nulls, values })
@@ -520,40 +519,42 @@ impl ViewRuntime {
                         if last > first {
                             end = batch.base_offset() + last as u64;
                         }
-                        if let Some(values) = times {
-                            // Usually no row is late: the clock takes every time in one pass
-                            // and the fold reads them from their column; if one is, the clock
-                            // goes back and the rows are sorted out one by one below.
-                            let before = clock.max_ts;
-                            let on_time =
-                                values[first..last].iter().all(|t| !(clock.observe(t.to_native()) && time_bound));
-                            if on_time {
+                        // Usually no row is late: the clock takes every time in one pass and
+                        // the fold reads them from their column; if one is, the rows are
+                        // sorted out one by one.
+                        match times {
+                            Some(values)
+                                if clock.observe_run(values[first..last].iter().map(|t| t.to_native()), time_bound) =>
+                            {
                                 let rows = (first..last).map(|i| (i as u32, values[i].to_native()));
                                 st.partials.add_columns(agg, &resolved, &columns, rows, partition, batch.base_offset());
-                                return self.batch_position_done(st, side, partition, batch, done, end);
                             }
-                            clock.max_ts = before;
-                        }
-                        for i in first..last {
-                            let row = ColumnRow { batch: &resolved, index: i, columns: &columns };
-                            let ts = match times {
-                                Some(values) => values[i].to_native(),
-                                None => event_time(&row, event_col, record_ts(i)),
-                            };
-                            if clock.observe(ts) && time_bound && !self.late_row_kept(&row, &columns, &mut st.late_side)
-                            {
-                                continue;
+                            _ => {
+                                st.column_rows.clear();
+                                for i in first..last {
+                                    let row = ColumnRow { batch: &resolved, index: i, columns: &columns };
+                                    let ts = match times {
+                                        Some(values) => values[i].to_native(),
+                                        None => event_time(&row, event_col, record_ts(i)),
+                                    };
+                                    if clock.observe(ts)
+                                        && time_bound
+                                        && !self.late_row_kept(&row, &columns, &mut st.late_side)
+                                    {
+                                        continue;
+                                    }
+                                    st.column_rows.push((i as u32, ts));
+                                }
+                                st.partials.add_columns(
+                                    agg,
+                                    &resolved,
+                                    &columns,
+                                    st.column_rows.iter().copied(),
+                                    partition,
+                                    batch.base_offset(),
+                                );
                             }
-                            st.column_rows.push((i as u32, ts));
                         }
-                        st.partials.add_columns(
-                            agg,
-                            &resolved,
-                            &columns,
-                            st.column_rows.iter().copied(),
-                            partition,
-                            batch.base_offset(),
-                        );
                     }
                     _ => fold_rows!(
                         first..last,
@@ -563,20 +564,6 @@ impl ViewRuntime {
                 }
             }
         }
-        self.batch_position_done(st, side, partition, batch, done, end)
-    }
-
-    /// Moves the source position of `partition` past what `process_batch` folded (the
-    /// whole batch when `done`); returns `done`.
-    fn batch_position_done(
-        &self,
-        st: &mut ViewState,
-        side: Side,
-        partition: u32,
-        batch: &Batch,
-        done: bool,
-        end: u64,
-    ) -> bool {
         let source = match side {
             Side::Left => &mut st.left,
             Side::Right => st.right.as_mut().expect("right source"),

@@ -55,6 +55,18 @@ impl PartitionClock {
         late
     }
 
+    /// Takes in a run of event times when none of them is late (or lateness does not
+    /// matter: `!late_matters`) and returns true; if one is late, leaves the clock as it
+    /// was and returns false, for the caller to take the run one event at a time.
+    pub fn observe_run(&mut self, mut times: impl Iterator<Item = i64>, late_matters: bool) -> bool {
+        let before = self.max_ts;
+        if times.all(|ts| !(self.observe(ts) && late_matters)) {
+            return true;
+        }
+        self.max_ts = before;
+        false
+    }
+
     pub fn touched(&mut self) {
         self.last_data = Instant::now();
     }

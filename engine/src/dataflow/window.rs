@@ -11,8 +11,8 @@ use crate::dataflow::plan::{AggPlan, WindowPlan};
 pub fn assign(window: WindowPlan, ts: i64, mut f: impl FnMut(i64, i64)) {
     match window {
         WindowPlan::Tumble { size_ms } => {
-            let start = ts.saturating_sub(ts.rem_euclid(size_ms));
-            f(start, start.saturating_add(size_ms));
+            let (start, end) = tumble_window(ts, size_ms);
+            f(start, end);
         }
         WindowPlan::Hop { slide_ms, size_ms } => {
             let last = ts.saturating_sub(ts.rem_euclid(slide_ms));
@@ -29,6 +29,15 @@ pub fn assign(window: WindowPlan, ts: i64, mut f: impl FnMut(i64, i64)) {
         }
         WindowPlan::Session { gap_ms } => f(ts, ts.saturating_add(gap_ms)),
     }
+}
+
+/// The tumbling window `[start, end)` of `size_ms` holding `ts` (saturating at the ends of
+/// `i64`, as [`assign`] does).
+#[inline(always)]
+pub fn tumble_window(ts: i64, size_ms: i64) -> (i64, i64) {
+    debug_assert!(size_ms > 0);
+    let start = ts.saturating_sub(ts.rem_euclid(size_ms));
+    (start, start.saturating_add(size_ms))
 }
 
 /// One session of one key: events closer than the gap, and their aggregates.
