@@ -27,6 +27,10 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn sluice_bin() -> PathBuf {
+    // SLUICE_BIN runs a given build instead (A/B runs of two builds side by side).
+    if let Some(bin) = std::env::var_os("SLUICE_BIN") {
+        return PathBuf::from(bin);
+    }
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--quiet", "--release", "-p", "sluice", "--bin", "sluice"])
         .current_dir(repo_root())

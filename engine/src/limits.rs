@@ -84,6 +84,11 @@ pub const READ_AHEAD_CHUNK_BYTES: usize = 1 << 20;
 pub const READ_AHEAD_DEPTH: usize = 4;
 /// Memory one sequential reader may hold in read-ahead buffers.
 pub const READ_AHEAD_BUDGET_BYTES: usize = READ_AHEAD_CHUNK_BYTES * READ_AHEAD_DEPTH;
+/// DMA memory each shard registers with io_uring up front. Reads and writes whose buffers
+/// come from it skip pinning their pages per I/O (a read-ahead that found the pool full got
+/// a heap buffer: `gup_fast_fallback` was 5% of a view's shard, perf); four partitions'
+/// read-ahead fit. Registration past the memlock limit only warns, and I/O goes unregistered.
+pub const SHARD_IO_MEMORY_BYTES: usize = 32 << 20;
 /// Buffer bytes (headers, payloads, block padding) of its newest batches a partition keeps
 /// in memory for live readers, plus whatever is appended but not yet written.
 pub const TAIL_CACHE_BYTES_MAX: usize = 2 << 20;

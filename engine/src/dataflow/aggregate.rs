@@ -19,6 +19,7 @@ use crate::dataflow::int_group_index::{IntGroupIndex, INT_KEYS_MAX};
 use crate::dataflow::plan::{AggPlan, AggregatePlan, ColumnInfo, LatePolicy, ViewOptions, WindowPlan};
 use crate::dataflow::row::ColumnRow;
 use crate::dataflow::window::{assign, tumble_window, SessionSet};
+use crate::dataflow::window_map::WindowMap;
 use crate::record::columns::{null_at, ArchivedVarColumn, ColumnRef};
 use crate::sql::expr::{Expr, Row, Stored};
 use crate::sql::types::{DataType, Datum, OwnedDatum};
@@ -889,7 +890,7 @@ pub struct GroupEntry {
 pub struct KeyGroups {
     pub values: Rc<[OwnedDatum]>,
     /// By window start; the unwindowed group sits at `i64::MIN`.
-    pub windows: BTreeMap<i64, GroupEntry>,
+    pub windows: WindowMap<GroupEntry>,
 }
 
 /// A row of the view changed: for changelogs.
@@ -1005,8 +1006,10 @@ impl AggregateState {
                     self.counters.refused_at_limit += 1;
                     return;
                 }
-                self.keys
-                    .insert(p.key.clone(), KeyGroups { values: p.key_values.clone().into(), windows: BTreeMap::new() });
+                self.keys.insert(
+                    p.key.clone(),
+                    KeyGroups { values: p.key_values.clone().into(), windows: WindowMap::new() },
+                );
             }
             // Merge every session the new one overlaps.
             let Some(kg) = self.keys.get_mut(&p.key) else { return };
@@ -1017,11 +1020,16 @@ impl AggregateState {
                 m.merge(a);
             }
             let mut max_ts = p.max_ts;
-            let overlapping: Vec<i64> =
-                kg.windows.range(..end).filter(|(s, g)| **s < end && start < g.end).map(|(s, _)| *s).collect();
+            let overlapping: Vec<i64> = kg
+                .windows
+                .iter()
+                .take_while(|(s, _)| **s < end)
+                .filter(|(_, g)| start < g.end)
+                .map(|(s, _)| *s)
+                .collect();
             let mut removed = Vec::new();
             for s in overlapping {
-                if let Some(g) = kg.windows.remove(&s) {
+                if let Some(g) = kg.windows.remove(s) {
                     self.rows -= 1;
                     merged_start = merged_start.min(s);
                     merged_end = merged_end.max(g.end);
@@ -1058,18 +1066,18 @@ impl AggregateState {
                     self.counters.refused_at_limit += 1;
                     return;
                 }
-                v.insert(KeyGroups { values: p.key_values.clone().into(), windows: BTreeMap::new() })
+                v.insert(KeyGroups { values: p.key_values.clone().into(), windows: WindowMap::new() })
             }
         };
-        let (entry, is_new) = match kg.windows.entry(start) {
-            std::collections::btree_map::Entry::Occupied(o) => (o.into_mut(), false),
-            std::collections::btree_map::Entry::Vacant(v) => {
+        let (entry, is_new) = match kg.windows.find(start) {
+            Ok(i) => (kg.windows.at_mut(i), false),
+            Err(i) => {
                 if at_limit {
                     self.counters.refused_at_limit += 1;
                     return;
                 }
                 let accs = GroupAccs::Live(plan.aggs.iter().map(|a| a.func.new_acc()).collect());
-                (v.insert(GroupEntry { end, accs, max_ts: p.max_ts, finalized: false }), true)
+                (kg.windows.insert_at(i, start, GroupEntry { end, accs, max_ts: p.max_ts, finalized: false }), true)
             }
         };
         entry.max_ts = entry.max_ts.max(p.max_ts);
@@ -1095,7 +1103,7 @@ impl AggregateState {
     }
 
     fn has_window(&self, key: &[u8], start: i64) -> bool {
-        self.keys.get(key).is_some_and(|k| k.windows.get(&start).is_some_and(|g| matches!(g.accs, GroupAccs::Live(_))))
+        self.keys.get(key).is_some_and(|k| k.windows.get(start).is_some_and(|g| matches!(g.accs, GroupAccs::Live(_))))
     }
 
     /// The watermark moved to `wm`: windows that ended are final (their accumulators
@@ -1137,7 +1145,7 @@ impl AggregateState {
                 }
                 budget -= 1;
                 let Some(kg) = self.keys.get_mut(&key) else { continue };
-                let Some(g) = kg.windows.get_mut(&start) else { continue };
+                let Some(g) = kg.windows.get_mut(start) else { continue };
                 if g.finalized || g.end != end {
                     continue;
                 }
@@ -1168,10 +1176,10 @@ impl AggregateState {
                 let (end, due) = entry.remove_entry();
                 for (key, start) in due {
                     let Some(kg) = self.keys.get_mut(&key) else { continue };
-                    if kg.windows.get(&start).is_none_or(|g| g.end != end) {
+                    if kg.windows.get(start).is_none_or(|g| g.end != end) {
                         continue;
                     }
-                    kg.windows.remove(&start);
+                    kg.windows.remove(start);
                     let empty = kg.windows.is_empty();
                     self.rows -= 1;
                     self.counters.evicted_by_ttl += 1;
@@ -1326,7 +1334,7 @@ impl AggregateState {
             let values: Vec<OwnedDatum> =
                 (0..nv).map(|_| decode_opt_datum(d).map(Option::unwrap_or_default)).collect::<Result<_, _>>()?;
             let nw = d.u32()? as usize;
-            let mut windows = BTreeMap::new();
+            let mut windows = WindowMap::new();
             for _ in 0..nw {
                 let (start, end, max_ts, finalized) = (d.i64()?, d.i64()?, d.i64()?, d.u8()? != 0);
                 let kind = d.u8()?;
@@ -1719,7 +1727,7 @@ mod tests {
         );
         for (key, kg) in &at_once.keys {
             for (start, g) in &kg.windows {
-                let other = &sliced.keys[key].windows[start];
+                let other = sliced.keys[key].windows.get(*start).expect("the same windows");
                 assert!(g.finalized && other.finalized);
                 assert_eq!(format!("{:?}", g.accs), format!("{:?}", other.accs));
             }

@@ -19,3 +19,4 @@ pub mod row;
 pub mod runtime;
 pub mod watermark;
 pub mod window;
+pub mod window_map;

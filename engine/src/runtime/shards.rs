@@ -47,8 +47,7 @@ where
         let id = ShardId { index, count };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
-            // Keep DMA memory small: registration beyond the memlock limit only warns.
-            .io_memory(4 << 20)
+            .io_memory(crate::limits::SHARD_IO_MEMORY_BYTES)
             .spawn(move || main(id))
             .map_err(|e| format!("cannot start shard {index}: {e}"))?;
         handles.push(ShardHandle { handle });

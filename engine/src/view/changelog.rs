@@ -100,7 +100,7 @@ pub fn render(rt: &ViewRuntime, changes: &[Change], appended: &[(RowId, bool)]) 
         };
         let group = st.agg.keys.get(key).and_then(|kg| {
             kg.windows
-                .get(&window_start)
+                .get(window_start)
                 .map(|g| (AggregateState::group_row(agg, &kg.values, window_start, g), g.finalized))
         });
         match (ch, group) {
@@ -123,7 +123,7 @@ pub fn render(rt: &ViewRuntime, changes: &[Change], appended: &[(RowId, bool)]) 
                             .agg
                             .keys
                             .get(key)
-                            .and_then(|kg| kg.windows.get(&window_start))
+                            .and_then(|kg| kg.windows.get(window_start))
                             .map_or(window_start, |g| g.end),
                     };
                     values.push(Datum::Timestamp(window_start));
