@@ -89,6 +89,10 @@ pub const READ_AHEAD_BUDGET_BYTES: usize = READ_AHEAD_CHUNK_BYTES * READ_AHEAD_D
 /// a heap buffer: `gup_fast_fallback` was 5% of a view's shard, perf); four partitions'
 /// read-ahead fit. Registration past the memlock limit only warns, and I/O goes unregistered.
 pub const SHARD_IO_MEMORY_BYTES: usize = 32 << 20;
+/// How long an idle shard polls for I/O and timers before it sleeps in the kernel. A
+/// replay steps aside with a 1 us timer; parked, that sleep lasted up to the kernel's
+/// 50 us of timer slack.
+pub const SHARD_SPIN_BEFORE_PARK_US: u64 = 10;
 /// Buffer bytes (headers, payloads, block padding) of its newest batches a partition keeps
 /// in memory for live readers, plus whatever is appended but not yet written.
 pub const TAIL_CACHE_BYTES_MAX: usize = 2 << 20;

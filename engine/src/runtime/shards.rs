@@ -48,6 +48,7 @@ where
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
             .io_memory(crate::limits::SHARD_IO_MEMORY_BYTES)
+            .spin_before_park(std::time::Duration::from_micros(crate::limits::SHARD_SPIN_BEFORE_PARK_US))
             .spawn(move || main(id))
             .map_err(|e| format!("cannot start shard {index}: {e}"))?;
         handles.push(ShardHandle { handle });
