@@ -1020,27 +1020,18 @@ impl AggregateState {
                 m.merge(a);
             }
             let mut max_ts = p.max_ts;
-            let overlapping: Vec<i64> = kg
-                .windows
-                .iter()
-                .take_while(|(s, _)| **s < end)
-                .filter(|(_, g)| start < g.end)
-                .map(|(s, _)| *s)
-                .collect();
             let mut removed = Vec::new();
-            for s in overlapping {
-                if let Some(g) = kg.windows.remove(s) {
-                    self.rows -= 1;
-                    merged_start = merged_start.min(s);
-                    merged_end = merged_end.max(g.end);
-                    max_ts = max_ts.max(g.max_ts);
-                    if let GroupAccs::Live(old) = &g.accs {
-                        for (m, a) in accs.iter_mut().zip(old) {
-                            m.merge(a);
-                        }
+            for (s, g) in kg.windows.take_overlapping(start, end, |g| g.end) {
+                self.rows -= 1;
+                merged_start = merged_start.min(s);
+                merged_end = merged_end.max(g.end);
+                max_ts = max_ts.max(g.max_ts);
+                if let GroupAccs::Live(old) = &g.accs {
+                    for (m, a) in accs.iter_mut().zip(old) {
+                        m.merge(a);
                     }
-                    removed.push(s);
                 }
+                removed.push(s);
             }
             kg.windows.insert(
                 merged_start,

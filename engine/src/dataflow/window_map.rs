@@ -5,8 +5,8 @@
 //! by a short scan from the back that touches one or two cache lines; windows are born at
 //! the back and expire (state TTL) at the front, both O(1). A search tree walked three
 //! cold nodes for each partial (60% of `AggregateState::apply`, perf). The price: a window
-//! inserted or removed far from both ends (a late row under `update`, a session merge)
-//! shifts the entries between it and the nearer end.
+//! inserted or removed far from both ends (a late row under `update`, an old session
+//! merged) shifts the entries between it and the nearer end.
 
 use std::collections::VecDeque;
 
@@ -72,11 +72,8 @@ impl<V> WindowMap<V> {
     pub fn insert_at(&mut self, i: usize, start: i64, value: V) -> &mut V {
         debug_assert!(i == 0 || self.entries[i - 1].0 < start, "window {start} out of order");
         debug_assert!(i == self.entries.len() || start < self.entries[i].0, "window {start} out of order");
-        if i == self.entries.len() {
-            self.entries.push_back((start, value));
-        } else {
-            self.entries.insert(i, (start, value));
-        }
+        // (VecDeque moves the entries on the nearer side: at the back this is a push.)
+        self.entries.insert(i, (start, value));
         &mut self.entries[i].1
     }
 
@@ -93,11 +90,24 @@ impl<V> WindowMap<V> {
 
     pub fn remove(&mut self, start: i64) -> Option<V> {
         let i = self.find(start).ok()?;
-        if i == 0 {
-            self.entries.pop_front().map(|e| e.1)
-        } else {
-            self.entries.remove(i).map(|e| e.1)
+        self.entries.remove(i).map(|e| e.1)
+    }
+
+    /// Removes the windows overlapping `[start, end)`, in start order, for windows that do
+    /// not overlap each other (sessions): their ends then rise with their starts, so the
+    /// overlapping ones are the run that ends just below `end`, found from there.
+    pub fn take_overlapping(
+        &mut self,
+        start: i64,
+        end: i64,
+        end_of: impl Fn(&V) -> i64,
+    ) -> std::collections::vec_deque::Drain<'_, (i64, V)> {
+        let hi = self.entries.partition_point(|e| e.0 < end);
+        let mut lo = hi;
+        while lo > 0 && start < end_of(&self.entries[lo - 1].1) {
+            lo -= 1;
         }
+        self.entries.drain(lo..hi)
     }
 
     /// Every window in start order.
@@ -170,6 +180,26 @@ mod tests {
         assert!(ours.values().rev().eq(oracle.values().rev()));
         for (s, v) in &oracle {
             assert_eq!(ours.find(*s).map(|i| *ours.at_mut(i)), Ok(*v));
+        }
+    }
+
+    /// Disjoint windows `[start, start + len)`: what overlaps a range is what a filter
+    /// over every window finds, and only that is taken.
+    #[test]
+    fn takes_exactly_the_overlapping_sessions() {
+        let mut sessions = WindowMap::new();
+        for (start, len) in [(0, 10), (10, 5), (20, 1), (30, 20), (60, 3), (70, 30)] {
+            sessions.insert(start, start + len);
+        }
+        let all: Vec<(i64, i64)> = sessions.iter().map(|(s, e)| (*s, *e)).collect();
+        for (start, end) in [(-5, 0), (-5, 1), (9, 21), (15, 20), (50, 60), (49, 61), (100, 200), (0, 100)] {
+            let mut ours = sessions.clone();
+            let taken: Vec<(i64, i64)> = ours.take_overlapping(start, end, |e| *e).collect();
+            let expected: Vec<(i64, i64)> = all.iter().copied().filter(|&(s, e)| s < end && start < e).collect();
+            assert_eq!(taken, expected, "[{start}, {end})");
+            let kept: Vec<(i64, i64)> = ours.iter().map(|(s, e)| (*s, *e)).collect();
+            let rest: Vec<(i64, i64)> = all.iter().copied().filter(|w| !expected.contains(w)).collect();
+            assert_eq!(kept, rest, "[{start}, {end})");
         }
     }
 }
