@@ -137,6 +137,8 @@ impl<'a, V> IntoIterator for &'a WindowMap<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::rngs::SmallRng;
+    use rand::{RngCore, SeedableRng};
     use std::collections::BTreeMap;
 
     /// Against a BTreeMap over a seeded mix of in-order, late and far-back inserts,
@@ -145,16 +147,10 @@ mod tests {
     fn behaves_as_a_sorted_map() {
         let mut ours = WindowMap::new();
         let mut oracle = BTreeMap::new();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = SmallRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
         let mut head = 0i64;
         for step in 0..20_000 {
-            let r = next();
+            let r = rng.next_u64();
             let start = match r % 10 {
                 0..=5 => {
                     head += (r >> 8) as i64 % 3;
