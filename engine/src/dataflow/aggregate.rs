@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::hash::BuildHasher;
 
 use crate::dataflow::accumulator::{decode_opt_datum, encode_opt_datum, Acc, Position};
+use crate::dataflow::group_key::GroupKey;
 use crate::dataflow::int_group_index::{IntGroupIndex, INT_KEYS_MAX};
 use crate::dataflow::plan::{AggPlan, AggregatePlan, ColumnInfo, LatePolicy, ViewOptions, WindowPlan};
 use crate::dataflow::row::ColumnRow;
@@ -30,7 +31,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 #[derive(Debug, Clone)]
 pub struct PartialGroup {
     /// The encoded group key (without the window): what decides the owner shard.
-    pub key: Box<[u8]>,
+    pub key: GroupKey,
     pub key_values: Vec<OwnedDatum>,
     pub window: Option<(i64, i64)>,
     pub accs: Vec<Acc>,
@@ -57,7 +58,7 @@ impl PartialGroup {
     }
 
     pub fn decode(d: &mut Decoder<'_>) -> Result<PartialGroup, WireError> {
-        let key = d.bytes()?.to_vec().into_boxed_slice();
+        let key = GroupKey::from_slice(d.bytes()?);
         let n = d.u32()? as usize;
         if n > d.remaining() {
             return Err(WireError::Invalid("key width"));
@@ -384,7 +385,7 @@ enum GroupLookup<'k> {
 /// A group of the current round, without its accumulators (those are flat, beside).
 struct GroupHead {
     owner: usize,
-    key: Box<[u8]>,
+    key: GroupKey,
     key_values: Vec<OwnedDatum>,
     window: Option<(i64, i64)>,
 }
@@ -433,7 +434,7 @@ pub struct PartialTable {
     max_ts: Vec<i64>,
     /// Scratch for the group key being looked up.
     scratch: Vec<u8>,
-    sessions: HashMap<Box<[u8]>, (usize, Vec<OwnedDatum>, SessionSet, i64)>,
+    sessions: HashMap<GroupKey, (usize, Vec<OwnedDatum>, SessionSet, i64)>,
 }
 
 impl PartialTable {
@@ -800,7 +801,7 @@ impl PartialTable {
         window: Option<(i64, i64)>,
         ts: i64,
     ) -> usize {
-        let key: Box<[u8]> = self.scratch[..key_len].into();
+        let key = GroupKey::from_slice(&self.scratch[..key_len]);
         let i = self.heads.len();
         debug_assert!(i < u32::MAX as usize);
         self.heads.push(GroupHead {
@@ -896,8 +897,8 @@ pub struct KeyGroups {
 /// A row of the view changed: for changelogs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Upsert { key: Box<[u8]>, window_start: i64, final_result: bool },
-    Delete { key: Box<[u8]>, window_start: i64 },
+    Upsert { key: GroupKey, window_start: i64, final_result: bool },
+    Delete { key: GroupKey, window_start: i64 },
 }
 
 /// Counters of what the operator refused or dropped.
@@ -912,19 +913,19 @@ pub struct AggregateCounters {
 
 /// Stage 2: the groups this shard owns.
 pub struct AggregateState {
-    pub keys: HashMap<Box<[u8]>, KeyGroups>,
+    pub keys: HashMap<GroupKey, KeyGroups>,
     pub rows: usize,
     pub counters: AggregateCounters,
     /// Record changes (for a changelog topic); off, nothing is allocated for them.
     pub record_changes: bool,
     /// Windows not yet final, by end: the watermark finalizes them in order without
     /// looking at any other group. Entries for windows merged away are skipped.
-    pending: BTreeMap<i64, Vec<(Box<[u8]>, i64)>>,
+    pending: BTreeMap<i64, Vec<(GroupKey, i64)>>,
     /// A due end of `pending` being finalized a slice at a time: its windows not yet
     /// finalized, in order.
-    closing: Option<(i64, VecDeque<(Box<[u8]>, i64)>)>,
+    closing: Option<(i64, VecDeque<(GroupKey, i64)>)>,
     /// Windows by end, for eviction past the state TTL (only with a TTL).
-    expiring: BTreeMap<i64, Vec<(Box<[u8]>, i64)>>,
+    expiring: BTreeMap<i64, Vec<(GroupKey, i64)>>,
     /// Unwindowed groups past the TTL are found by a scan, at most this often (watermark).
     last_ttl_scan: i64,
     /// The last size estimate and when it was made: stats readers polling it must not
@@ -973,9 +974,9 @@ impl AggregateState {
 
     /// A new window (or a session that grew): its end goes into the timer queues.
     fn schedule(&mut self, key: &[u8], start: i64, end: i64, ttl: bool) {
-        self.pending.entry(end).or_default().push((key.into(), start));
+        self.pending.entry(end).or_default().push((GroupKey::from_slice(key), start));
         if ttl {
-            self.expiring.entry(end).or_default().push((key.into(), start));
+            self.expiring.entry(end).or_default().push((GroupKey::from_slice(key), start));
         }
     }
 
@@ -1167,10 +1168,11 @@ impl AggregateState {
                 let (end, due) = entry.remove_entry();
                 for (key, start) in due {
                     let Some(kg) = self.keys.get_mut(&key) else { continue };
-                    if kg.windows.get(start).is_none_or(|g| g.end != end) {
+                    let Ok(i) = kg.windows.find(start) else { continue };
+                    if kg.windows.at(i).end != end {
                         continue;
                     }
-                    kg.windows.remove(start);
+                    kg.windows.remove_at(i);
                     let empty = kg.windows.is_empty();
                     self.rows -= 1;
                     self.counters.evicted_by_ttl += 1;
@@ -1183,7 +1185,7 @@ impl AggregateState {
         } else if cut.saturating_sub(self.last_ttl_scan) >= (ttl / 4).max(1) {
             // Unwindowed groups: their time moves with every update, so a scan finds them.
             self.last_ttl_scan = cut;
-            let expired: Vec<Box<[u8]>> = self
+            let expired: Vec<GroupKey> = self
                 .keys
                 .iter()
                 .filter(|(_, kg)| kg.windows.values().all(|g| g.max_ts < cut))
@@ -1269,8 +1271,8 @@ impl AggregateState {
     /// The first part of [`AggregateState::encode`], for an encoding done in slices:
     /// writes the key count and returns the keys in the order their groups must follow
     /// (copies: a sliced snapshot lets go of the state between slices).
-    pub fn encode_begin(&self, e: &mut Encoder) -> Vec<Box<[u8]>> {
-        let mut keys: Vec<Box<[u8]>> = self.keys.keys().cloned().collect();
+    pub fn encode_begin(&self, e: &mut Encoder) -> Vec<GroupKey> {
+        let mut keys: Vec<GroupKey> = self.keys.keys().cloned().collect();
         keys.sort_unstable();
         e.u64(keys.len() as u64);
         keys
@@ -1278,7 +1280,7 @@ impl AggregateState {
 
     /// The groups of `keys` (each one this state holds), in the order given, as
     /// [`AggregateState::encode`] writes them after the key count.
-    pub fn encode_keys(&self, e: &mut Encoder, keys: &[Box<[u8]>]) {
+    pub fn encode_keys(&self, e: &mut Encoder, keys: &[GroupKey]) {
         for k in keys {
             e.bytes(k);
             let Some(kg) = self.keys.get(k) else {
@@ -1317,7 +1319,7 @@ impl AggregateState {
         let mut s = AggregateState::new();
         let n = d.u64()?;
         for _ in 0..n {
-            let key: Box<[u8]> = d.bytes()?.into();
+            let key: GroupKey = GroupKey::from_slice(d.bytes()?);
             let nv = d.u32()? as usize;
             if nv > d.remaining() {
                 return Err(WireError::Invalid("key width"));

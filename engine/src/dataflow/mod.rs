@@ -12,6 +12,7 @@ pub mod aggregate;
 pub mod append;
 pub mod enrich;
 pub mod exchange;
+pub mod group_key;
 pub mod int_group_index;
 pub mod interval_join;
 pub mod plan;

@@ -38,7 +38,9 @@ impl<V> WindowMap<V> {
         self.entries.is_empty()
     }
 
-    /// Where `start` is (`Ok`), or where it would go (`Err`): the newest few first.
+    /// Where `start` is (`Ok`), or where it would go (`Err`): the newest few first, then
+    /// the oldest (what the state TTL evicts), and only then a search of the whole queue,
+    /// whose probes are cache misses once a key holds a minute of windows.
     #[inline]
     pub fn find(&self, start: i64) -> Result<usize, usize> {
         let n = self.entries.len();
@@ -51,7 +53,21 @@ impl<V> WindowMap<V> {
                 return Err(i + 1);
             }
         }
-        self.entries.binary_search_by_key(&start, |e| e.0)
+        match self.entries.front() {
+            Some((s, _)) if *s == start => Ok(0),
+            Some((s, _)) if *s > start => Err(0),
+            _ => self.entries.binary_search_by_key(&start, |e| e.0),
+        }
+    }
+
+    /// The value at an index `find` returned.
+    pub fn at(&self, i: usize) -> &V {
+        &self.entries[i].1
+    }
+
+    /// Removes the entry at an index `find` returned.
+    pub fn remove_at(&mut self, i: usize) -> Option<V> {
+        self.entries.remove(i).map(|e| e.1)
     }
 
     pub fn get(&self, start: i64) -> Option<&V> {
@@ -90,7 +106,7 @@ impl<V> WindowMap<V> {
 
     pub fn remove(&mut self, start: i64) -> Option<V> {
         let i = self.find(start).ok()?;
-        self.entries.remove(i).map(|e| e.1)
+        self.remove_at(i)
     }
 
     /// Removes the windows overlapping `[start, end)`, in start order, for windows that do
