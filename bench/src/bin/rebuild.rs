@@ -2,7 +2,7 @@
 //! over a log on disk, against the raw disk, under live traffic, in memory, and against a
 //! batch engine.
 //!
-//! - A log of N events (ts, k, v; 60 bytes each on disk) in 4 partitions, one shard pinned
+//! - A log of N events (ts, k, v; 25 bytes each on disk, columnar) in 4 partitions, one shard pinned
 //!   to one core; a tumbling count+sum per key and 1 s window over it (the views
 //!   benchmark's). The rebuild's time runs from the ALTER to the switch.
 //! - `rebuild_vs_raw_read`: the rebuild's MB/s of log against an io_uring O_DIRECT read of
@@ -191,9 +191,9 @@ fn duckdb_seconds(n: u64, threads: usize) -> Result<f64, String> {
 
 fn main() {
     let args = Args::parse();
-    // The large log of a full run is 160 M events, 5.3 GB (33 bytes an event, columnar):
+    // The large log of a full run is 210 M events, 5.3 GB (25 bytes an event, columnar):
     // the "at least 5 GB".
-    let small = args.events.unwrap_or(if args.quick { 1_000_000 } else { 16_000_000 });
+    let small = args.events.unwrap_or(if args.quick { 1_000_000 } else { 21_000_000 });
     let large = small * 10;
     pin_self(args.client_cpu);
     let mut json = serde_json::Map::new();

@@ -500,7 +500,7 @@ impl ViewRuntime {
             ),
             TypedRows::Columns(batch_columns) => {
                 let resolved: Vec<ColumnRef> = batch_columns.columns.iter().map(|c| c.resolve()).collect();
-                let timestamps = batch_columns.timestamps.as_slice();
+                let timestamps = batch_columns.record_timestamps();
                 let record_ts = |i: usize| timestamps.get(i).map_or(0, |t| t.to_native());
                 match &plan.aggregate {
                     // The common shape, an aggregate of the source alone: the rows' times

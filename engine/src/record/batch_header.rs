@@ -17,10 +17,12 @@ use crate::limits::BATCH_HEADER_BYTES;
 
 /// "SLCB" read as a little-endian u32.
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"SLCB");
-/// 3: typed batches may be columnar ([`FLAG_COLUMNAR`]). 2 (still read): the payload's rkyv
-/// archive is unaligned (primitives of alignment 1: a row of three 8-byte columns takes 60
-/// bytes a record instead of 88). Version 1 (aligned) is refused.
-pub const BATCH_VERSION: u16 = 3;
+/// 4: a columnar batch may leave its record timestamps out when they are the values of its
+/// first TIMESTAMP column (see `ColumnBatch::timestamps`). 3 (still read): typed batches
+/// may be columnar ([`FLAG_COLUMNAR`]). 2 (still read): the payload's rkyv archive is
+/// unaligned (primitives of alignment 1: a row of three 8-byte columns takes 60 bytes a
+/// record instead of 88). Version 1 (aligned) is refused.
+pub const BATCH_VERSION: u16 = 4;
 /// The oldest batch version this build reads.
 pub const BATCH_VERSION_MIN: u16 = 2;
 

@@ -3,7 +3,8 @@
 //!
 //! A row-form record spends 33 bytes on its frame and 9 on every value (a tag and 8 bytes);
 //! here a record costs its timestamp and each value its width (plus a null bit where a
-//! column has NULLs), and a reader indexes a column instead of walking a record. The server
+//! column has NULLs; not even its timestamp when that is the first TIMESTAMP column's
+//! value), and a reader indexes a column instead of walking a record. The server
 //! builds these batches itself, from rows it validated at ingest; nothing from outside is
 //! read as a columnar batch without [`check_column_batch`].
 
@@ -16,7 +17,10 @@ use super::schema::{ArchivedValue, Row, Schema, Value};
 /// A typed batch, column by column. Every column holds one entry per record.
 #[derive(Archive, Serialize, Debug, Clone, PartialEq)]
 pub struct ColumnBatch {
-    /// Each record's timestamp (ms since the Unix epoch).
+    /// Each record's timestamp (ms since the Unix epoch); empty (batch version 4) when they
+    /// are the values of the batch's first TIMESTAMP column, which then has no NULL (see
+    /// [`ColumnBatch::record_time_column`]): producers that stamp records with their event
+    /// time would store every timestamp twice.
     pub timestamps: Vec<i64>,
     /// The records' keys; `None` when no record of the batch has one.
     pub keys: Option<VarColumn>,
@@ -212,7 +216,22 @@ impl ColumnBatch {
         if let Some(k) = keys.as_mut() {
             finish_nulls(&mut k.nulls, n);
         }
-        Some(ColumnBatch { timestamps, keys, columns })
+        let mut batch = ColumnBatch { timestamps, keys, columns };
+        if n > 0 {
+            if let Some(ColumnData::Timestamp { nulls, values }) = batch.record_time_column() {
+                if nulls.is_empty() && *values == batch.timestamps {
+                    batch.timestamps = Vec::new();
+                }
+            }
+        }
+        Some(batch)
+    }
+
+    /// The column whose values may stand for the records' timestamps: the first TIMESTAMP
+    /// column (whatever the topic's event-time column is: a reader of a bare batch must
+    /// find it without the schema).
+    pub fn record_time_column(&self) -> Option<&ColumnData> {
+        self.columns.iter().find(|c| matches!(c, ColumnData::Timestamp { .. }))
     }
 }
 
@@ -240,17 +259,30 @@ fn push_fixed<T: Default>(
 }
 
 impl ArchivedColumnBatch {
+    /// Each record's timestamp: stored, or (elided) the first TIMESTAMP column's values.
+    /// Empty only for a batch that is invalid ([`check_column_batch`] refuses it).
+    #[inline]
+    pub fn record_timestamps(&self) -> &[Archived<i64>] {
+        if !self.timestamps.is_empty() {
+            return self.timestamps.as_slice();
+        }
+        match self.columns.iter().find(|c| matches!(c, ArchivedColumnData::Timestamp { .. })) {
+            Some(ArchivedColumnData::Timestamp { values, .. }) => values.as_slice(),
+            _ => &[],
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.timestamps.len()
+        self.record_timestamps().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.timestamps.is_empty()
+        self.len() == 0
     }
 
     #[inline]
     pub fn timestamp_ms(&self, i: usize) -> i64 {
-        self.timestamps.get(i).map_or(0, |t| t.to_native())
+        self.record_timestamps().get(i).map_or(0, |t| t.to_native())
     }
 
     pub fn key(&self, i: usize) -> Option<&[u8]> {
@@ -324,6 +356,14 @@ pub fn null_at(nulls: &[u8], i: usize) -> bool {
 /// inside their bytes, text UTF-8 at every boundary, bitmaps long enough. For columnar
 /// batches that come from outside the server (a client reading a fetch).
 pub fn check_column_batch(b: &ArchivedColumnBatch) -> Result<(), String> {
+    if b.timestamps.is_empty() {
+        // Elided timestamps: the first TIMESTAMP column holds them, and has no NULL.
+        match b.columns.iter().find(|c| matches!(c, ArchivedColumnData::Timestamp { .. })) {
+            Some(ArchivedColumnData::Timestamp { nulls, values }) if nulls.is_empty() && !values.is_empty() => {}
+            Some(_) => return Err("no record timestamps, and the first TIMESTAMP column has NULLs or no value".into()),
+            None => return Err("no record timestamps, and no TIMESTAMP column to take them from".into()),
+        }
+    }
     let n = b.len();
     let bitmap = |nulls: &ArchivedVec<u8>, what: &str| {
         if nulls.is_empty() || nulls.len() >= n.div_ceil(8) {
@@ -422,6 +462,61 @@ mod tests {
             assert_eq!(cols.to_row(i), r.value, "row {i}");
         }
         assert!(cbytes.len() < bytes.len(), "{} columnar bytes against {} in rows", cbytes.len(), bytes.len());
+    }
+
+    /// Records stamped with their first TIMESTAMP column's values store no timestamps and
+    /// read them back from that column; any other stamp, or a NULL there, keeps them.
+    #[test]
+    fn timestamps_equal_to_the_first_timestamp_column_are_left_out() {
+        let columnar = |records: &Vec<Record<Row>>| {
+            let bytes = rkyv::to_bytes::<rancor::Error>(records).expect("archive rows");
+            let archived = rkyv::access::<ArchivedVec<ArchivedRecord<Row>>, rancor::Error>(&bytes).expect("rows");
+            ColumnBatch::from_rows(archived, &schema()).expect("columnar")
+        };
+        let read_back = |batch: &ColumnBatch, records: &[Record<Row>]| {
+            let cbytes = rkyv::to_bytes::<rancor::Error>(batch).expect("archive columns");
+            let cols = rkyv::access::<ArchivedColumnBatch, rancor::Error>(&cbytes).expect("columns");
+            check_column_batch(cols).expect("consistent");
+            assert_eq!(cols.len(), records.len());
+            for (i, r) in records.iter().enumerate() {
+                assert_eq!(cols.timestamp_ms(i), r.timestamp_ms, "timestamp {i}");
+                assert_eq!(cols.to_row(i), r.value, "row {i}");
+            }
+            cbytes.len()
+        };
+        let mut records = rows();
+        let stamped = read_back(&columnar(&records), &records);
+        for r in records.iter_mut() {
+            r.timestamp_ms = match r.value[0] {
+                Value::Timestamp(t) => t,
+                _ => unreachable!("the first column is the time"),
+            };
+        }
+        let batch = columnar(&records);
+        assert!(batch.timestamps.is_empty(), "record time = event time: stored once");
+        let elided = read_back(&batch, &records);
+        assert_eq!(stamped - elided, 8 * records.len(), "8 bytes a record saved");
+        // One record stamped otherwise keeps them all.
+        records[7].timestamp_ms += 1;
+        let batch = columnar(&records);
+        assert_eq!(batch.timestamps.len(), records.len());
+        read_back(&batch, &records);
+
+        // An empty `timestamps` without a TIMESTAMP column to stand for it is refused.
+        let check = |b: &ColumnBatch| {
+            let bytes = rkyv::to_bytes::<rancor::Error>(b).expect("archive");
+            check_column_batch(rkyv::access::<ArchivedColumnBatch, rancor::Error>(&bytes).expect("structure"))
+        };
+        let mut bad = ColumnBatch {
+            timestamps: vec![],
+            keys: None,
+            columns: vec![ColumnData::BigInt { nulls: vec![], values: vec![1, 2] }],
+        };
+        assert!(check(&bad).is_err(), "no time column");
+        bad.columns.push(ColumnData::Timestamp { nulls: vec![2], values: vec![5, 0] });
+        assert!(check(&bad).is_err(), "a NULL in the time column");
+        bad.columns[1] = ColumnData::Timestamp { nulls: vec![], values: vec![5, 6] };
+        assert!(check(&bad).is_ok());
     }
 
     #[test]

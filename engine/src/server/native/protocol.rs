@@ -13,10 +13,11 @@ use crate::log::Offset;
 use crate::log::{Durability, PartitionStatus, StartPosition, TopicConfig};
 use crate::wire::{Decoder, Encoder, WireError};
 
-/// 3: a typed topic's fetch may return columnar batches (batch version 3), which a
-/// version-2 client would not read. 2: batch payloads are unaligned rkyv archives. An
+/// 4: a fetch may return batches of version 4 (columnar batches without their record
+/// timestamps), which a version-3 client would refuse. 3: a typed topic's fetch may return
+/// columnar batches (batch version 3). 2: batch payloads are unaligned rkyv archives. An
 /// older client gets `UnsupportedVersion`.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Bytes of the request header: api key, api version, correlation id.
 pub const REQUEST_HEADER_BYTES: usize = 8;
 
