@@ -253,6 +253,9 @@ struct DenseFold<'a> {
     tumble_ms: Option<i64>,
 }
 
+/// Rows the dense column fold finds groups for before it updates their accumulators.
+const DENSE_BLOCK_ROWS: usize = 64;
+
 /// The most aggregates [`DenseFold`] takes (a fixed array: no allocation per batch); a
 /// view with more goes through the general loop.
 const DENSE_ARGS_MAX: usize = 8;
@@ -648,40 +651,53 @@ impl PartialTable {
         let n = self.aggs;
         // The last window found: event time mostly stays in one, sparing a division a row.
         let mut window = (i64::MAX, i64::MIN);
-        for (i, ts) in rows {
-            let index = i as usize;
-            let id = [dense.key[index].to_native(), i64::MIN];
-            let (start, end) = match dense.tumble_ms {
-                Some(_) if window.0 <= ts && ts < window.1 => window,
-                Some(size_ms) => {
-                    let found = tumble_window(ts, size_ms);
-                    // A window cut short at i64::MIN is not kept: the next one starts inside it.
-                    if found.0 != i64::MIN {
-                        window = found;
+        let mut rows = rows.peekable();
+        // A block of rows at a time: first every row's group, then the accumulators. The
+        // index probes of a block do not wait on each other, so the CPU overlaps their
+        // cache misses; interleaved with the accumulator updates it held few at once.
+        let mut block = [(0u32, 0i64, 0u32); DENSE_BLOCK_ROWS];
+        while rows.peek().is_some() {
+            let mut len = 0;
+            for (i, ts) in rows.by_ref().take(DENSE_BLOCK_ROWS) {
+                let index = i as usize;
+                let id = [dense.key[index].to_native(), i64::MIN];
+                let (start, end) = match dense.tumble_ms {
+                    Some(_) if window.0 <= ts && ts < window.1 => window,
+                    Some(size_ms) => {
+                        let found = tumble_window(ts, size_ms);
+                        // A window cut short at i64::MIN is not kept: the next one starts inside it.
+                        if found.0 != i64::MIN {
+                            window = found;
+                        }
+                        found
                     }
-                    found
-                }
-                None => (i64::MIN, i64::MIN),
-            };
-            let g = match self.by_ints.find(&id, start) {
-                Ok(g) => g as usize,
-                Err(at) => {
-                    let row = ColumnRow { batch, index, columns };
-                    let window = dense.tumble_ms.map(|_| (start, end));
-                    let g = self.insert_group_keyed_by_row(plan, &row, window, ts);
-                    self.by_ints.insert(at, id, start, g as u32);
-                    g
-                }
-            };
-            self.max_ts[g] = self.max_ts[g].max(ts);
-            let pos = Position { ts, partition, offset: base_offset + i as u64 };
-            let args = &dense.args[..dense.arg_count];
-            for ((acc, a), arg) in self.accs[g * n..(g + 1) * n].iter_mut().zip(&plan.aggs).zip(args) {
-                let v = match arg {
-                    Some(values) => values[index].to_native(),
-                    None => 1,
+                    None => (i64::MIN, i64::MIN),
                 };
-                acc.update_int(a.func, v, pos);
+                let g = match self.by_ints.find(&id, start) {
+                    Ok(g) => g,
+                    Err(at) => {
+                        let row = ColumnRow { batch, index, columns };
+                        let window = dense.tumble_ms.map(|_| (start, end));
+                        let g = self.insert_group_keyed_by_row(plan, &row, window, ts) as u32;
+                        self.by_ints.insert(at, id, start, g);
+                        g
+                    }
+                };
+                block[len] = (i, ts, g);
+                len += 1;
+            }
+            let args = &dense.args[..dense.arg_count];
+            for &(i, ts, g) in &block[..len] {
+                let (index, g) = (i as usize, g as usize);
+                self.max_ts[g] = self.max_ts[g].max(ts);
+                let pos = Position { ts, partition, offset: base_offset + i as u64 };
+                for ((acc, a), arg) in self.accs[g * n..(g + 1) * n].iter_mut().zip(&plan.aggs).zip(args) {
+                    let v = match arg {
+                        Some(values) => values[index].to_native(),
+                        None => 1,
+                    };
+                    acc.update_int(a.func, v, pos);
+                }
             }
         }
     }
@@ -1467,7 +1483,8 @@ mod tests {
         let mut at = 0;
         while at < rows.len() {
             let width = rows[at].len();
-            let n = rows[at..].iter().take(64).take_while(|r| r.len() == width).count();
+            // Batches of up to 100 rows: the dense fold's blocks of 64 end inside them.
+            let n = rows[at..].iter().take(100).take_while(|r| r.len() == width).count();
             let batch = column_batch(&rows[at..at + n]);
             let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch).expect("archive columns");
             let archived_batch =
