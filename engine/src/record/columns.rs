@@ -266,10 +266,15 @@ impl ArchivedColumnBatch {
         if !self.timestamps.is_empty() {
             return self.timestamps.as_slice();
         }
-        match self.columns.iter().find(|c| matches!(c, ArchivedColumnData::Timestamp { .. })) {
+        match self.record_time_column() {
             Some(ArchivedColumnData::Timestamp { values, .. }) => values.as_slice(),
             _ => &[],
         }
+    }
+
+    /// [`ColumnBatch::record_time_column`], archived: the first TIMESTAMP column.
+    pub fn record_time_column(&self) -> Option<&ArchivedColumnData> {
+        self.columns.iter().find(|c| matches!(c, ArchivedColumnData::Timestamp { .. }))
     }
 
     pub fn len(&self) -> usize {
@@ -358,7 +363,7 @@ pub fn null_at(nulls: &[u8], i: usize) -> bool {
 pub fn check_column_batch(b: &ArchivedColumnBatch) -> Result<(), String> {
     if b.timestamps.is_empty() {
         // Elided timestamps: the first TIMESTAMP column holds them, and has no NULL.
-        match b.columns.iter().find(|c| matches!(c, ArchivedColumnData::Timestamp { .. })) {
+        match b.record_time_column() {
             Some(ArchivedColumnData::Timestamp { nulls, values }) if nulls.is_empty() && !values.is_empty() => {}
             Some(_) => return Err("no record timestamps, and the first TIMESTAMP column has NULLs or no value".into()),
             None => return Err("no record timestamps, and no TIMESTAMP column to take them from".into()),
@@ -465,7 +470,8 @@ mod tests {
     }
 
     /// Records stamped with their first TIMESTAMP column's values store no timestamps and
-    /// read them back from that column; any other stamp, or a NULL there, keeps them.
+    /// read them back from that column; one stamped otherwise keeps them all. A batch
+    /// without them and without a NULL-free TIMESTAMP column is refused.
     #[test]
     fn timestamps_equal_to_the_first_timestamp_column_are_left_out() {
         let columnar = |records: &Vec<Record<Row>>| {
