@@ -644,19 +644,19 @@ impl PartialTable {
         dense: &DenseFold<'_>,
         batch: &[ColumnRef<'_>],
         columns: &[ColumnInfo],
-        rows: impl Iterator<Item = (u32, i64)>,
+        mut rows: impl Iterator<Item = (u32, i64)>,
         partition: u32,
         base_offset: u64,
     ) {
         let n = self.aggs;
         // The last window found: event time mostly stays in one, sparing a division a row.
         let mut window = (i64::MAX, i64::MIN);
-        let mut rows = rows.peekable();
+        let args = &dense.args[..dense.arg_count];
         // A block of rows at a time: first every row's group, then the accumulators. The
         // index probes of a block do not wait on each other, so the CPU overlaps their
         // cache misses; interleaved with the accumulator updates it held few at once.
         let mut block = [(0u32, 0i64, 0u32); DENSE_BLOCK_ROWS];
-        while rows.peek().is_some() {
+        loop {
             let mut len = 0;
             for (i, ts) in rows.by_ref().take(DENSE_BLOCK_ROWS) {
                 let index = i as usize;
@@ -686,7 +686,9 @@ impl PartialTable {
                 block[len] = (i, ts, g);
                 len += 1;
             }
-            let args = &dense.args[..dense.arg_count];
+            if len == 0 {
+                return;
+            }
             for &(i, ts, g) in &block[..len] {
                 let (index, g) = (i as usize, g as usize);
                 self.max_ts[g] = self.max_ts[g].max(ts);

@@ -1222,17 +1222,18 @@ async fn feed_table(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, initial: bool
                 rows.push((key.into_boxed_slice(), ts, values));
             };
             let first = from.0.saturating_sub(batch.base_offset()) as usize;
-            let resolved: Vec<ColumnRef> = match recs {
-                TypedRows::Columns(c) => c.columns.iter().map(|c| c.resolve()).collect(),
-                TypedRows::Rows(_) => Vec::new(),
+            let (resolved, stamps): (Vec<ColumnRef>, &[rkyv::Archived<i64>]) = match recs {
+                TypedRows::Columns(c) => (c.columns.iter().map(|c| c.resolve()).collect(), c.record_timestamps()),
+                TypedRows::Rows(_) => (Vec::new(), &[]),
             };
             for i in first..recs.len() {
                 match recs {
                     TypedRows::Rows(r) => {
                         take(&SourceRow { values: &r[i].value, columns: &columns }, r[i].timestamp_ms.to_native())
                     }
-                    TypedRows::Columns(c) => {
-                        take(&ColumnRow { batch: &resolved, index: i, columns: &columns }, c.timestamp_ms(i))
+                    TypedRows::Columns(_) => {
+                        let ts = stamps.get(i).map_or(0, |t| t.to_native());
+                        take(&ColumnRow { batch: &resolved, index: i, columns: &columns }, ts)
                     }
                 }
             }

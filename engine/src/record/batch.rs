@@ -474,8 +474,10 @@ impl Batch {
     /// Every record's timestamp, for raw batches and rows; `None` for a batch of an
     /// embedder's own value type.
     pub fn timestamps(&self) -> Option<Vec<i64>> {
-        if let Some(rows) = self.typed_rows() {
-            return Some((0..rows.len()).map(|i| rows.timestamp_ms(i)).collect());
+        match self.typed_rows() {
+            Some(TypedRows::Columns(c)) => return Some(c.record_timestamps().iter().map(|t| t.to_native()).collect()),
+            Some(TypedRows::Rows(r)) => return Some(r.iter().map(|r| r.timestamp_ms.to_native()).collect()),
+            None => {}
         }
         if self.is_typed() {
             return None;

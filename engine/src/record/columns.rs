@@ -217,12 +217,11 @@ impl ColumnBatch {
             finish_nulls(&mut k.nulls, n);
         }
         let mut batch = ColumnBatch { timestamps, keys, columns };
-        if n > 0 {
-            if let Some(ColumnData::Timestamp { nulls, values }) = batch.record_time_column() {
-                if nulls.is_empty() && *values == batch.timestamps {
-                    batch.timestamps = Vec::new();
-                }
-            }
+        let stamped_with_time_column = n > 0
+            && matches!(batch.record_time_column(),
+                Some(ColumnData::Timestamp { nulls, values }) if nulls.is_empty() && *values == batch.timestamps);
+        if stamped_with_time_column {
+            batch.timestamps = Vec::new();
         }
         Some(batch)
     }
