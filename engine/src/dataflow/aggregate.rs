@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::hash::BuildHasher;
 
 use crate::dataflow::accumulator::{decode_opt_datum, encode_opt_datum, Acc, Position};
+use crate::dataflow::direct_group_index::DirectGroupIndex;
 use crate::dataflow::group_key::GroupKey;
 use crate::dataflow::int_group_index::{IntGroupIndex, INT_KEYS_MAX};
 use crate::dataflow::plan::{AggPlan, AggregatePlan, ColumnInfo, LatePolicy, ViewOptions, WindowPlan};
@@ -424,6 +425,8 @@ pub struct PartialTable {
     aggs: usize,
     /// Groups whose keys are integer columns: by keys and window start, in place.
     by_ints: IntGroupIndex,
+    /// The dense fold's groups keyed by one integer from a small range, before `by_ints`.
+    direct: DirectGroupIndex,
     /// (window start, position in `heads`) by text key and window start.
     by_text: HashTable<(i64, u32)>,
     /// Positions in `heads` by (key bytes, window start), hashed once, compared in place.
@@ -450,6 +453,7 @@ impl PartialTable {
             archived: plan.and_then(|p| ArchivedFold::of(p, IntKeys::of(p))),
             aggs: plan.map_or(0, |p| p.aggs.len()),
             by_ints: IntGroupIndex::new(),
+            direct: DirectGroupIndex::new(),
             by_text: HashTable::new(),
             by_bytes: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
@@ -656,11 +660,20 @@ impl PartialTable {
         // index probes of a block do not wait on each other, so the CPU overlaps their
         // cache misses; interleaved with the accumulator updates it held few at once.
         let mut block = [(0u32, 0i64, 0u32); DENSE_BLOCK_ROWS];
+        if self.direct.needs_range() {
+            let keys = dense.key.iter().map(|k| k.to_native());
+            if let Some((min, max)) = keys.fold(None, |r, k| match r {
+                None => Some((k, k)),
+                Some((lo, hi)) => Some((k.min(lo), k.max(hi))),
+            }) {
+                self.direct.set_range(min, max);
+            }
+        }
         loop {
             let mut len = 0;
             for (i, ts) in rows.by_ref().take(DENSE_BLOCK_ROWS) {
                 let index = i as usize;
-                let id = [dense.key[index].to_native(), i64::MIN];
+                let key = dense.key[index].to_native();
                 let (start, end) = match dense.tumble_ms {
                     Some(_) if window.0 <= ts && ts < window.1 => window,
                     Some(size_ms) => {
@@ -673,13 +686,21 @@ impl PartialTable {
                     }
                     None => (i64::MIN, i64::MIN),
                 };
-                let g = match self.by_ints.find(&id, start) {
-                    Ok(g) => g,
-                    Err(at) => {
-                        let row = ColumnRow { batch, index, columns };
-                        let window = dense.tumble_ms.map(|_| (start, end));
-                        let g = self.insert_group_keyed_by_row(plan, &row, window, ts) as u32;
-                        self.by_ints.insert(at, id, start, g);
+                let g = match self.direct.get(key, start) {
+                    Some(g) => g,
+                    None => {
+                        let id = [key, i64::MIN];
+                        let g = match self.by_ints.find(&id, start) {
+                            Ok(g) => g,
+                            Err(at) => {
+                                let row = ColumnRow { batch, index, columns };
+                                let window = dense.tumble_ms.map(|_| (start, end));
+                                let g = self.insert_group_keyed_by_row(plan, &row, window, ts) as u32;
+                                self.by_ints.insert(at, id, start, g);
+                                g
+                            }
+                        };
+                        self.direct.put(key, start, g);
                         g
                     }
                 };
@@ -847,6 +868,7 @@ impl PartialTable {
     pub fn drain(&mut self, mut each: impl FnMut(usize, PartialGroup)) {
         let aggs = self.aggs;
         self.by_ints.clear();
+        self.direct.clear();
         self.by_text.clear();
         self.by_bytes.clear();
         debug_assert_eq!(self.accs.len(), self.heads.len() * aggs);
@@ -1655,7 +1677,9 @@ mod tests {
 
     /// Batches without NULLs, one BIGINT key, integer arguments and a tumbling window take
     /// the column fold's dense path: the same partials as the general fold, with event
-    /// times out of order, at both ends of the i64 range, and sums that overflow.
+    /// times out of order, at both ends of the i64 range, and sums that overflow; and with
+    /// times in order over a few windows (the direct group index's hits), keys outside the
+    /// range the first batch set among them.
     #[test]
     fn the_dense_column_fold_equals_the_general_fold() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
@@ -1690,6 +1714,17 @@ mod tests {
                 }))
                 .collect();
             fold_both(&plan, &rows);
+            let in_order: Vec<Vec<Value>> = (0..5_000i64)
+                .map(|i| {
+                    let k = match rng.gen_range(0..20) {
+                        // After the first batches: outside the range they set.
+                        0 if i > 500 => [-7, 64, 1_000, 5_000, i64::MAX][rng.gen_range(0..5)],
+                        _ => rng.gen_range(0..20),
+                    };
+                    vec![Value::Timestamp(i / 50), Value::BigInt(k), Value::BigInt(rng.gen_range(-5..5))]
+                })
+                .collect();
+            fold_both(&plan, &in_order);
         }
     }
 

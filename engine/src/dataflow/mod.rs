@@ -10,6 +10,7 @@
 pub mod accumulator;
 pub mod aggregate;
 pub mod append;
+pub mod direct_group_index;
 pub mod enrich;
 pub mod exchange;
 pub mod group_key;
