@@ -66,6 +66,10 @@ pub const APPEND_INFLIGHT_BYTES_MAX: usize = 16 << 20;
 /// appends ~20% of the raw disk's bandwidth).
 pub const APPEND_WRITES_BUSY: usize = 4;
 pub const APPEND_WRITE_HELD_UP: std::time::Duration = std::time::Duration::from_millis(2);
+/// The longest the appender holds a queued append back to gather a larger write (below
+/// `sync`, where an append becomes visible when its write starts): while a replay's reads
+/// fill the device, writes take 0.5-1 ms and the gate above would hold visibility that long.
+pub const APPEND_GATHER_MAX: std::time::Duration = std::time::Duration::from_micros(100);
 /// Append requests queued per partition before producers are suspended (backpressure).
 pub const APPEND_QUEUE_DEPTH: usize = 1024;
 /// How often a partition under `interval` durability without an explicit interval syncs.

@@ -41,7 +41,7 @@ use super::tail_cache::TailCache;
 use super::topic::{Durability, TopicConfig};
 use crate::io::{IoError, OpenMode, Storage};
 use crate::limits::{
-    APPEND_INFLIGHT_BYTES_MAX, APPEND_QUEUE_DEPTH, APPEND_WRITES_BUSY, APPEND_WRITES_INFLIGHT_MAX,
+    APPEND_GATHER_MAX, APPEND_INFLIGHT_BYTES_MAX, APPEND_QUEUE_DEPTH, APPEND_WRITES_BUSY, APPEND_WRITES_INFLIGHT_MAX,
     APPEND_WRITE_BYTES_MAX, APPEND_WRITE_HELD_UP, BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES,
     SEGMENT_ALLOCATE_STEP_BYTES, SYNC_RUNWAY_BYTES, SYNC_RUNWAY_GAP_BYTES, SYNC_RUNWAY_ZEROING_BYTES_PER_S,
     SYNC_WRITE_BYTES_MAX, WATERMARK_PERSIST_INTERVAL_MS,
@@ -86,6 +86,8 @@ impl std::future::Future for PendingAppend {
 struct AppendRequest {
     payload: BatchPayload,
     reply: AppendReply,
+    /// When it was queued: the appender holds it back at most APPEND_GATHER_MAX.
+    queued_at: std::time::Instant,
 }
 
 impl AppendRequest {
@@ -302,7 +304,8 @@ impl Partition {
             return Err(self.inner.read_only(reason));
         }
         let (reply, rx) = oneshot::channel();
-        if self.inner.queue.push(AppendRequest { payload, reply }).await.is_err() {
+        if self.inner.queue.push(AppendRequest { payload, reply, queued_at: std::time::Instant::now() }).await.is_err()
+        {
             return Err(self.inner.closed());
         }
         Ok(PendingAppend { rx, topic: self.inner.topic.clone(), partition: self.inner.partition })
@@ -1036,7 +1039,11 @@ async fn append_loop(inner: Rc<Inner>) {
         // the device; until then waiting for it lets the queue grow into one large write.
         let busy = eager && inflight.len() >= APPEND_WRITES_BUSY;
         if let Some(oldest) = inflight.front_mut() {
+            // Held back until the oldest write lands or is held up in the device, or the
+            // oldest queued append has waited APPEND_GATHER_MAX (its visibility waits too).
             let held_up_in = APPEND_WRITE_HELD_UP.saturating_sub(oldest.started.elapsed());
+            let gathered_in = inner.queue.peek_front(|r| APPEND_GATHER_MAX.saturating_sub(r.queued_at.elapsed()));
+            let held_up_in = gathered_in.map_or(held_up_in, |g| g.min(held_up_in));
             if full || idle || (busy && !held_up_in.is_zero()) {
                 if eager && !full && oldest.landed.is_none() {
                     // Whichever comes first: the oldest write lands, an append arrives (if

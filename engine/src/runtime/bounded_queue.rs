@@ -146,6 +146,11 @@ impl<T> BoundedQueue<T> {
         self.items.borrow().len()
     }
 
+    /// Looks at the item that would be popped next, if any.
+    pub fn peek_front<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        self.items.borrow().front().map(f)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.items.borrow().is_empty()
     }
