@@ -70,6 +70,11 @@ pub const APPEND_WRITE_HELD_UP: std::time::Duration = std::time::Duration::from_
 /// `sync`, where an append becomes visible when its write starts): while a replay's reads
 /// fill the device, writes take 0.5-1 ms and the gate above would hold visibility that long.
 pub const APPEND_GATHER_MAX: std::time::Duration = std::time::Duration::from_micros(100);
+/// Writes in flight up to which APPEND_GATHER_MAX applies (past them, APPEND_WRITE_HELD_UP).
+pub const APPEND_WRITES_GATHERING: usize = 16;
+/// Bytes in flight below which nothing is held back to gather (a trickle of small appends
+/// gains nothing from larger writes, and waits for them).
+pub const APPEND_GATHER_BYTES_MIN: usize = 1 << 20;
 /// Append requests queued per partition before producers are suspended (backpressure).
 pub const APPEND_QUEUE_DEPTH: usize = 1024;
 /// How often a partition under `interval` durability without an explicit interval syncs.
@@ -210,6 +215,8 @@ const _: () = assert!(APPEND_WRITE_BYTES_MAX >= BATCH_BYTES_MAX_DEFAULT + BLOCK_
 const _: () = assert!(APPEND_INFLIGHT_BYTES_MAX >= APPEND_WRITE_BYTES_MAX);
 const _: () = assert!(SYNC_WRITE_BYTES_MAX <= APPEND_WRITE_BYTES_MAX);
 const _: () = assert!(APPEND_WRITES_BUSY < APPEND_WRITES_INFLIGHT_MAX);
+const _: () =
+    assert!(APPEND_WRITES_BUSY < APPEND_WRITES_GATHERING && APPEND_WRITES_GATHERING < APPEND_WRITES_INFLIGHT_MAX);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT > BATCH_BYTES_MAX_CEILING);
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64 + 1);
 

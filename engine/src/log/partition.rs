@@ -41,10 +41,10 @@ use super::tail_cache::TailCache;
 use super::topic::{Durability, TopicConfig};
 use crate::io::{IoError, OpenMode, Storage};
 use crate::limits::{
-    APPEND_GATHER_MAX, APPEND_INFLIGHT_BYTES_MAX, APPEND_QUEUE_DEPTH, APPEND_WRITES_BUSY, APPEND_WRITES_INFLIGHT_MAX,
-    APPEND_WRITE_BYTES_MAX, APPEND_WRITE_HELD_UP, BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES,
-    SEGMENT_ALLOCATE_STEP_BYTES, SYNC_RUNWAY_BYTES, SYNC_RUNWAY_GAP_BYTES, SYNC_RUNWAY_ZEROING_BYTES_PER_S,
-    SYNC_WRITE_BYTES_MAX, WATERMARK_PERSIST_INTERVAL_MS,
+    APPEND_GATHER_BYTES_MIN, APPEND_GATHER_MAX, APPEND_INFLIGHT_BYTES_MAX, APPEND_QUEUE_DEPTH, APPEND_WRITES_BUSY,
+    APPEND_WRITES_GATHERING, APPEND_WRITES_INFLIGHT_MAX, APPEND_WRITE_BYTES_MAX, APPEND_WRITE_HELD_UP,
+    BATCH_BYTES_MAX_CEILING, BATCH_HEADER_BYTES, BLOCK_BYTES, SEGMENT_ALLOCATE_STEP_BYTES, SYNC_RUNWAY_BYTES,
+    SYNC_RUNWAY_GAP_BYTES, SYNC_RUNWAY_ZEROING_BYTES_PER_S, SYNC_WRITE_BYTES_MAX, WATERMARK_PERSIST_INTERVAL_MS,
 };
 use crate::metrics::{Counter, LatencyHistogram};
 use crate::record::{Batch, BatchHeader, BatchPayload, ProducerInfo};
@@ -1038,11 +1038,24 @@ async fn append_loop(inner: Rc<Inner>) {
         // Past APPEND_WRITES_BUSY writes, another starts only once the oldest is held up in
         // the device; until then waiting for it lets the queue grow into one large write.
         let busy = eager && inflight.len() >= APPEND_WRITES_BUSY;
+        let writes_inflight = inflight.len();
         if let Some(oldest) = inflight.front_mut() {
-            // Held back until the oldest write lands or is held up in the device, or the
-            // oldest queued append has waited APPEND_GATHER_MAX (its visibility waits too).
+            // Held back until the oldest write lands or is held up in the device, or, with
+            // few writes in flight, until the oldest queued append has waited
+            // APPEND_GATHER_MAX (its visibility waits too), or not at all while the writes
+            // in flight are small (gathering pays only for a stream that fills the device).
+            // Past those few writes the device is stalled (writes behind a replay's reads
+            // for 100 ms and more): a write per gather would fill the in-flight limit, and
+            // then every append would wait for one.
             let held_up_in = APPEND_WRITE_HELD_UP.saturating_sub(oldest.started.elapsed());
-            let gathered_in = inner.queue.peek_front(|r| APPEND_GATHER_MAX.saturating_sub(r.queued_at.elapsed()));
+            let gather_max = match inflight_bytes < APPEND_GATHER_BYTES_MIN {
+                true => std::time::Duration::ZERO,
+                false => APPEND_GATHER_MAX,
+            };
+            let gathered_in = match writes_inflight < APPEND_WRITES_GATHERING {
+                true => inner.queue.peek_front(|r| gather_max.saturating_sub(r.queued_at.elapsed())),
+                false => None,
+            };
             let held_up_in = gathered_in.map_or(held_up_in, |g| g.min(held_up_in));
             if full || idle || (busy && !held_up_in.is_zero()) {
                 if eager && !full && oldest.landed.is_none() {

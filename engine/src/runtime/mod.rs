@@ -12,4 +12,4 @@ pub use shards::{default_shard_count, run_single, start_shards, ShardHandle, Sha
 pub use shutdown::ShutdownSignal;
 
 mod task_queues;
-pub use task_queues::spawn_replay;
+pub use task_queues::{replay_polled_at, spawn_replay};

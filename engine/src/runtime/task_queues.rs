@@ -26,8 +26,35 @@ fn replay_queue() -> Option<TaskQueueHandle> {
     })
 }
 
+thread_local! {
+    /// When the replay task being polled on this shard was polled: work it does in slices
+    /// measures its run from there, whichever part of it is running.
+    static REPLAY_POLLED_AT: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// When the replay task running now was polled (None outside a replay's poll).
+pub fn replay_polled_at() -> Option<std::time::Instant> {
+    REPLAY_POLLED_AT.with(|p| p.get())
+}
+
+/// A replay's future, noting when each poll of it starts.
+struct ReplayPolls<F> {
+    future: std::pin::Pin<Box<F>>,
+}
+
+impl<F: Future> Future for ReplayPolls<F> {
+    type Output = F::Output;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        REPLAY_POLLED_AT.with(|p| p.set(Some(std::time::Instant::now())));
+        let polled = self.future.as_mut().poll(cx);
+        REPLAY_POLLED_AT.with(|p| p.set(None));
+        polled
+    }
+}
+
 /// Spawns a replay on this shard's replay queue (the default queue if it can't be had).
 pub fn spawn_replay<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
+    let future = ReplayPolls { future: Box::pin(future) };
     match replay_queue() {
         // The handle came from this executor, which is all spawn_local_into checks.
         Some(q) => glommio::spawn_local_into(future, q).expect("the replay queue belongs to this executor"),
