@@ -61,7 +61,8 @@ pub const SYNC_WRITE_BYTES_MAX: usize = 1 << 20;
 pub const APPEND_WRITES_INFLIGHT_MAX: usize = 64;
 pub const APPEND_INFLIGHT_BYTES_MAX: usize = 16 << 20;
 /// Writes in flight beyond which the appender starts another only when the oldest has
-/// been in the device for APPEND_WRITE_HELD_UP (below `sync`; under `sync` it is the cap):
+/// landed or been in the device for APPEND_WRITE_HELD_UP, or an append has waited
+/// APPEND_GATHER_MAX (below `sync`; under `sync` it is the cap):
 /// waiting lets the queue build one large write (measured: eager small writes cost sync
 /// appends ~20% of the raw disk's bandwidth).
 pub const APPEND_WRITES_BUSY: usize = 4;

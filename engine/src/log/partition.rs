@@ -1035,8 +1035,8 @@ async fn append_loop(inner: Rc<Inner>) {
         let full = inflight.len() >= writes_max || inflight_bytes >= APPEND_INFLIGHT_BYTES_MAX;
         // Closed and drained: nothing will arrive, the loop below retires what is left.
         let idle = inner.queue.is_empty() && !inner.queue.is_closed();
-        // Past APPEND_WRITES_BUSY writes, another starts only once the oldest is held up in
-        // the device; until then waiting for it lets the queue grow into one large write.
+        // Past APPEND_WRITES_BUSY writes, waiting for the oldest lets the queue grow into one
+        // large write (for how long: below).
         let busy = eager && inflight.len() >= APPEND_WRITES_BUSY;
         let writes_inflight = inflight.len();
         if let Some(oldest) = inflight.front_mut() {

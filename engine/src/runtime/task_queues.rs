@@ -46,9 +46,17 @@ impl<F: Future> Future for ReplayPolls<F> {
     type Output = F::Output;
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
         REPLAY_POLLED_AT.with(|p| p.set(Some(std::time::Instant::now())));
-        let polled = self.future.as_mut().poll(cx);
+        let _polled = PollEnds;
+        self.future.as_mut().poll(cx)
+    }
+}
+
+/// Clears the poll's start when the poll ends, however it ends.
+struct PollEnds;
+
+impl Drop for PollEnds {
+    fn drop(&mut self) {
         REPLAY_POLLED_AT.with(|p| p.set(None));
-        polled
     }
 }
 
