@@ -238,6 +238,11 @@ pub const REPLAY_RUN_US: u64 = 100;
 /// per slice, between which the work checks whether it has run REPLAY_RUN_US and steps
 /// aside.
 pub const SNAPSHOT_SLICE_KEYS: usize = 64;
+/// How long a live log write may sit in the device before a replay on its shard stops
+/// issuing reads until it lands (`log::oldest_write_age`), and the longest it stops for
+/// at a time (a write stuck for good must not stop a rebuild).
+pub const REPLAY_YIELDS_TO_WRITE_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
+pub const REPLAY_YIELDS_TO_WRITES_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 /// Reads in flight per partition for a replay (live readers: READ_AHEAD_DEPTH).
 pub const REPLAY_READ_AHEAD_DEPTH: usize = 2;
 /// How often the coordinator looks at a rebuild's progress (and whether it can switch).

@@ -927,6 +927,9 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
             let mut read_any = false;
             // A few batches per partition per round: fair, and a bounded outbox.
             for _ in 0..READ_BATCHES_PER_ROUND {
+                if rt.replaying.get() {
+                    let_held_up_writes_land().await;
+                }
                 match reader.next_batch().await {
                     Ok(Some(batch)) => {
                         rt.metrics.bytes_read.add(batch.payload().len() as u64);
@@ -1011,6 +1014,18 @@ impl RunBudget {
             glommio::timer::sleep(Duration::from_micros(1)).await;
             self.since = std::time::Instant::now();
         }
+    }
+}
+
+/// A replay stops reading while a live log write of its shard is held up in the device
+/// (up to REPLAY_YIELDS_TO_WRITES_MAX): its reads in flight drain and the write goes.
+async fn let_held_up_writes_land() {
+    use crate::limits::{REPLAY_YIELDS_TO_WRITES_MAX, REPLAY_YIELDS_TO_WRITE_AFTER};
+    let start = std::time::Instant::now();
+    while crate::log::oldest_write_age().is_some_and(|age| age >= REPLAY_YIELDS_TO_WRITE_AFTER)
+        && start.elapsed() < REPLAY_YIELDS_TO_WRITES_MAX
+    {
+        glommio::timer::sleep(Duration::from_micros(500)).await;
     }
 }
 

@@ -5,6 +5,7 @@
 //! never truncates acknowledged data; every batch read from disk is CRC-checked before a
 //! record is touched. Disk access goes through [`crate::io`] only.
 
+mod device_writes;
 mod error;
 pub mod inspect;
 mod log_manager;
@@ -17,6 +18,7 @@ mod segment_index;
 mod tail_cache;
 mod topic;
 
+pub use device_writes::oldest_write_age;
 pub use error::LogError;
 pub use log_manager::{owner_shard, LogManager, Placement, StartPosition};
 pub use offset::{Offset, PartitionOffsets};

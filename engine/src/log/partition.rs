@@ -917,7 +917,10 @@ impl Inner {
         if visible_now {
             self.new_data.notify(usize::MAX);
         }
-        let write = glommio::spawn_local(async move { file.write_at(buf, pos).await });
+        let write = glommio::spawn_local(async move {
+            let _in_device = super::device_writes::WriteInDevice::enter();
+            file.write_at(buf, pos).await
+        });
         Some(InflightWrite {
             requests,
             headers,
