@@ -232,8 +232,9 @@ pub const REPLAY_SLICE_ROWS: usize = 256;
 /// measured 0.3-0.9 us a group, closing 0.15-0.35 us a window).
 pub const REPLAY_SLICE_GROUPS: usize = 64;
 /// How long a replaying driver runs before it steps aside through the reactor: about the
-/// longest a live request waits on a replay.
-pub const REPLAY_RUN_US: u64 = 100;
+/// longest a live request waits on a replay (a live event waits on it twice: its produce
+/// and the lookup that sees it). 50 against 100: no rebuild rate lost that a run showed.
+pub const REPLAY_RUN_US: u64 = 50;
 /// Keys of a view's aggregate written (for a checkpoint) or freed (for a retired version)
 /// per slice, between which the work checks whether it has run REPLAY_RUN_US and steps
 /// aside.
