@@ -1034,14 +1034,13 @@ async fn append_loop(inner: Rc<Inner>) {
         // visible before the flush: waiting for the oldest write builds larger writes.
         let eager = inner.topic.durability != Durability::Sync;
         let writes_max = if eager { APPEND_WRITES_INFLIGHT_MAX } else { APPEND_WRITES_BUSY };
-        let inflight_bytes: usize = inflight.iter().map(|w| w.bytes).sum();
-        let full = inflight.len() >= writes_max || inflight_bytes >= APPEND_INFLIGHT_BYTES_MAX;
+        let (writes_inflight, inflight_bytes) = (inflight.len(), inflight.iter().map(|w| w.bytes).sum::<usize>());
+        let full = writes_inflight >= writes_max || inflight_bytes >= APPEND_INFLIGHT_BYTES_MAX;
         // Closed and drained: nothing will arrive, the loop below retires what is left.
         let idle = inner.queue.is_empty() && !inner.queue.is_closed();
         // Past APPEND_WRITES_BUSY writes, waiting for the oldest lets the queue grow into one
         // large write (for how long: below).
-        let busy = eager && inflight.len() >= APPEND_WRITES_BUSY;
-        let writes_inflight = inflight.len();
+        let busy = eager && writes_inflight >= APPEND_WRITES_BUSY;
         if let Some(oldest) = inflight.front_mut() {
             // Held back until the oldest write lands or is held up in the device, or, with
             // few writes in flight, until the oldest queued append has waited
@@ -1051,16 +1050,15 @@ async fn append_loop(inner: Rc<Inner>) {
             // for 100 ms and more): a write per gather would fill the in-flight limit, and
             // then every append would wait for one.
             let held_up_in = APPEND_WRITE_HELD_UP.saturating_sub(oldest.started.elapsed());
-            let gather_max = match inflight_bytes < APPEND_GATHER_BYTES_MIN {
-                true => std::time::Duration::ZERO,
-                false => APPEND_GATHER_MAX,
+            let hold_for = if writes_inflight >= APPEND_WRITES_GATHERING {
+                held_up_in
+            } else if inflight_bytes < APPEND_GATHER_BYTES_MIN {
+                std::time::Duration::ZERO
+            } else {
+                let gathered_in = inner.queue.peek_front(|r| APPEND_GATHER_MAX.saturating_sub(r.queued_at.elapsed()));
+                gathered_in.map_or(held_up_in, |g| g.min(held_up_in))
             };
-            let gathered_in = match writes_inflight < APPEND_WRITES_GATHERING {
-                true => inner.queue.peek_front(|r| gather_max.saturating_sub(r.queued_at.elapsed())),
-                false => None,
-            };
-            let held_up_in = gathered_in.map_or(held_up_in, |g| g.min(held_up_in));
-            if full || idle || (busy && !held_up_in.is_zero()) {
+            if full || idle || (busy && !hold_for.is_zero()) {
                 if eager && !full && oldest.landed.is_none() {
                     // Whichever comes first: the oldest write lands, an append arrives (if
                     // none is queued), or the oldest counts as held up (if some are). A write
@@ -1072,7 +1070,7 @@ async fn append_loop(inner: Rc<Inner>) {
                         if idle {
                             inner.queue.wait_not_empty().await;
                         } else {
-                            glommio::timer::sleep(held_up_in).await;
+                            glommio::timer::sleep(hold_for).await;
                         }
                         None
                     })
