@@ -235,6 +235,9 @@ pub const REPLAY_SLICE_GROUPS: usize = 64;
 /// longest a live request waits on a replay (a live event waits on it twice: its produce
 /// and the lookup that sees it). 50 against 100: no rebuild rate lost that a run showed.
 pub const REPLAY_RUN_US: u64 = 50;
+/// The shortest run after which a replay steps aside for live input that has arrived
+/// (`runtime::live_input`): bounds the cost of stepping aside when a request stays unread.
+pub const REPLAY_RUN_MIN_US: u64 = 10;
 /// Keys of a view's aggregate written (for a checkpoint) or freed (for a retired version)
 /// per slice, between which the work checks whether it has run REPLAY_RUN_US and steps
 /// aside.

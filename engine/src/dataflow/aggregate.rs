@@ -441,6 +441,8 @@ pub struct PartialTable {
     /// Scratch for the group key being looked up.
     scratch: Vec<u8>,
     sessions: HashMap<GroupKey, (usize, Vec<OwnedDatum>, SessionSet, i64)>,
+    /// A drain in slices is under way: the indexes are cleared, nothing may be added.
+    draining: bool,
 }
 
 impl PartialTable {
@@ -462,6 +464,7 @@ impl PartialTable {
             max_ts: Vec::new(),
             scratch: Vec::with_capacity(64),
             sessions: HashMap::new(),
+            draining: false,
         }
     }
 
@@ -840,6 +843,7 @@ impl PartialTable {
         window: Option<(i64, i64)>,
         ts: i64,
     ) -> usize {
+        debug_assert!(!self.draining, "a group added while the table drains");
         let key = GroupKey::from_slice(&self.scratch[..key_len]);
         let i = self.heads.len();
         debug_assert!(i < u32::MAX as usize);
@@ -865,22 +869,39 @@ impl PartialTable {
     }
 
     /// Takes the partials out, by owner shard.
-    pub fn drain(&mut self, mut each: impl FnMut(usize, PartialGroup)) {
+    pub fn drain(&mut self, each: impl FnMut(usize, PartialGroup)) {
+        let done = self.drain_some(usize::MAX, each);
+        debug_assert!(done);
+    }
+
+    /// Takes at most `groups_max` partials out (the last made first), by owner shard; true
+    /// once none is left. Between calls nothing may be added: the indexes are cleared on
+    /// the first call, and the groups left are found by position only.
+    pub fn drain_some(&mut self, groups_max: usize, mut each: impl FnMut(usize, PartialGroup)) -> bool {
         let aggs = self.aggs;
-        self.by_ints.clear();
-        self.direct.clear();
-        self.by_text.clear();
-        self.by_bytes.clear();
+        if !self.draining {
+            self.by_ints.clear();
+            self.direct.clear();
+            self.by_text.clear();
+            self.by_bytes.clear();
+            self.draining = true;
+        }
         debug_assert_eq!(self.accs.len(), self.heads.len() * aggs);
         debug_assert_eq!(self.max_ts.len(), self.heads.len());
-        // Drained, not taken: the next round reuses the capacity.
-        let mut accs = self.accs.drain(..);
-        for (h, max_ts) in self.heads.drain(..).zip(self.max_ts.drain(..)) {
+        // From the back, so what is left does not move; drained, not taken: the next
+        // round reuses the capacity.
+        let from = self.heads.len().saturating_sub(groups_max);
+        let mut accs = self.accs.drain(from * aggs..);
+        for (h, max_ts) in self.heads.drain(from..).zip(self.max_ts.drain(from..)) {
             let group_accs = accs.by_ref().take(aggs).collect();
             each(
                 h.owner,
                 PartialGroup { key: h.key, key_values: h.key_values, window: h.window, accs: group_accs, max_ts },
             );
+        }
+        drop(accs);
+        if !self.heads.is_empty() {
+            return false;
         }
         for (key, (owner, values, set, max_ts)) in self.sessions.drain() {
             for s in set.sessions {
@@ -896,6 +917,8 @@ impl PartialTable {
                 );
             }
         }
+        self.draining = false;
+        true
     }
 }
 
@@ -1461,12 +1484,22 @@ mod tests {
 
     /// What a drained table holds, comparable: (key, window) → (key values, max ts, results).
     fn drained(t: &mut PartialTable, plan: &AggregatePlan) -> Vec<String> {
+        drained_in_slices(t, plan, usize::MAX)
+    }
+
+    /// `drained`, taking at most `slice` groups a call.
+    fn drained_in_slices(t: &mut PartialTable, plan: &AggregatePlan, slice: usize) -> Vec<String> {
         let mut out = Vec::new();
-        t.drain(|owner, g| {
+        let mut each = |owner: usize, g: PartialGroup| {
             let results: Vec<OwnedDatum> =
                 g.accs.iter().zip(&plan.aggs).map(|(a, p)| a.result(p.func, p.result_type)).collect();
             out.push(format!("{owner} {:?} {:?} {:?} {} {results:?}", g.key, g.window, g.key_values, g.max_ts));
-        });
+        };
+        let mut calls = 1;
+        while !t.drain_some(slice, &mut each) {
+            calls += 1;
+        }
+        assert!(calls > 1 || out.len() <= slice, "{} groups in one slice of {slice}", out.len());
         out.sort();
         out
     }
@@ -1527,7 +1560,17 @@ mod tests {
             at += n;
         }
         let expected = drained(&mut general, plan);
-        assert_eq!(drained(&mut columnar, plan), expected, "the column fold");
+        // A replay drains in slices: the same partials, and the table is whole afterwards.
+        assert_eq!(drained_in_slices(&mut columnar, plan, 7), expected, "the column fold, drained in slices");
+        assert!(columnar.is_empty());
+        for (offset, row) in rows.iter().enumerate() {
+            let Value::Timestamp(ts) = row[0] else { panic!("rows start with their time") };
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(row).expect("archive");
+            let values = rkyv::access::<ArchivedVec<ArchivedValue>, rkyv::rancor::Error>(&bytes).expect("access");
+            let pos = Position { ts, partition: 0, offset: offset as u64 };
+            columnar.add(plan, &SourceRow { values, columns: &columns }, ts, pos);
+        }
+        assert_eq!(drained(&mut columnar, plan), expected, "folded again after a drain in slices");
         assert_eq!(drained(&mut archived, plan), expected, "the archived fold");
         assert!(archived.is_empty());
         folded_in_place

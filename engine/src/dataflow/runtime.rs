@@ -612,6 +612,28 @@ impl ViewRuntime {
     /// Moves what stage 1 made into the outbox, each destination's batch followed by the
     /// watermark it is covered by.
     pub fn flush(&self, outbox: &mut Outbox) {
+        if let Some((wm, mut per)) = self.flush_begin(outbox) {
+            let done = self.flush_some(&mut per, usize::MAX);
+            debug_assert!(done);
+            self.flush_end(wm, per, outbox);
+        }
+    }
+
+    /// `flush` a slice of groups at a time, stepping aside between slices when the replay
+    /// has run its share: a round's thousands of partials took 100-300 us in one go. Only
+    /// the replay's driver adds to its table, and it waits here, so nothing is added
+    /// between slices.
+    async fn flush_in_slices(&self, outbox: &mut Outbox, budget: &mut RunBudget) {
+        let Some((wm, mut per)) = self.flush_begin(outbox) else { return };
+        while !self.flush_some(&mut per, crate::limits::REPLAY_SLICE_GROUPS) {
+            budget.step_aside_if_spent().await;
+        }
+        self.flush_end(wm, per, outbox);
+    }
+
+    /// The part of a flush before the partials: the watermark they are covered by, and
+    /// where they go by owner shard. None: a join's rows went out whole, nothing is left.
+    fn flush_begin(&self, outbox: &mut Outbox) -> Option<(i64, Vec<Vec<PartialGroup>>)> {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
         let wm = self.source_watermark(st);
@@ -647,10 +669,18 @@ impl ViewRuntime {
                 }
                 outbox.per_shard[shard].push(DataBody::Watermark { stage: Stage::First, watermark: wm });
             }
-            return;
+            return None;
         }
-        let mut per: Vec<Vec<PartialGroup>> = (0..self.shard.count).map(|_| Vec::new()).collect();
-        st.partials.drain(|owner, g| per[owner].push(g));
+        Some((wm, (0..self.shard.count).map(|_| Vec::new()).collect()))
+    }
+
+    /// Moves at most `groups_max` partials to `per`; true once none is left.
+    fn flush_some(&self, per: &mut [Vec<PartialGroup>], groups_max: usize) -> bool {
+        self.state.borrow_mut().partials.drain_some(groups_max, |owner, g| per[owner].push(g))
+    }
+
+    /// Each destination's partials, then the watermark `wm` they are covered by.
+    fn flush_end(&self, wm: i64, per: Vec<Vec<PartialGroup>>, outbox: &mut Outbox) {
         for (shard, groups) in per.into_iter().enumerate() {
             if groups.is_empty() {
                 outbox.per_shard[shard].push(DataBody::Watermark { stage: Stage::First, watermark: wm });
@@ -974,10 +1004,10 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         }
         let mut outbox = Outbox::new(shards);
         if rt.replaying.get() {
-            // The drain is one step: it starts a run of its own.
-            budget.step_aside_if_spent().await;
+            rt.flush_in_slices(&mut outbox, &mut budget).await;
+        } else {
+            rt.flush(&mut outbox);
         }
-        rt.flush(&mut outbox);
         deliver(&*host, &rt, outbox, &mut next).await;
         if !next.is_empty() {
             let n = std::mem::replace(&mut next, Outbox::new(shards));
@@ -992,9 +1022,11 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
 }
 
 /// How long work done in slices (a replay, a snapshot, freeing a version's state) has run
-/// since it last stepped aside. Past REPLAY_RUN_US it steps aside through the reactor, so
-/// live work that arrived meanwhile (network input is only found there) runs first.
-/// glommio's own preemption timer is 100 ms; 1 ms executor-wide lost wake-ups. In a
+/// since it last stepped aside. It steps aside through the reactor (where glommio finds
+/// network input) as soon as a request has arrived on one of the shard's sockets
+/// (`runtime::live_input`, after REPLAY_RUN_MIN_US), and past REPLAY_RUN_US in any case, so
+/// live work runs first. glommio's own preemption timer is 100 ms; 1 ms executor-wide lost
+/// wake-ups. In a
 /// replay the run counts from the task's poll, not from the budget's own last step: the
 /// fold, the partial table's drain and the merge each kept a budget, and a poll that ran
 /// through all three held the shard 250-550 us.
@@ -1007,11 +1039,19 @@ impl RunBudget {
         RunBudget { since: std::time::Instant::now() }
     }
 
-    /// Steps aside if this work has run its share since it last did.
+    /// Steps aside if this work has run its share since it last did, or sooner once a
+    /// live request has arrived on the shard's sockets.
     async fn step_aside_if_spent(&mut self) {
+        use crate::limits::{REPLAY_RUN_MIN_US, REPLAY_RUN_US};
+        use crate::runtime::live_input;
         let since = crate::runtime::replay_polled_at().unwrap_or(self.since);
-        if since.elapsed() >= Duration::from_micros(crate::limits::REPLAY_RUN_US) {
+        let run = since.elapsed();
+        let input = run >= Duration::from_micros(REPLAY_RUN_MIN_US) && live_input::waiting();
+        if input || run >= Duration::from_micros(REPLAY_RUN_US) {
             glommio::timer::sleep(Duration::from_micros(1)).await;
+            if input {
+                live_input::stepped_aside();
+            }
             self.since = std::time::Instant::now();
         }
     }

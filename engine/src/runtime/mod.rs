@@ -11,5 +11,6 @@ pub use mesh::{MeshSetup, ShardSender};
 pub use shards::{default_shard_count, run_single, start_shards, ShardHandle, ShardId};
 pub use shutdown::ShutdownSignal;
 
+pub mod live_input;
 mod task_queues;
 pub use task_queues::{replay_polled_at, spawn_replay};

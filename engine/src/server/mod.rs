@@ -379,6 +379,8 @@ async fn accept_loop(
                     drop(stream);
                     continue;
                 }
+                // A replay on this shard steps aside as soon as this client sends.
+                crate::runtime::live_input::watch(std::os::fd::AsRawFd::as_raw_fd(&stream));
                 let (node, kafka, http, pg) = (node.clone(), kafka.clone(), http.clone(), pg.clone());
                 node.connections.set(node.connections.get() + 1);
                 let served = connections.spawn(async move {
