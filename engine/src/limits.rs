@@ -228,9 +228,10 @@ pub const REPLAY_QUEUE_SHARES: usize = 100;
 const _: () = assert!(REPLAY_QUEUE_SHARES < LIVE_QUEUE_SHARES, "a replay must have the smaller share");
 /// Records a replaying driver folds between two looks at the clock (~40 us of work).
 pub const REPLAY_SLICE_ROWS: usize = 256;
-/// Partial groups a replay merges into its state, or windows it closes, per slice (merging
-/// measured 0.3-0.9 us a group, closing 0.15-0.35 us a window).
-pub const REPLAY_SLICE_GROUPS: usize = 64;
+/// Partial groups a replay drains, merges into its state, or windows it closes, per slice
+/// (merging measured 0.3-0.9 us a group, closing 0.15-0.35 us a window): a live request
+/// that arrives waits for the slice (`runtime::live_input`), so slices stay a few us.
+pub const REPLAY_SLICE_GROUPS: usize = 16;
 /// How long a replaying driver runs before it steps aside through the reactor: about the
 /// longest a live request waits on a replay (a live event waits on it twice: its produce
 /// and the lookup that sees it). 50 against 100: no rebuild rate lost that a run showed.
