@@ -1163,7 +1163,7 @@ async fn deliver(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, outbox: Outbox, 
             if shard == me {
                 match body {
                     DataBody::Partials { stage, groups, watermark } if rt.replaying.get() => {
-                        apply_in_slices(rt, stage, groups, watermark, next).await;
+                        apply_in_slices(rt, me, stage, groups, watermark, next).await;
                     }
                     body => rt.receive(me, body, next),
                 }
@@ -1177,28 +1177,29 @@ async fn deliver(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, outbox: Outbox, 
     }
 }
 
-/// A replay's own partials merged into its state a slice of groups at a time, stepping
-/// aside between slices: a round's thousands of groups in one go held the shard's live
-/// work for 0.3-1 ms per round. The watermark comes after the last slice, and the windows
-/// it closes are finalized a slice at a time too (a round closes ~1,000 windows: up to
-/// 0.35 ms in one go). Nothing reads a building version, and its driver finishes the
-/// round before a switch or a checkpoint, so no reader or snapshot sees part of a round.
+/// A replay's partials (from shard `from`, maybe this one) merged into its state a slice
+/// of groups at a time, stepping aside between slices: a round's thousands of groups in
+/// one go held the shard's live work for 0.3-1 ms per round. The watermark comes after the
+/// last slice, and the windows it closes are finalized a slice at a time too (a round
+/// closes ~1,000 windows: up to 0.35 ms in one go). Nothing reads a building version, and
+/// its driver finishes the round before a switch or a checkpoint, so no reader or
+/// snapshot sees part of a round.
 async fn apply_in_slices(
     rt: &Rc<ViewRuntime>,
+    from: usize,
     stage: Stage,
     groups: Vec<PartialGroup>,
     watermark: i64,
     next: &mut Outbox,
 ) {
-    let me = rt.shard.index;
     let mut budget = RunBudget::new();
     let mut groups = groups.into_iter();
     while groups.len() > 0 {
         let slice: Vec<PartialGroup> = groups.by_ref().take(crate::limits::REPLAY_SLICE_GROUPS).collect();
-        rt.receive(me, DataBody::Partials { stage, groups: slice, watermark: WATERMARK_UNKNOWN }, next);
+        rt.receive(from, DataBody::Partials { stage, groups: slice, watermark: WATERMARK_UNKNOWN }, next);
         budget.step_aside_if_spent().await;
     }
-    if let Some(wm) = rt.update_watermark(me, watermark) {
+    if let Some(wm) = rt.update_watermark(from, watermark) {
         while !rt.advance_some(wm, crate::limits::REPLAY_SLICE_GROUPS) {
             budget.step_aside_if_spent().await;
         }
@@ -1386,7 +1387,13 @@ pub async fn write_changes(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>) {
 /// Serves a message from another shard: applies it, then sends on what it made.
 pub async fn on_message(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, from: usize, body: DataBody) {
     let mut next = Outbox::new(rt.shard.count);
-    rt.receive(from, body, &mut next);
+    match body {
+        // Another shard's replay: merged in slices like the replay's own.
+        DataBody::Partials { stage, groups, watermark } if rt.replaying.get() => {
+            apply_in_slices(rt, from, stage, groups, watermark, &mut next).await;
+        }
+        body => rt.receive(from, body, &mut next),
+    }
     if !next.is_empty() {
         deliver_second(host, rt, next).await;
     }
