@@ -1520,20 +1520,24 @@ mod tests {
         general.archived = None;
         let mut archived = PartialTable::new(2, Some(plan));
         assert!(archived.archived.is_some());
+        // Each row read in place from its archived form, with its time and position.
+        let each_archived = |f: &mut dyn FnMut(&SourceRow<'_>, i64, Position)| {
+            for (offset, row) in rows.iter().enumerate() {
+                let Value::Timestamp(ts) = row[0] else { panic!("rows start with their time") };
+                let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(row).expect("archive");
+                let values = rkyv::access::<ArchivedVec<ArchivedValue>, rkyv::rancor::Error>(&bytes).expect("access");
+                f(&SourceRow { values, columns: &columns }, ts, Position { ts, partition: 0, offset: offset as u64 });
+            }
+        };
         let mut folded_in_place = 0;
-        for (offset, row) in rows.iter().enumerate() {
-            let Value::Timestamp(ts) = row[0] else { panic!("rows start with their time") };
-            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(row).expect("archive");
-            let values = rkyv::access::<ArchivedVec<ArchivedValue>, rkyv::rancor::Error>(&bytes).expect("access");
-            let source = SourceRow { values, columns: &columns };
-            let pos = Position { ts, partition: 0, offset: offset as u64 };
-            general.add(plan, &source, ts, pos);
+        each_archived(&mut |source, ts, pos| {
+            general.add(plan, source, ts, pos);
             let fold = archived.archived.as_ref().expect("an archived fold");
-            if values.len() >= fold.width_min && fold.lookup(&source).is_some() {
+            if source.values.len() >= fold.width_min && fold.lookup(source).is_some() {
                 folded_in_place += 1;
             }
-            archived.add(plan, &source, ts, pos);
-        }
+            archived.add(plan, source, ts, pos);
+        });
         // The same rows stored column by column, in batches of rows of one width, through
         // the column fold.
         let mut columnar = PartialTable::new(2, Some(plan));
@@ -1563,13 +1567,7 @@ mod tests {
         // A replay drains in slices: the same partials, and the table is whole afterwards.
         assert_eq!(drained_in_slices(&mut columnar, plan, 7), expected, "the column fold, drained in slices");
         assert!(columnar.is_empty());
-        for (offset, row) in rows.iter().enumerate() {
-            let Value::Timestamp(ts) = row[0] else { panic!("rows start with their time") };
-            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(row).expect("archive");
-            let values = rkyv::access::<ArchivedVec<ArchivedValue>, rkyv::rancor::Error>(&bytes).expect("access");
-            let pos = Position { ts, partition: 0, offset: offset as u64 };
-            columnar.add(plan, &SourceRow { values, columns: &columns }, ts, pos);
-        }
+        each_archived(&mut |source, ts, pos| columnar.add(plan, source, ts, pos));
         assert_eq!(drained(&mut columnar, plan), expected, "folded again after a drain in slices");
         assert_eq!(drained(&mut archived, plan), expected, "the archived fold");
         assert!(archived.is_empty());

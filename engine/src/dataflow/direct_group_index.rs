@@ -36,6 +36,8 @@ pub struct DirectGroupIndex {
     last: usize,
     takes: u64,
     evictions: u32,
+    /// This round's keys span more than SPAN_MAX: nothing is cached until the next.
+    too_wide: bool,
 }
 
 impl Default for DirectGroupIndex {
@@ -53,6 +55,7 @@ impl DirectGroupIndex {
             last: 0,
             takes: 0,
             evictions: 0,
+            too_wide: false,
         }
     }
 
@@ -60,6 +63,7 @@ impl DirectGroupIndex {
     pub fn clear(&mut self) {
         self.span = 0;
         self.evictions = 0;
+        self.too_wide = false;
         for w in &mut self.windows {
             w.valid = false;
         }
@@ -68,7 +72,7 @@ impl DirectGroupIndex {
     /// Whether this round still needs a range (see [`Self::set_range`]).
     #[inline]
     pub fn needs_range(&self) -> bool {
-        self.span == 0 && self.evictions <= EVICTIONS_PER_ROUND_MAX
+        self.span == 0 && !self.too_wide
     }
 
     /// Covers the keys `min..=max` for the rest of the round, if the range is small enough.
@@ -80,8 +84,7 @@ impl DirectGroupIndex {
             // Some room above: ids tend to grow.
             self.span = (width as usize).next_power_of_two().clamp(64, SPAN_MAX);
         } else {
-            // Too wide: nothing this round (`needs_range` stays false through `evictions`).
-            self.evictions = EVICTIONS_PER_ROUND_MAX + 1;
+            self.too_wide = true;
         }
     }
 

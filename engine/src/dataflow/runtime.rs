@@ -21,7 +21,7 @@ use crate::dataflow::append::{AppendState, RowId};
 use crate::dataflow::enrich::TableReplica;
 use crate::dataflow::exchange::{DataBody, DataMsg, Stage, ViewKey};
 use crate::dataflow::interval_join::{IntervalJoinState, JoinRow, Side};
-use crate::dataflow::plan::{ColumnInfo, LatePolicy, ViewPlan};
+use crate::dataflow::plan::{AggregatePlan, ColumnInfo, LatePolicy, ViewOptions, ViewPlan};
 use crate::dataflow::row::{encode_exprs, event_time, owned_row, owner_of, ColumnRow, SourceRow};
 use crate::dataflow::watermark::{InputWatermarks, PartitionClock, SourceClocks, WATERMARK_IDLE, WATERMARK_UNKNOWN};
 use crate::log::{LogError, Offset, Partition, PartitionReader, TopicConfig};
@@ -706,6 +706,26 @@ impl ViewRuntime {
         st.agg.advance_some(agg, &self.plan.options, wm, &mut st.changes, groups_max)
     }
 
+    /// Merges partial groups into the aggregate's state, without the watermark they come
+    /// with (`update_watermark`, then `advance_some`, apply it in slices).
+    pub fn merge_partials(&self, groups: impl IntoIterator<Item = PartialGroup>) {
+        let Some(agg) = &self.plan.aggregate else { return };
+        let mut guard = self.state.borrow_mut();
+        Self::merge(agg, &self.plan.options, &mut guard, groups);
+    }
+
+    fn merge(
+        agg: &AggregatePlan,
+        options: &ViewOptions,
+        st: &mut ViewState,
+        groups: impl IntoIterator<Item = PartialGroup>,
+    ) {
+        let current = st.agg_watermarks.current();
+        for g in groups {
+            st.agg.apply(agg, options, current, g, &mut st.changes);
+        }
+    }
+
     /// Applies a message from shard `from` to this shard's state. What it makes for the
     /// next stage goes into `next` (sent on the second mesh).
     pub fn receive(&self, from: usize, body: DataBody, next: &mut Outbox) {
@@ -713,17 +733,11 @@ impl ViewRuntime {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
         match body {
-            DataBody::Partials { stage, groups, watermark } => {
+            // Both stages' partials go to the aggregate, under one set of input watermarks.
+            DataBody::Partials { groups, watermark, .. } => {
                 if let Some(agg) = &plan.aggregate {
-                    let inputs = match stage {
-                        Stage::First => &mut st.agg_watermarks,
-                        Stage::Second => &mut st.agg_watermarks,
-                    };
-                    let current = inputs.current();
-                    for g in groups {
-                        st.agg.apply(agg, &plan.options, current, g, &mut st.changes);
-                    }
-                    if let Some(wm) = inputs.update(from, watermark) {
+                    Self::merge(agg, &plan.options, st, groups);
+                    if let Some(wm) = st.agg_watermarks.update(from, watermark) {
                         st.agg.advance(agg, &plan.options, wm, &mut st.changes);
                     }
                 }
@@ -1026,10 +1040,9 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
 /// network input) as soon as a request has arrived on one of the shard's sockets
 /// (`runtime::live_input`, after REPLAY_RUN_MIN_US), and past REPLAY_RUN_US in any case, so
 /// live work runs first. glommio's own preemption timer is 100 ms; 1 ms executor-wide lost
-/// wake-ups. In a
-/// replay the run counts from the task's poll, not from the budget's own last step: the
-/// fold, the partial table's drain and the merge each kept a budget, and a poll that ran
-/// through all three held the shard 250-550 us.
+/// wake-ups. In a replay the run counts from the task's poll, not from the budget's own
+/// last step: the fold, the partial table's drain and the merge each kept a budget, and a
+/// poll that ran through all three held the shard 250-550 us.
 struct RunBudget {
     since: std::time::Instant,
 }
@@ -1161,12 +1174,7 @@ async fn deliver(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, outbox: Outbox, 
     for (shard, bodies) in outbox.per_shard.into_iter().enumerate() {
         for body in bodies {
             if shard == me {
-                match body {
-                    DataBody::Partials { stage, groups, watermark } if rt.replaying.get() => {
-                        apply_in_slices(rt, me, stage, groups, watermark, next).await;
-                    }
-                    body => rt.receive(me, body, next),
-                }
+                apply_message(rt, me, body, next).await;
             } else {
                 let msg = DataMsg { view: rt.key, from: me, body };
                 if host.send(shard, msg).await.is_err() {
@@ -1177,26 +1185,28 @@ async fn deliver(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, outbox: Outbox, 
     }
 }
 
-/// A replay's partials (from shard `from`, maybe this one) merged into its state a slice
-/// of groups at a time, stepping aside between slices: a round's thousands of groups in
-/// one go held the shard's live work for 0.3-1 ms per round. The watermark comes after the
-/// last slice, and the windows it closes are finalized a slice at a time too (a round
-/// closes ~1,000 windows: up to 0.35 ms in one go). Nothing reads a building version, and
-/// its driver finishes the round before a switch or a checkpoint, so no reader or
-/// snapshot sees part of a round.
-async fn apply_in_slices(
-    rt: &Rc<ViewRuntime>,
-    from: usize,
-    stage: Stage,
-    groups: Vec<PartialGroup>,
-    watermark: i64,
-    next: &mut Outbox,
-) {
+/// Applies a message from shard `from` (maybe this one): a replay's partials in slices,
+/// anything else at once.
+async fn apply_message(rt: &Rc<ViewRuntime>, from: usize, body: DataBody, next: &mut Outbox) {
+    match body {
+        DataBody::Partials { groups, watermark, .. } if rt.replaying.get() => {
+            apply_in_slices(rt, from, groups, watermark).await;
+        }
+        body => rt.receive(from, body, next),
+    }
+}
+
+/// A replay's partials merged into its state a slice of groups at a time, stepping aside
+/// between slices: a round's thousands of groups in one go held the shard's live work for
+/// 0.3-1 ms per round. The watermark comes after the last slice, and the windows it closes
+/// are finalized a slice at a time too (a round closes ~1,000 windows: up to 0.35 ms in
+/// one go). Nothing reads a building version, and its driver finishes the round before a
+/// switch or a checkpoint, so no reader or snapshot sees part of a round.
+async fn apply_in_slices(rt: &Rc<ViewRuntime>, from: usize, groups: Vec<PartialGroup>, watermark: i64) {
     let mut budget = RunBudget::new();
     let mut groups = groups.into_iter();
     while groups.len() > 0 {
-        let slice: Vec<PartialGroup> = groups.by_ref().take(crate::limits::REPLAY_SLICE_GROUPS).collect();
-        rt.receive(from, DataBody::Partials { stage, groups: slice, watermark: WATERMARK_UNKNOWN }, next);
+        rt.merge_partials(groups.by_ref().take(crate::limits::REPLAY_SLICE_GROUPS));
         budget.step_aside_if_spent().await;
     }
     if let Some(wm) = rt.update_watermark(from, watermark) {
@@ -1213,7 +1223,7 @@ pub async fn deliver_second(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, outbo
     for (shard, bodies) in outbox.per_shard.into_iter().enumerate() {
         for body in bodies {
             if shard == me {
-                rt.receive(me, body, &mut sink);
+                apply_message(rt, me, body, &mut sink).await;
             } else {
                 let msg = DataMsg { view: rt.key | SECOND_MESH_BIT, from: me, body };
                 if host.send(shard, msg).await.is_err() {
@@ -1387,13 +1397,7 @@ pub async fn write_changes(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>) {
 /// Serves a message from another shard: applies it, then sends on what it made.
 pub async fn on_message(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, from: usize, body: DataBody) {
     let mut next = Outbox::new(rt.shard.count);
-    match body {
-        // Another shard's replay: merged in slices like the replay's own.
-        DataBody::Partials { stage, groups, watermark } if rt.replaying.get() => {
-            apply_in_slices(rt, from, stage, groups, watermark, &mut next).await;
-        }
-        body => rt.receive(from, body, &mut next),
-    }
+    apply_message(rt, from, body, &mut next).await;
     if !next.is_empty() {
         deliver_second(host, rt, next).await;
     }
