@@ -47,6 +47,10 @@ pub const SYNC_RUNWAY_ZEROING_BYTES_PER_S: u64 = 16 << 20;
 pub const SYNC_RUNWAY_GAP_BYTES: u64 = 64 << 10;
 /// A sparse index entry is added after at least this many log bytes.
 pub const INDEX_INTERVAL_BYTES: u64 = 32 << 10;
+/// Sealed segments' indexes a partition keeps loaded (the rest stay in their files): a
+/// reader's segment and the next, a seek elsewhere, a little slack. ~200 KiB each at the
+/// default segment size.
+pub const SEALED_INDEXES_CACHED: usize = 4;
 
 /// Bytes the appender coalesces into one write (a group of queued batches).
 pub const APPEND_WRITE_BYTES_MAX: usize = 4 << 20;

@@ -163,6 +163,60 @@ fn missing_or_stale_index_is_rebuilt_from_the_log() {
 }
 
 #[test]
+fn sealed_segment_indexes_stay_in_their_files_until_a_reader_needs_them() {
+    let dir = tmp();
+    let path = dir.path().join("p0");
+    let cfg = topic("t", Durability::None, 64 << 10);
+    let (path2, cfg2) = (path.clone(), cfg.clone());
+    run_local(move || async move {
+        let p = open(&path, &cfg).await;
+        // Timestamps 10_000 + 10 * offset; ~20 segments.
+        for b in 0..300u64 {
+            let mut bb = sluice::record::BatchBuilder::new();
+            for i in b * 10..b * 10 + 10 {
+                bb.push(sluice::record::RawRecord::new(10_000 + 10 * i as i64, None, &value_of(i, 400)));
+            }
+            p.append(bb.finish().unwrap()).await.unwrap();
+        }
+        assert!(p.status().segments >= 10, "{:?}", p.status());
+        p.close().await.unwrap();
+    });
+    let mut indexes: Vec<PathBuf> = std::fs::read_dir(&path2)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "index"))
+        .collect();
+    indexes.sort();
+    let (gone, garbled) = (indexes[2].clone(), indexes[5].clone());
+    let intact = std::fs::read(&gone).unwrap();
+    run_local(move || async move {
+        let p = open(&path2, &cfg2).await;
+        assert_eq!(p.sealed_indexes_loaded(), 0, "recovery checks the index files and leaves them there");
+        // Seeks by time and by offset into every segment, in an order that keeps evicting.
+        let ends: Vec<u64> = (0..3000u64).step_by(97).chain([2999]).collect();
+        for &o in ends.iter().rev().chain(ends.iter()) {
+            let at = LogManager::resolve(&p, StartPosition::Time(10_000 + 10 * o as i64)).await.unwrap();
+            assert_eq!(at, Offset(o), "time of offset {o}");
+            let got = p.read(Offset(o), 1).await.unwrap();
+            assert!(got[0].base_offset() <= o && o < got[0].end_offset(), "read at {o}");
+            assert!(p.sealed_indexes_loaded() <= sluice::limits::SEALED_INDEXES_CACHED);
+        }
+        assert!(p.sealed_indexes_loaded() > 0);
+        // An index file that disappears or goes bad while the partition is open is rebuilt
+        // from its segment when next needed, and written again.
+        std::fs::remove_file(&gone).unwrap();
+        std::fs::write(&garbled, b"not an index").unwrap();
+        check_all(&p, 3000, 400).await;
+        assert_eq!(std::fs::read(&gone).unwrap(), intact, "the rebuilt index is the one that was lost");
+        assert!(std::fs::read(&garbled).unwrap().starts_with(b"SLIX"));
+        for o in [0u64, 1234, 2999] {
+            assert_eq!(LogManager::resolve(&p, StartPosition::Time(10_000 + 10 * o as i64)).await.unwrap(), Offset(o));
+        }
+        p.close().await.unwrap();
+    });
+}
+
+#[test]
 fn retention_by_size_and_age_deletes_whole_old_segments_only() {
     let dir = tmp();
     let path = dir.path().join("p0");

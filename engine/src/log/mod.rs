@@ -13,6 +13,7 @@ mod offset;
 mod partition;
 mod producer_state;
 mod reader;
+mod sealed_index_cache;
 mod segment;
 mod segment_index;
 mod tail_cache;

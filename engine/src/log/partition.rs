@@ -32,9 +32,10 @@ use glommio::Task;
 use super::error::LogError;
 use super::offset::{Offset, PartitionOffsets};
 use super::producer_state::{ProducerTable, SequenceCheck};
+use super::sealed_index_cache::SealedIndexCache;
 use super::segment::{
     index_file_name, log_file_name, parse_log_file_name, read_batch, scan_segment, ChunkReader, PartitionIdentity,
-    Segment, SegmentHeader, SEGMENT_DATA_START,
+    Segment, SegmentHeader, SegmentIndexHome, SEGMENT_DATA_START,
 };
 use super::segment_index::SegmentIndex;
 use super::tail_cache::TailCache;
@@ -165,6 +166,8 @@ struct Inner {
     runway_zeroed_at: Cell<Option<std::time::Instant>>,
     /// Serialises watermark file updates (roll, timer and close may race for it).
     watermark_writer: glommio::sync::Semaphore,
+    /// The sealed segments' indexes used last (the others are only in their files).
+    sealed_indexes: RefCell<SealedIndexCache>,
     metrics: PartitionMetrics,
 }
 
@@ -224,6 +227,7 @@ impl Partition {
             reserving: Cell::new(None),
             runway_zeroed_at: Cell::new(None),
             watermark_writer: glommio::sync::Semaphore::new(1),
+            sealed_indexes: RefCell::new(SealedIndexCache::default()),
             metrics: PartitionMetrics::default(),
         });
         if inner.state.borrow().failure.is_none() {
@@ -281,6 +285,11 @@ impl Partition {
             bytes: st.segments.iter().map(Segment::data_bytes).sum(),
             read_only: st.failure.clone(),
         }
+    }
+
+    /// How many sealed segments' indexes are loaded (the others are only in their files).
+    pub fn sealed_indexes_loaded(&self) -> usize {
+        self.inner.sealed_indexes.borrow().len()
     }
 
     /// Appends one batch; resolves once the topic's durability holds for it.
@@ -364,7 +373,7 @@ impl Partition {
         if !out.is_empty() {
             return Ok(out);
         }
-        while let Some(view) = self.segment_view(next) {
+        while let Some(view) = self.segment_view(next).await {
             let before = next;
             let mut reader = ChunkReader::new(&view.file, view.visible_len);
             let mut pos = view.start_pos;
@@ -406,15 +415,29 @@ impl Partition {
 
     /// The first visible record with a timestamp at or after `ts`: its offset and timestamp.
     pub async fn record_at_time(&self, ts: i64) -> Result<Option<(Offset, i64)>, LogError> {
+        // The first segment holding a timestamp at or after `ts`, and where in it.
+        let (segment_base, active_entry) = {
+            let st = self.inner.state.borrow();
+            let Some(seg) = st.segments.iter().find(|s| s.max_timestamp_ms() >= ts) else {
+                return Ok(None);
+            };
+            (seg.base_offset, seg.active_index().and_then(|ix| ix.entry_for_time(ts)).map(|e| e.offset))
+        };
+        let entry = match active_entry {
+            Some(offset) => offset,
+            // A sealed segment without a usable index is read from its start.
+            None => match self.inner.sealed_index(segment_base).await {
+                Some(ix) => ix.entry_for_time(ts).map_or(segment_base, |e| e.offset),
+                None => segment_base,
+            },
+        };
         let start = {
             let st = self.inner.state.borrow();
             // Index entries are added on write, before a sync makes them visible.
-            let visible = st.offsets.visible_end().0;
-            let entry = st.segments.iter().find_map(|s| s.index.entry_for_time(ts)).filter(|e| e.offset < visible);
-            match entry {
-                Some(e) => Offset(e.offset.max(st.offsets.log_start().0)),
-                None => return Ok(None),
+            if entry >= st.offsets.visible_end().0 {
+                return Ok(None);
             }
+            Offset(entry.max(st.offsets.log_start().0))
         };
         let mut next = start;
         loop {
@@ -453,11 +476,11 @@ impl Partition {
                 }
                 let total: u64 = st.segments.iter().map(Segment::data_bytes).sum();
                 let first = &st.segments[0];
-                debug_assert!(first.sealed);
+                debug_assert!(first.is_sealed());
                 let by_size = topic.retention_bytes.is_some_and(|max| total - first.data_bytes() >= max);
                 // A retention past i64::MAX ms keeps everything (a wrapped cast deleted all).
                 let by_age = topic.retention_ms.is_some_and(|ms| {
-                    first.index.max_timestamp_ms() < i64::try_from(ms).map_or(i64::MIN, |ms| now_ms.saturating_sub(ms))
+                    first.max_timestamp_ms() < i64::try_from(ms).map_or(i64::MIN, |ms| now_ms.saturating_sub(ms))
                 });
                 if !(by_size || by_age) {
                     break;
@@ -467,6 +490,7 @@ impl Partition {
                 st.offsets.advance_log_start(new_start);
                 seg
             };
+            self.inner.sealed_indexes.borrow_mut().remove(victim.base_offset);
             self.inner.storage.remove_file(&victim.log_path).await?;
             if self.inner.storage.exists(&victim.index_path) {
                 self.inner.storage.remove_file(&victim.index_path).await?;
@@ -535,34 +559,47 @@ impl Partition {
     }
 
     /// Where a read of the segment starting at offset `segment_base` may end, in
-    /// `(after, at_most]`, without cutting a batch (from the segment's index; block
-    /// aligned), if the index knows such a place.
+    /// `(after, at_most]`, without cutting a batch, if the index knows such a place: from
+    /// the active segment's index (a sealed segment's comes with its [`SegmentView`]).
     pub(crate) fn batch_start_in(&self, segment_base: u64, after: u64, at_most: u64) -> Option<u64> {
         let st = self.inner.state.borrow();
-        let i = st.segments.partition_point(|s| s.base_offset <= segment_base).checked_sub(1)?;
-        let seg = &st.segments[i];
-        if seg.base_offset != segment_base {
-            return None;
-        }
-        seg.index.batch_start_in(after, at_most).filter(|p| p.is_multiple_of(BLOCK_BYTES as u64))
+        let seg = st.segments.back().filter(|s| s.base_offset == segment_base)?;
+        batch_start_in(seg.active_index()?, after, at_most)
     }
 
-    /// Segment files and positions, for readers that stream the log (see `reader`).
-    pub(crate) fn segment_view(&self, from: Offset) -> Option<SegmentView> {
-        let st = self.inner.state.borrow();
-        if from < st.offsets.log_start() || from >= st.offsets.readable_on_disk_end() {
-            return None;
+    /// Segment files and positions, for readers that stream the log (see `reader`). A
+    /// sealed segment's index is loaded (or taken from the cache) on the way.
+    pub(crate) async fn segment_view(&self, from: Offset) -> Option<SegmentView> {
+        let mut view = {
+            let st = self.inner.state.borrow();
+            if from < st.offsets.log_start() || from >= st.offsets.readable_on_disk_end() {
+                return None;
+            }
+            let i = st.segments.partition_point(|s| s.base_offset <= from.0).saturating_sub(1);
+            let seg = &st.segments[i];
+            SegmentView {
+                base_offset: seg.base_offset,
+                file: seg.file.clone(),
+                path: seg.log_path.clone(),
+                start_pos: seg
+                    .active_index()
+                    .and_then(|ix| ix.position_for_offset(from.0))
+                    .unwrap_or(SEGMENT_DATA_START),
+                visible_len: seg.visible_len,
+                identity: self.inner.identity,
+                sealed_index: None,
+            }
+        };
+        let sealed =
+            self.inner.state.borrow().segments.iter().any(|s| s.base_offset == view.base_offset && s.is_sealed());
+        if sealed {
+            // Without its index a sealed segment is read from its start (same batches).
+            if let Some(ix) = self.inner.sealed_index(view.base_offset).await {
+                view.start_pos = ix.position_for_offset(from.0).unwrap_or(SEGMENT_DATA_START);
+                view.sealed_index = Some(ix);
+            }
         }
-        let i = st.segments.partition_point(|s| s.base_offset <= from.0).saturating_sub(1);
-        let seg = &st.segments[i];
-        Some(SegmentView {
-            base_offset: seg.base_offset,
-            file: seg.file.clone(),
-            path: seg.log_path.clone(),
-            start_pos: seg.index.position_for_offset(from.0).unwrap_or(SEGMENT_DATA_START),
-            visible_len: seg.visible_len,
-            identity: self.inner.identity,
-        })
+        Some(view)
     }
 
     pub(crate) fn mark_corrupt(&self, reason: String) {
@@ -578,9 +615,59 @@ pub(crate) struct SegmentView {
     pub start_pos: u64,
     pub visible_len: u64,
     pub identity: PartitionIdentity,
+    /// A sealed segment's index, where reads may end without cutting a batch.
+    pub sealed_index: Option<Rc<SegmentIndex>>,
+}
+
+/// Where a read may end in `(after, at_most]` without cutting a batch (block aligned), if
+/// `index` knows such a place.
+pub(crate) fn batch_start_in(index: &SegmentIndex, after: u64, at_most: u64) -> Option<u64> {
+    index.batch_start_in(after, at_most).filter(|p| p.is_multiple_of(BLOCK_BYTES as u64))
 }
 
 impl Inner {
+    /// The index of sealed segment `base_offset`: from the cache, else from its index file
+    /// (used only if it describes the segment as it is), else rebuilt by scanning the
+    /// segment and written again. `None` if the segment is gone or cannot be read: the
+    /// caller reads it from its start (the same batches, more reading).
+    async fn sealed_index(&self, base_offset: u64) -> Option<Rc<SegmentIndex>> {
+        if let Some(ix) = self.sealed_indexes.borrow_mut().get(base_offset) {
+            return Some(ix);
+        }
+        let (path, file, summary) = {
+            let st = self.state.borrow();
+            let seg = st.segments.iter().find(|s| s.base_offset == base_offset && s.is_sealed())?;
+            (seg.index_path.clone(), seg.file.clone(), seg.summary())
+        };
+        let from_file = match self.storage.read_file(&path).await {
+            Ok(buf) => match SegmentIndex::decode_file(&buf) {
+                Ok((ix, found)) if found == summary => Ok(ix),
+                Ok((_, found)) => Err(format!("it describes {found:?}, the segment is {summary:?}")),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let index = match from_file {
+            Ok(ix) => ix,
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "rebuilding a sealed segment's index from the segment");
+                let scan = scan_segment(&file, summary.len, base_offset, self.identity, BATCH_BYTES_MAX_CEILING as u64)
+                    .await
+                    .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "cannot rebuild the index"))
+                    .ok()?;
+                // A segment that no longer scans whole keeps what the scan found, unwritten:
+                // reading it reports the damage.
+                if scan.stop.is_none() && scan.end_offset == summary.end_offset {
+                    let _ = write_plain(&self.storage, &path, &scan.index.encode_file(&summary)).await;
+                }
+                scan.index
+            }
+        };
+        let index = Rc::new(index);
+        self.sealed_indexes.borrow_mut().insert(base_offset, index.clone());
+        Some(index)
+    }
+
     fn read_only(&self, reason: &str) -> LogError {
         LogError::ReadOnly { topic: self.topic.name.clone(), partition: self.partition, reason: reason.to_string() }
     }
@@ -819,18 +906,20 @@ impl Inner {
     async fn roll(&self) -> Result<(), LogError> {
         self.release_allocation().await?;
         self.sync_active().await?;
-        let (summary, index_bytes, index_path, base) = {
+        let (summary, sealed_index, index_path, base) = {
             let mut st = self.state.borrow_mut();
             let written = st.offsets.written_end();
             let active = st.segments.back_mut().expect("a partition always has a segment");
-            active.sealed = true;
             active.visible_len = active.len;
             let summary = active.summary();
-            (summary, active.index.encode_file(&summary), active.index_path.clone(), written.0)
+            let index = active.seal();
+            (summary, index, active.index_path.clone(), written.0)
         };
         debug_assert_eq!(summary.end_offset, base);
         // The index is derived data: written without a sync, rebuilt if it comes back torn.
-        write_plain(&self.storage, &index_path, &index_bytes).await?;
+        write_plain(&self.storage, &index_path, &sealed_index.encode_file(&summary)).await?;
+        // Readers near the tail are likely to want it next.
+        self.sealed_indexes.borrow_mut().insert(summary.base_offset, Rc::new(sealed_index));
         // Rolls happen only with no write in flight, so the producer table is exactly the
         // state at `base`. Only tables that exist are written (most topics have no
         // idempotent producers).
@@ -963,8 +1052,12 @@ impl Inner {
             let Some(active) = st.segments.iter_mut().rev().find(|s| s.base_offset == segment_base) else {
                 return;
             };
+            let Some(index) = active.active_index_mut() else {
+                debug_assert!(false, "a write landed in sealed segment {segment_base}");
+                return;
+            };
             for (h, pos) in &headers {
-                active.index.on_batch(h.base_offset, *pos, h.max_timestamp_ms);
+                index.on_batch(h.base_offset, *pos, h.max_timestamp_ms);
                 self.metrics.records_appended.add(h.record_count as u64);
                 self.metrics.bytes_appended.add(h.disk_len());
             }
@@ -1469,7 +1562,11 @@ async fn recover(
                     // next segment starts where this index says this one ends.
                     let next_base = bases.get(i + 1).copied();
                     if summary.base_offset == base && summary.len == file_len && Some(summary.end_offset) == next_base {
-                        index = Some((ix, summary.end_offset));
+                        // Checked, then left in its file: loaded again when a reader needs it.
+                        index = Some((
+                            SegmentIndexHome::Sealed { max_timestamp_ms: ix.max_timestamp_ms() },
+                            summary.end_offset,
+                        ));
                     }
                 }
             }
@@ -1534,7 +1631,12 @@ async fn recover(
                 if is_last {
                     active_trailers = scan.producers;
                 }
-                (scan.index, scan.end_offset, scan.valid_len)
+                let home = if is_last {
+                    SegmentIndexHome::Active(scan.index)
+                } else {
+                    SegmentIndexHome::Sealed { max_timestamp_ms: scan.index.max_timestamp_ms() }
+                };
+                (home, scan.end_offset, scan.valid_len)
             }
         };
         expected_base = Some(end_offset);
@@ -1549,7 +1651,6 @@ async fn recover(
             allocated: if failure.is_some() { file_len.max(len) } else { len },
             end_offset,
             index,
-            sealed: !is_last,
         });
     }
     let start = Offset(bases[0]);

@@ -84,8 +84,20 @@ pub struct Segment {
     pub allocated: u64,
     /// One past the last offset written to this segment.
     pub end_offset: u64,
-    pub index: SegmentIndex,
-    pub sealed: bool,
+    pub index: SegmentIndexHome,
+}
+
+/// Where a segment's index is. The active segment keeps its index in memory, growing with
+/// its writes; a sealed segment's is in its index file, loaded when a reader needs it
+/// (the partition's [`SealedIndexCache`](super::sealed_index_cache::SealedIndexCache)),
+/// so memory does not grow with the log.
+pub enum SegmentIndexHome {
+    Active(SegmentIndex),
+    Sealed {
+        /// Largest timestamp in the segment (retention by age and seeks by time pick the
+        /// segment with it, before any index is loaded).
+        max_timestamp_ms: i64,
+    },
 }
 
 impl Segment {
@@ -114,8 +126,7 @@ impl Segment {
             visible_len: SEGMENT_DATA_START,
             allocated: SEGMENT_DATA_START,
             end_offset: base_offset,
-            index: SegmentIndex::new(),
-            sealed: false,
+            index: SegmentIndexHome::Active(SegmentIndex::new()),
         })
     }
 
@@ -124,7 +135,46 @@ impl Segment {
             base_offset: self.base_offset,
             end_offset: self.end_offset,
             len: self.len,
-            max_timestamp_ms: self.index.max_timestamp_ms(),
+            max_timestamp_ms: self.max_timestamp_ms(),
+        }
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        matches!(self.index, SegmentIndexHome::Sealed { .. })
+    }
+
+    /// The index of the active segment (`None` once sealed: its index is in its file).
+    pub fn active_index(&self) -> Option<&SegmentIndex> {
+        match &self.index {
+            SegmentIndexHome::Active(ix) => Some(ix),
+            SegmentIndexHome::Sealed { .. } => None,
+        }
+    }
+
+    pub fn active_index_mut(&mut self) -> Option<&mut SegmentIndex> {
+        match &mut self.index {
+            SegmentIndexHome::Active(ix) => Some(ix),
+            SegmentIndexHome::Sealed { .. } => None,
+        }
+    }
+
+    pub fn max_timestamp_ms(&self) -> i64 {
+        match &self.index {
+            SegmentIndexHome::Active(ix) => ix.max_timestamp_ms(),
+            SegmentIndexHome::Sealed { max_timestamp_ms } => *max_timestamp_ms,
+        }
+    }
+
+    /// Seals the segment: its index leaves it (the caller writes it to the index file) and
+    /// what it says of the segment stays.
+    pub fn seal(&mut self) -> SegmentIndex {
+        let max_timestamp_ms = self.max_timestamp_ms();
+        match std::mem::replace(&mut self.index, SegmentIndexHome::Sealed { max_timestamp_ms }) {
+            SegmentIndexHome::Active(ix) => ix,
+            SegmentIndexHome::Sealed { .. } => {
+                debug_assert!(false, "segment {} sealed twice", self.base_offset);
+                SegmentIndex::new()
+            }
         }
     }
 
