@@ -178,31 +178,33 @@ impl<'a> Decoder<'a> {
 /// A small metadata file: magic, version, length, CRC32C of the body, then the body.
 /// Used for topic metadata and durable watermarks; see docs/format.md.
 pub fn encode_meta_file(magic: [u8; 4], version: u16, body: &[u8]) -> Vec<u8> {
-    encode_meta_file_with(magic, version, body.len(), |e| {
-        e.raw(body);
-    })
+    let mut out = vec![0; META_FILE_HEADER_BYTES + body.len()];
+    encode_meta_file_parts_into(magic, version, &[body], &mut out);
+    out
 }
 
-/// As [`encode_meta_file`], the body written by `write` straight after the header (a
-/// checkpoint's multi-megabyte state is not built once more only to be copied in).
-/// `body_bytes` sizes the buffer; the body may be longer.
-pub fn encode_meta_file_with(
-    magic: [u8; 4],
-    version: u16,
-    body_bytes: usize,
-    write: impl FnOnce(&mut Encoder),
-) -> Vec<u8> {
-    const HEADER_BYTES: usize = 16;
-    let mut e = Encoder::with_buf(Vec::with_capacity(HEADER_BYTES + body_bytes));
-    // Length and CRC are filled in once the body is there.
-    e.raw(&magic).u16(version).u16(0).u32(0).u32(0);
-    write(&mut e);
-    let mut out = e.finish();
-    let body = &out[HEADER_BYTES..];
-    let (len, crc) = (body.len() as u32, crc32c::crc32c(body));
+/// Bytes of a metadata file's header (magic, version, reserved, length, CRC32C).
+pub const META_FILE_HEADER_BYTES: usize = 16;
+
+/// As [`encode_meta_file`], into `out`, with the body given in parts that are not joined
+/// first (a checkpoint's multi-megabyte state goes straight into the write buffer).
+/// `out` holds at least the header and the parts; what follows them is left as it is.
+/// Returns the bytes written.
+pub fn encode_meta_file_parts_into(magic: [u8; 4], version: u16, parts: &[&[u8]], out: &mut [u8]) -> usize {
+    let mut at = META_FILE_HEADER_BYTES;
+    let mut crc = 0;
+    for part in parts {
+        out[at..at + part.len()].copy_from_slice(part);
+        crc = crc32c::crc32c_append(crc, part);
+        at += part.len();
+    }
+    let len = (at - META_FILE_HEADER_BYTES) as u32;
+    out[..4].copy_from_slice(&magic);
+    out[4..6].copy_from_slice(&version.to_le_bytes());
+    out[6..8].copy_from_slice(&[0, 0]);
     out[8..12].copy_from_slice(&len.to_le_bytes());
     out[12..16].copy_from_slice(&crc.to_le_bytes());
-    out
+    at
 }
 
 /// Checks and opens a metadata file written by [`encode_meta_file`]; returns its body.

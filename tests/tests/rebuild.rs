@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_tests::{eventually, http, sluice_cli, sql, sql_error, sql_rows, Server};
@@ -216,6 +216,16 @@ fn rebuild_while_serving_under_live_traffic_then_switch() {
     assert!(ok, "{body}");
     let switched = eventually(Duration::from_secs(60), || rebuild_phase(h, "agg") == "done");
     assert!(switched, "the rebuild reaches the live head and switches under live traffic");
+    // The new version is checkpointed once it serves (a restart does not replay it all).
+    let checkpointed = eventually(Duration::from_secs(30), || {
+        let (_, metrics) = http(h, "GET", "/metrics", b"");
+        metrics.lines().any(|l| {
+            l.starts_with("sluice_view_checkpoints_total{")
+                && l.contains("view=\"agg\"")
+                && l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n >= 1)
+        })
+    });
+    assert!(checkpointed, "/metrics counts the view's checkpoints");
     assert_eq!(versions(h, "agg").iter().map(|v| (v.0, v.1.as_str())).collect::<Vec<_>>(), vec![(3, "serving")]);
     let ends = live.finish();
     wait_equal(h, "agg", &oracle(0, &ends));
@@ -226,6 +236,43 @@ fn rebuild_while_serving_under_live_traffic_then_switch() {
     assert!(eventually(Duration::from_secs(60), || rebuild_phase(h, "agg") == "done"));
     assert_eq!(versions(h, "agg")[0].0, 4);
     wait_equal(h, "agg", &oracle(2_000, &ends));
+}
+
+/// A rebuild held to a rate that makes it sleep for hours between reads still yields at
+/// once to a cancel, and to a shutdown (SIGTERM: a clean exit, promptly).
+#[test]
+fn a_rate_limited_rebuild_does_not_hold_up_a_cancel_or_a_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(dir.path(), &["--shards", "2"]);
+    let h = server.http;
+    setup(h);
+    // Many small batches: a round of the rebuild reads a few per partition, then sleeps.
+    for p in 0..PARTITIONS {
+        for from in (0..1_000).step_by(25) {
+            produce(h, p, from, from + 25);
+        }
+    }
+    let (ok, body) = sql(h, "CREATE MATERIALIZED VIEW agg AS SELECT k, count(*) AS n, sum(v) AS s FROM ev GROUP BY k");
+    assert!(ok, "{body}");
+    wait_equal(h, "agg", &oracle(0, &[1_000; PARTITIONS as usize]));
+    // One byte a second: after its first round the rebuild's next read is hours away.
+    let slow = "ALTER MATERIALIZED VIEW agg REBUILD FROM EARLIEST WITH (rate_limit_mb_per_s = 0.000001)";
+    let (ok, body) = sql(h, slow);
+    assert!(ok, "{body}");
+    assert!(eventually(Duration::from_secs(10), || rebuild_phase(h, "agg") == "building"));
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    let (ok, body) = sql(h, "ALTER MATERIALIZED VIEW agg CANCEL REBUILD");
+    assert!(ok, "{body}");
+    assert!(asked.elapsed() < Duration::from_secs(5), "the cancel waited {:?} for the paced reads", asked.elapsed());
+    assert_eq!(rebuild_phase(h, "agg"), "cancelled");
+    let (ok, body) = sql(h, slow);
+    assert!(ok, "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    let status = server.terminate(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "a clean exit on SIGTERM: {status:?}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "the shutdown waited {:?} for the paced reads", asked.elapsed());
 }
 
 #[test]

@@ -14,7 +14,8 @@
 //! - `live_p99_during_rebuild_vs_idle`: event-to-view latency (open loop, 20,000 events/s,
 //!   `interval` durability, looked up over pgwire) idle and during a full-speed rebuild.
 //! - `rebuild_rss_ratio_10x`: the server's peak RSS during the rebuild of a log and of a
-//!   log ten times larger (VmHWM, reset before each rebuild).
+//!   log ten times larger (VmHWM, reset before each rebuild and read once the new version's
+//!   first checkpoint, which the switch starts, is complete).
 //! - `rebuild_vs_duckdb_time`: the rebuild's time against DuckDB (one thread, like the one
 //!   shard) computing the same aggregate from a Parquet export of the same events.
 //!
@@ -55,6 +56,8 @@ struct Rebuilt {
     /// (seconds since the ALTER, events read, bytes read).
     samples: Vec<(f64, u64, u64)>,
     peak_rss_mb: f64,
+    /// The server's RSS when the rebuild began (what the peak is measured from).
+    start_rss_mb: f64,
 }
 
 /// Creates the topic, loads `n` events and bootstraps the view over them; returns the
@@ -88,10 +91,15 @@ fn setup(server: &Server, n: u64) -> f64 {
 }
 
 fn vm_hwm_mb(pid: u32) -> f64 {
+    proc_status_mb(pid, "VmHWM:")
+}
+
+/// A memory figure of /proc/PID/status (`VmHWM:`, `VmRSS:`) in MB.
+fn proc_status_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -103,10 +111,22 @@ fn rebuild_phase(server: &Server) -> Option<String> {
     (status == 200).then(|| p["phase"].as_str().map(str::to_string)).flatten()
 }
 
-/// Rebuilds the view from the start and follows it to the switch.
+/// Checkpoints of the view `tumble` completed so far (`/metrics`).
+fn view_checkpoints(server: &Server) -> u64 {
+    let (_, body) = http_request(server.http, "GET", "/metrics", b"");
+    body.lines()
+        .filter(|l| l.starts_with("sluice_view_checkpoints_total{") && l.contains("view=\"tumble\""))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// Rebuilds the view from the start and follows it to the switch, and to the checkpoint
+/// of the new version that follows it (part of the rebuild's memory).
 fn rebuild(server: &Server) -> Rebuilt {
     // The peak RSS from here on (5: reset VmHWM).
     let _ = std::fs::write(format!("/proc/{}/clear_refs", server.pid()), "5");
+    let start_rss_mb = proc_status_mb(server.pid(), "VmRSS:");
+    let checkpoints_before = view_checkpoints(server);
     let started = Instant::now();
     sql(server.http, "ALTER MATERIALIZED VIEW tumble REBUILD FROM EARLIEST");
     let mut samples = Vec::new();
@@ -124,7 +144,16 @@ fn rebuild(server: &Server) -> Rebuilt {
         assert!(t < 1_800.0, "rebuild did not finish in 30 minutes");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Rebuilt { seconds: started.elapsed().as_secs_f64(), samples, peak_rss_mb: vm_hwm_mb(server.pid()) }
+    let seconds = started.elapsed().as_secs_f64();
+    let checkpointed = Instant::now();
+    while view_checkpoints(server) <= checkpoints_before {
+        if checkpointed.elapsed() > Duration::from_secs(60) {
+            eprintln!("the rebuilt version's checkpoint did not complete in 60 s");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Rebuilt { seconds, samples, peak_rss_mb: vm_hwm_mb(server.pid()), start_rss_mb }
 }
 
 /// The log's segment files of topic `ev`.
@@ -201,7 +230,10 @@ fn main() {
     let server = start(args.server_cpu);
     let _ = setup(&server, small);
     let r_small = rebuild(&server);
-    eprintln!("rebuild of {small} events: {:.2}s, peak RSS {:.0} MB", r_small.seconds, r_small.peak_rss_mb);
+    eprintln!(
+        "rebuild of {small} events: {:.2}s, peak RSS {:.0} MB (RSS at its start {:.0} MB)",
+        r_small.seconds, r_small.peak_rss_mb, r_small.start_rss_mb
+    );
     drop(server);
 
     let server = start(args.server_cpu);
@@ -220,11 +252,12 @@ fn main() {
     }
     let rebuild_mbps = bytes as f64 / 1e6 / r.seconds;
     eprintln!(
-        "rebuild of {large} events ({:.0} MB of log): {:.2}s = {:.0} events/s, {rebuild_mbps:.0} MB/s; raw O_DIRECT read {raw_mbps:.0} MB/s; peak RSS {:.0} MB",
+        "rebuild of {large} events ({:.0} MB of log): {:.2}s = {:.0} events/s, {rebuild_mbps:.0} MB/s; raw O_DIRECT read {raw_mbps:.0} MB/s; peak RSS {:.0} MB (RSS at its start {:.0} MB)",
         bytes as f64 / 1e6,
         r.seconds,
         large as f64 / r.seconds,
-        r.peak_rss_mb
+        r.peak_rss_mb,
+        r.start_rss_mb
     );
     // The rate between a fifth and four fifths of the events: the rebuild's own speed,
     // without its start, its hand-over and the progress polling's granularity.
@@ -248,6 +281,8 @@ fn main() {
     json.insert("rebuild_vs_raw_read".into(), serde_json::json!(round2(rebuild_mbps / raw_mbps)));
     json.insert("rebuild_peak_rss_mb".into(), serde_json::json!(r_small.peak_rss_mb.round()));
     json.insert("rebuild_peak_rss_10x_mb".into(), serde_json::json!(r.peak_rss_mb.round()));
+    json.insert("rebuild_start_rss_mb".into(), serde_json::json!(r_small.start_rss_mb.round()));
+    json.insert("rebuild_start_rss_10x_mb".into(), serde_json::json!(r.start_rss_mb.round()));
     json.insert("rebuild_rss_ratio_10x".into(), serde_json::json!(round2(r.peak_rss_mb / r_small.peak_rss_mb)));
 
     // Live latency idle, then during a full-speed rebuild of the large log.

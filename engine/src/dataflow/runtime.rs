@@ -936,7 +936,10 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         }
         // Other task queues (live ingest, queries) get their share between rounds.
         glommio::yield_if_needed().await;
-        pace.wait(rt.rate_limit_bytes_per_s.get(), rt.metrics.bytes_read.get()).await;
+        pace.wait(&rt).await;
+        if rt.is_stopped() || rt.paused.get() {
+            return;
+        }
         let requested = rt.checkpoint.borrow_mut().requested.take();
         if let Some(id) = requested {
             // Everything sent so far is before the barrier; nothing more is sent until
@@ -1148,15 +1151,23 @@ impl Pace {
         Pace { started: std::time::Instant::now(), bytes_at_start: bytes }
     }
 
-    async fn wait(&mut self, rate_bytes_per_s: u64, bytes: u64) {
+    /// Sleeps until the bytes read fit the view's rate limit, or until the driver is
+    /// stopped, paused or asked for a checkpoint (a low limit meant sleeps of seconds that
+    /// held up a shutdown, a cancel or a switch).
+    async fn wait(&mut self, rt: &ViewRuntime) {
+        let (rate_bytes_per_s, bytes) = (rt.rate_limit_bytes_per_s.get(), rt.metrics.bytes_read.get());
         if rate_bytes_per_s == 0 {
             self.started = std::time::Instant::now();
             self.bytes_at_start = bytes;
             return;
         }
         let due = Duration::from_secs_f64(bytes.saturating_sub(self.bytes_at_start) as f64 / rate_bytes_per_s as f64);
-        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-            glommio::timer::sleep(wait).await;
+        while let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            let woken = rt.wake.listen();
+            if rt.is_stopped() || rt.paused.get() || rt.checkpoint.borrow().requested.is_some() {
+                return;
+            }
+            futures_lite::future::or(glommio::timer::sleep(wait), woken).await;
         }
     }
 }

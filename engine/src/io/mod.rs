@@ -199,10 +199,16 @@ impl Storage {
     /// Writes a small file atomically: temporary file, fdatasync, rename, directory sync.
     /// The content is zero-padded to the block; its format must carry its own length.
     pub async fn write_file_atomic(&self, path: &Path, content: &[u8]) -> IoResult<()> {
-        let tmp = path.with_extension("tmp");
         let len = align_up(content.len().max(1) as u64) as usize;
         let mut buf = self.alloc_zeroed(len);
         buf.as_mut_slice()[..content.len()].copy_from_slice(content);
+        self.write_file_atomic_buf(path, buf).await
+    }
+
+    /// As [`Storage::write_file_atomic`], the content already in a write buffer (from
+    /// [`Storage::alloc_buffer`], block aligned, every byte set).
+    pub async fn write_file_atomic_buf(&self, path: &Path, buf: IoBuf) -> IoResult<()> {
+        let tmp = path.with_extension("tmp");
         let file = self.open(&tmp, OpenMode::Create).await?;
         file.truncate(0).await?;
         file.write_at(buf, 0).await?;

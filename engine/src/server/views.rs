@@ -195,7 +195,7 @@ impl DataflowHost for ShardHost {
                 }
                 if ok {
                     if let Err(e) =
-                        checkpoint::write_shard_state(node.log.storage(), node.log.data_dir(), &name, &state).await
+                        checkpoint::write_shard_state(node.log.storage(), node.log.data_dir(), &name, state).await
                     {
                         tracing::warn!(view = %name, error = %e, "writing a checkpoint failed");
                         ok = false;

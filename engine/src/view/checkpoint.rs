@@ -12,8 +12,12 @@ use std::path::{Path, PathBuf};
 
 use super::catalog::view_dir;
 use crate::io::Storage;
+use crate::limits::align_up;
 use crate::log::{LogError, Offset};
-use crate::wire::{decode_meta_file, encode_meta_file, encode_meta_file_with, Decoder, Encoder, WireError};
+use crate::wire::{
+    decode_meta_file, encode_meta_file, encode_meta_file_parts_into, Decoder, Encoder, WireError,
+    META_FILE_HEADER_BYTES,
+};
 
 const STATE_MAGIC: [u8; 4] = *b"SLCS";
 const STATE_VERSION: u16 = 1;
@@ -54,14 +58,22 @@ pub struct ShardState {
 
 impl ShardState {
     pub fn encode(&self) -> Vec<u8> {
-        let sources_bytes: usize = self.sources.iter().map(|s| s.topic.len() + 28).sum();
-        encode_meta_file_with(STATE_MAGIC, STATE_VERSION, 32 + sources_bytes + self.operators.len(), |e| {
-            e.u64(self.view_key).u64(self.id).u32(self.shards).u32(self.shard).u32(self.sources.len() as u32);
-            for s in &self.sources {
-                e.str(&s.topic).u32(s.partition).u64(s.next.0).i64(s.max_ts);
-            }
-            e.bytes(&self.operators);
-        })
+        let fields = self.fields();
+        let mut out = vec![0; META_FILE_HEADER_BYTES + fields.len() + self.operators.len()];
+        encode_meta_file_parts_into(STATE_MAGIC, STATE_VERSION, &[&fields, &self.operators], &mut out);
+        out
+    }
+
+    /// The body up to the operators' state: the fields, the source positions, and the
+    /// state's length.
+    fn fields(&self) -> Vec<u8> {
+        let mut e = Encoder::new();
+        e.u64(self.view_key).u64(self.id).u32(self.shards).u32(self.shard).u32(self.sources.len() as u32);
+        for s in &self.sources {
+            e.str(&s.topic).u32(s.partition).u64(s.next.0).i64(s.max_ts);
+        }
+        e.u32(self.operators.len() as u32);
+        e.finish()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<ShardState, WireError> {
@@ -92,15 +104,24 @@ fn state_path(data_dir: &Path, view: &str, id: u64, shard: u32) -> PathBuf {
     view_dir(data_dir, view).join(format!("ckpt-{id:020}-{shard:04}.state"))
 }
 
-/// Writes one shard's state durably.
+/// Writes one shard's state durably. The state is encoded straight into the write buffer
+/// and let go before the disk work: a checkpoint holds one copy of the state while it is
+/// written, not three (the state, its encoding, the write buffer).
 pub async fn write_shard_state(
     storage: &Storage,
     data_dir: &Path,
     view: &str,
-    state: &ShardState,
+    state: ShardState,
 ) -> Result<(), LogError> {
     let path = state_path(data_dir, view, state.id, state.shard);
-    storage.write_file_atomic(&path, &state.encode()).await?;
+    let fields = state.fields();
+    let len = META_FILE_HEADER_BYTES + fields.len() + state.operators.len();
+    let mut buf = storage.alloc_buffer(align_up(len as u64) as usize);
+    let written =
+        encode_meta_file_parts_into(STATE_MAGIC, STATE_VERSION, &[&fields, &state.operators], buf.as_mut_slice());
+    buf.as_mut_slice()[written..].fill(0);
+    drop(state);
+    storage.write_file_atomic_buf(&path, buf).await?;
     Ok(())
 }
 

@@ -156,7 +156,11 @@ impl ViewManager {
             old.runtime.stop();
             self.retired.borrow_mut().insert(name.to_string(), old);
         }
-        self.checkpoints.borrow_mut().remove(name);
+        // The new version numbers its checkpoints afresh; the count of completed ones
+        // goes on (a counter in /metrics must not go back).
+        if let Some(p) = self.checkpoints.borrow_mut().get_mut(name) {
+            *p = CheckpointProgress { completed: p.completed, last_duration: p.last_duration, ..Default::default() };
+        }
         true
     }
 

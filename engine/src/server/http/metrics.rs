@@ -4,7 +4,8 @@
 //! Per partition: records and bytes appended, end offset, durable offset, log start.
 //! Per shard: append queue depth, peer requests in flight, open connections, and the
 //! fdatasync latency histogram of its partitions. Per view and shard: keys, state bytes,
-//! events, late events, watermark lag, version, and a running rebuild's progress.
+//! events, late events, watermark lag, version, and a running rebuild's progress; on the
+//! shard coordinating a view's checkpoints, how many completed and how long the last took.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -57,6 +58,12 @@ const METRICS: &[(&str, &str, &str)] = &[
     ),
     ("sluice_view_watermark_lag_seconds", "gauge", "Wall clock minus the view's watermark on the shard."),
     ("sluice_view_version", "gauge", "The serving version of the view."),
+    (
+        "sluice_view_checkpoints_total",
+        "counter",
+        "Checkpoints of the view completed (on the shard that coordinates them).",
+    ),
+    ("sluice_view_checkpoint_last_seconds", "gauge", "How long the view's last completed checkpoint took."),
     ("sluice_view_rebuild_events_read", "gauge", "Records the version being rebuilt has read on the shard."),
     (
         "sluice_view_rebuild_lag_events",
@@ -136,6 +143,13 @@ fn render_views(node: &Node, out: &mut String) {
         let _ = writeln!(out, "{name}\t{name}{{{l}}} {lost}");
         let _ = writeln!(out, "sluice_view_watermark_lag_seconds\tsluice_view_watermark_lag_seconds{{{l}}} {lag}");
         let _ = writeln!(out, "sluice_view_version\tsluice_view_version{{{l}}} {}", def.version);
+        if let Some(c) = node.views.checkpoint_progress(&def.name).filter(|c| c.completed > 0) {
+            let _ =
+                writeln!(out, "sluice_view_checkpoints_total\tsluice_view_checkpoints_total{{{l}}} {}", c.completed);
+            let secs = c.last_duration.map_or(0.0, |d| d.as_secs_f64());
+            let name = "sluice_view_checkpoint_last_seconds";
+            let _ = writeln!(out, "{name}\t{name}{{{l}}} {secs}");
+        }
         if let Some((b, new)) = node.views.get_building(&def.name) {
             let (mut read, mut behind) = (0u64, 0u64);
             for (topic, p, at) in new.positions() {
