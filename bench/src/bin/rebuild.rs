@@ -317,11 +317,14 @@ fn main() {
     let r_all = rebuild(&server);
     let all_mbps = bytes as f64 / 1e6 / r_all.seconds;
     eprintln!(
-        "rebuild of {large} events on {} shards: {:.2}s = {:.0} events/s, {all_mbps:.0} MB/s",
+        "rebuild of {large} events on {} shards: {:.2}s = {:.0} events/s, {all_mbps:.0} MB/s; peak RSS {:.0} MB (RSS at its start {:.0} MB)",
         cores.len(),
         r_all.seconds,
-        large as f64 / r_all.seconds
+        large as f64 / r_all.seconds,
+        r_all.peak_rss_mb,
+        r_all.start_rss_mb
     );
+    json.insert("rebuild_all_cores_peak_rss_mb".into(), serde_json::json!(r_all.peak_rss_mb.round()));
     json.insert("rebuild_all_cores_shards".into(), serde_json::json!(cores.len()));
     json.insert("rebuild_all_cores_s".into(), serde_json::json!(round2(r_all.seconds)));
     json.insert("rebuild_all_cores_events_per_s".into(), serde_json::json!((large as f64 / r_all.seconds).round()));
