@@ -37,6 +37,26 @@ async fn check_all(p: &Partition, expect: u64, value_len: usize) {
     assert_eq!(n, expect, "record count");
 }
 
+/// Ten records from offset `first`, record i stamped 10_000 + 10 * i.
+fn timed_batch(first: u64, value_len: usize) -> sluice::record::BatchPayload {
+    let mut bb = sluice::record::BatchBuilder::new();
+    for i in first..first + 10 {
+        bb.push(sluice::record::RawRecord::new(10_000 + 10 * i as i64, None, &value_of(i, value_len)));
+    }
+    bb.finish().expect("batch")
+}
+
+/// The partition directory's index files, in offset order.
+fn index_files(dir: &Path) -> Vec<PathBuf> {
+    let mut indexes: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("partition dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "index"))
+        .collect();
+    indexes.sort();
+    indexes
+}
+
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
@@ -105,11 +125,7 @@ fn seek_by_offset_and_time_across_segments() {
         let p = open(&path, &cfg).await;
         // Timestamps 10_000 + 10 * offset, strictly increasing.
         for b in 0..200u64 {
-            let mut bb = sluice::record::BatchBuilder::new();
-            for i in b * 10..b * 10 + 10 {
-                bb.push(sluice::record::RawRecord::new(10_000 + 10 * i as i64, None, &value_of(i, 200)));
-            }
-            p.append(bb.finish().unwrap()).await.unwrap();
+            p.append(timed_batch(b * 10, 200)).await.unwrap();
         }
         assert!(p.status().segments >= 4);
         for (ts, want) in
@@ -141,12 +157,7 @@ fn missing_or_stale_index_is_rebuilt_from_the_log() {
         }
         p.close().await.unwrap();
     });
-    let mut indexes: Vec<PathBuf> = std::fs::read_dir(&path2)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "index"))
-        .collect();
-    indexes.sort();
+    let indexes = index_files(&path2);
     assert!(indexes.len() >= 2);
     std::fs::remove_file(&indexes[0]).unwrap();
     // A stale index: valid file, but it describes a shorter segment.
@@ -172,21 +183,12 @@ fn sealed_segment_indexes_stay_in_their_files_until_a_reader_needs_them() {
         let p = open(&path, &cfg).await;
         // Timestamps 10_000 + 10 * offset; ~20 segments.
         for b in 0..300u64 {
-            let mut bb = sluice::record::BatchBuilder::new();
-            for i in b * 10..b * 10 + 10 {
-                bb.push(sluice::record::RawRecord::new(10_000 + 10 * i as i64, None, &value_of(i, 400)));
-            }
-            p.append(bb.finish().unwrap()).await.unwrap();
+            p.append(timed_batch(b * 10, 400)).await.unwrap();
         }
         assert!(p.status().segments >= 10, "{:?}", p.status());
         p.close().await.unwrap();
     });
-    let mut indexes: Vec<PathBuf> = std::fs::read_dir(&path2)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "index"))
-        .collect();
-    indexes.sort();
+    let indexes = index_files(&path2);
     let (gone, garbled) = (indexes[2].clone(), indexes[5].clone());
     let intact = std::fs::read(&gone).unwrap();
     run_local(move || async move {
