@@ -561,23 +561,31 @@ impl Partition {
     /// Where a read of the segment starting at offset `segment_base` may end, in
     /// `(after, at_most]`, without cutting a batch, if the index knows such a place: from
     /// the active segment's index (a sealed segment's comes with its [`SegmentView`]).
+    /// A reader that began on the active segment keeps asking after a roll sealed it: then
+    /// the index is the cache's (a roll puts it there), if still cached.
     pub(crate) fn batch_start_in(&self, segment_base: u64, after: u64, at_most: u64) -> Option<u64> {
         let st = self.inner.state.borrow();
-        let seg = st.segments.back().filter(|s| s.base_offset == segment_base)?;
-        batch_start_in(seg.active_index()?, after, at_most)
+        let seg = st.segments.back().filter(|s| s.base_offset == segment_base);
+        match seg.and_then(Segment::active_index) {
+            Some(index) => batch_start_in(index, after, at_most),
+            None => {
+                let index = self.inner.sealed_indexes.borrow().peek(segment_base)?;
+                batch_start_in(&index, after, at_most)
+            }
+        }
     }
 
     /// Segment files and positions, for readers that stream the log (see `reader`). A
     /// sealed segment's index is loaded (or taken from the cache) on the way.
     pub(crate) async fn segment_view(&self, from: Offset) -> Option<SegmentView> {
-        let mut view = {
+        let (mut view, sealed) = {
             let st = self.inner.state.borrow();
             if from < st.offsets.log_start() || from >= st.offsets.readable_on_disk_end() {
                 return None;
             }
             let i = st.segments.partition_point(|s| s.base_offset <= from.0).saturating_sub(1);
             let seg = &st.segments[i];
-            SegmentView {
+            let view = SegmentView {
                 base_offset: seg.base_offset,
                 file: seg.file.clone(),
                 path: seg.log_path.clone(),
@@ -588,10 +596,9 @@ impl Partition {
                 visible_len: seg.visible_len,
                 identity: self.inner.identity,
                 sealed_index: None,
-            }
+            };
+            (view, seg.is_sealed())
         };
-        let sealed =
-            self.inner.state.borrow().segments.iter().any(|s| s.base_offset == view.base_offset && s.is_sealed());
         if sealed {
             // Without its index a sealed segment is read from its start (same batches).
             if let Some(ix) = self.inner.sealed_index(view.base_offset).await {
@@ -655,17 +662,28 @@ impl Inner {
                     .await
                     .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "cannot rebuild the index"))
                     .ok()?;
-                // A segment that no longer scans whole keeps what the scan found, unwritten:
-                // reading it reports the damage.
-                if scan.stop.is_none() && scan.end_offset == summary.end_offset {
+                // Written again only for a segment that is still there, scans whole, in a
+                // partition that is not failed (recovery changes nothing on disk then
+                // either); otherwise what the scan found serves unwritten, and reading the
+                // segment reports any damage. (Two readers missing at once both scan.)
+                let whole = scan.stop.is_none() && scan.end_offset == summary.end_offset;
+                if whole && self.holds_sealed(base_offset) && self.state.borrow().failure.is_none() {
                     let _ = write_plain(&self.storage, &path, &scan.index.encode_file(&summary)).await;
                 }
                 scan.index
             }
         };
         let index = Rc::new(index);
-        self.sealed_indexes.borrow_mut().insert(base_offset, index.clone());
+        // Retention may have deleted the segment while its index loaded.
+        if self.holds_sealed(base_offset) {
+            self.sealed_indexes.borrow_mut().insert(base_offset, index.clone());
+        }
         Some(index)
+    }
+
+    /// Whether sealed segment `base_offset` is (still) part of the partition.
+    fn holds_sealed(&self, base_offset: u64) -> bool {
+        self.state.borrow().segments.iter().any(|s| s.base_offset == base_offset && s.is_sealed())
     }
 
     fn read_only(&self, reason: &str) -> LogError {
@@ -912,14 +930,16 @@ impl Inner {
             let active = st.segments.back_mut().expect("a partition always has a segment");
             active.visible_len = active.len;
             let summary = active.summary();
-            let index = active.seal();
+            let index = Rc::new(active.seal());
+            // Cached before its file is written: a reader entering the segment meanwhile
+            // must not find the file half written and rebuild it. Readers near the tail
+            // are likely to want it next anyway.
+            self.sealed_indexes.borrow_mut().insert(summary.base_offset, index.clone());
             (summary, index, active.index_path.clone(), written.0)
         };
         debug_assert_eq!(summary.end_offset, base);
         // The index is derived data: written without a sync, rebuilt if it comes back torn.
         write_plain(&self.storage, &index_path, &sealed_index.encode_file(&summary)).await?;
-        // Readers near the tail are likely to want it next.
-        self.sealed_indexes.borrow_mut().insert(summary.base_offset, Rc::new(sealed_index));
         // Rolls happen only with no write in flight, so the producer table is exactly the
         // state at `base`. Only tables that exist are written (most topics have no
         // idempotent producers).
@@ -1052,12 +1072,13 @@ impl Inner {
             let Some(active) = st.segments.iter_mut().rev().find(|s| s.base_offset == segment_base) else {
                 return;
             };
-            let Some(index) = active.active_index_mut() else {
-                debug_assert!(false, "a write landed in sealed segment {segment_base}");
-                return;
-            };
+            // A roll waits for the writes in flight, so the segment is still active; were it
+            // not, the batches would go unindexed (found by scanning), never unacknowledged.
+            debug_assert!(!active.is_sealed(), "a write landed in sealed segment {segment_base}");
             for (h, pos) in &headers {
-                index.on_batch(h.base_offset, *pos, h.max_timestamp_ms);
+                if let Some(index) = active.active_index_mut() {
+                    index.on_batch(h.base_offset, *pos, h.max_timestamp_ms);
+                }
                 self.metrics.records_appended.add(h.record_count as u64);
                 self.metrics.bytes_appended.add(h.disk_len());
             }

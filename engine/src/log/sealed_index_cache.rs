@@ -29,6 +29,12 @@ impl SealedIndexCache {
         Some(index)
     }
 
+    /// The index of the segment starting at `base_offset`, if loaded, leaving the order as
+    /// it is (for a reader's every read-ahead step).
+    pub fn peek(&self, base_offset: u64) -> Option<Rc<SegmentIndex>> {
+        self.entries.iter().find(|(b, _)| *b == base_offset).map(|(_, ix)| ix.clone())
+    }
+
     /// Keeps `index` as the most recently used, forgetting the least recently used past
     /// [`SEALED_INDEXES_CACHED`].
     pub fn insert(&mut self, base_offset: u64, index: Rc<SegmentIndex>) {
@@ -70,6 +76,7 @@ mod tests {
         assert!(cache.get(100).is_none(), "the least recently used is forgotten");
         assert_eq!(cache.get(0).map(|ix| ix.entries()[0].offset), Some(0));
         assert_eq!(cache.get(9_999).map(|ix| ix.entries()[0].offset), Some(9_999));
+        assert!(cache.peek(200).is_some() && cache.peek(100).is_none());
         cache.remove(0);
         assert!(cache.get(0).is_none());
         assert_eq!(cache.len(), SEALED_INDEXES_CACHED - 1);

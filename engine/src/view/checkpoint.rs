@@ -59,9 +59,19 @@ pub struct ShardState {
 impl ShardState {
     pub fn encode(&self) -> Vec<u8> {
         let fields = self.fields();
-        let mut out = vec![0; META_FILE_HEADER_BYTES + fields.len() + self.operators.len()];
-        encode_meta_file_parts_into(STATE_MAGIC, STATE_VERSION, &[&fields, &self.operators], &mut out);
+        let mut out = vec![0; self.encoded_len(&fields)];
+        self.encode_into(&fields, &mut out);
         out
+    }
+
+    /// The file's length, given [`Self::fields`].
+    fn encoded_len(&self, fields: &[u8]) -> usize {
+        META_FILE_HEADER_BYTES + fields.len() + self.operators.len()
+    }
+
+    /// Writes the file into `out` (at least [`Self::encoded_len`] long); returns its length.
+    fn encode_into(&self, fields: &[u8], out: &mut [u8]) -> usize {
+        encode_meta_file_parts_into(STATE_MAGIC, STATE_VERSION, &[fields, &self.operators], out)
     }
 
     /// The body up to the operators' state: the fields, the source positions, and the
@@ -115,10 +125,8 @@ pub async fn write_shard_state(
 ) -> Result<(), LogError> {
     let path = state_path(data_dir, view, state.id, state.shard);
     let fields = state.fields();
-    let len = META_FILE_HEADER_BYTES + fields.len() + state.operators.len();
-    let mut buf = storage.alloc_buffer(align_up(len as u64) as usize);
-    let written =
-        encode_meta_file_parts_into(STATE_MAGIC, STATE_VERSION, &[&fields, &state.operators], buf.as_mut_slice());
+    let mut buf = storage.alloc_buffer(align_up(state.encoded_len(&fields) as u64) as usize);
+    let written = state.encode_into(&fields, buf.as_mut_slice());
     buf.as_mut_slice()[written..].fill(0);
     drop(state);
     storage.write_file_atomic_buf(&path, buf).await?;
