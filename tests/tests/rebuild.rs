@@ -214,6 +214,7 @@ fn rebuild_while_serving_under_live_traffic_then_switch() {
     let (status, metrics) = http(h, "GET", "/metrics", b"");
     assert_eq!(status, 200);
     assert!(metrics.contains("sluice_view_rebuild_lag_events{"), "rebuild progress in /metrics");
+    assert!(metrics.contains("sluice_view_rebuild_state_bytes{"), "the rebuild's state in /metrics");
 
     // Cancel: version 1 stays, the building version goes.
     let (ok, body) = sql(h, "ALTER MATERIALIZED VIEW agg CANCEL REBUILD");

@@ -4,7 +4,7 @@
 //! Per partition: records and bytes appended, end offset, durable offset, log start.
 //! Per shard: append queue depth, peer requests in flight, open connections, and the
 //! fdatasync latency histogram of its partitions. Per view and shard: keys, state bytes,
-//! events, late events, watermark lag, version, and a running rebuild's progress; on the
+//! events, late events, watermark lag, version, and a running rebuild's progress and state; on the
 //! shard coordinating a view's checkpoints, how many completed and how long the last took.
 
 use std::collections::BTreeMap;
@@ -70,6 +70,7 @@ const METRICS: &[(&str, &str, &str)] = &[
         "gauge",
         "Records between the rebuild's position and the log's end on the shard.",
     ),
+    ("sluice_view_rebuild_state_bytes", "gauge", "Approximate bytes of the state the rebuild holds on the shard."),
 ];
 
 /// This shard's lines, grouped by metric name (`name\tline`), for [`merge`].
@@ -161,6 +162,9 @@ fn render_views(node: &Node, out: &mut String) {
             let l = format!("{l},version=\"{}\"", b.version);
             let _ = writeln!(out, "sluice_view_rebuild_events_read\tsluice_view_rebuild_events_read{{{l}}} {read}");
             let _ = writeln!(out, "sluice_view_rebuild_lag_events\tsluice_view_rebuild_lag_events{{{l}}} {behind}");
+            let (_, _, state_bytes) = crate::view::read::state_size(&new);
+            let name = "sluice_view_rebuild_state_bytes";
+            let _ = writeln!(out, "{name}\t{name}{{{l}}} {state_bytes}");
         }
     }
 }
