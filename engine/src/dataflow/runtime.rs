@@ -931,9 +931,6 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
     let mut pace = Pace::new(rt.metrics.bytes_read.get());
     let mut budget = RunBudget::new();
     loop {
-        if rt.is_stopped() || rt.paused.get() {
-            return;
-        }
         // Other task queues (live ingest, queries) get their share between rounds.
         glommio::yield_if_needed().await;
         pace.wait(&rt).await;

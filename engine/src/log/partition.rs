@@ -567,11 +567,8 @@ impl Partition {
         let st = self.inner.state.borrow();
         let seg = st.segments.back().filter(|s| s.base_offset == segment_base);
         match seg.and_then(Segment::active_index) {
-            Some(index) => batch_start_in(index, after, at_most),
-            None => {
-                let index = self.inner.sealed_indexes.borrow().peek(segment_base)?;
-                batch_start_in(&index, after, at_most)
-            }
+            Some(index) => index.batch_start_in(after, at_most),
+            None => self.inner.sealed_indexes.borrow().peek(segment_base)?.batch_start_in(after, at_most),
         }
     }
 
@@ -624,12 +621,6 @@ pub(crate) struct SegmentView {
     pub identity: PartitionIdentity,
     /// A sealed segment's index, where reads may end without cutting a batch.
     pub sealed_index: Option<Rc<SegmentIndex>>,
-}
-
-/// Where a read may end in `(after, at_most]` without cutting a batch (block aligned), if
-/// `index` knows such a place.
-pub(crate) fn batch_start_in(index: &SegmentIndex, after: u64, at_most: u64) -> Option<u64> {
-    index.batch_start_in(after, at_most).filter(|p| p.is_multiple_of(BLOCK_BYTES as u64))
 }
 
 impl Inner {

@@ -16,7 +16,7 @@ use glommio::Task;
 
 use super::error::LogError;
 use super::offset::Offset;
-use super::partition::{batch_start_in, Partition};
+use super::partition::Partition;
 use super::segment::PartitionIdentity;
 use super::segment_index::SegmentIndex;
 use crate::io::{AlignedHeap, File, IoResult, ReadBuf};
@@ -61,7 +61,7 @@ impl SegmentCursor {
                 // with 240 KiB batches). Not for less than half a chunk: reads stay large.
                 let half = pos + READ_AHEAD_CHUNK_BYTES as u64 / 2;
                 let start = match &self.sealed_index {
-                    Some(index) => batch_start_in(index, half, end),
+                    Some(index) => index.batch_start_in(half, end),
                     None => self.partition.batch_start_in(self.segment_base, half, end),
                 };
                 if let Some(start) = start {

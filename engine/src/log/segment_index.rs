@@ -60,11 +60,14 @@ impl SegmentIndex {
         }
     }
 
-    /// Position of the last indexed batch that starts in `(after, at_most]`: where a read
-    /// can end without cutting a batch in two. A hint only: readers check what they read.
+    /// Position of the last indexed batch that starts in `(after, at_most]`, block
+    /// aligned: where a read can end without cutting a batch in two. A hint only: readers
+    /// check what they read.
     pub fn batch_start_in(&self, after: u64, at_most: u64) -> Option<u64> {
         let i = self.entries.partition_point(|e| e.pos <= at_most);
-        (i > 0).then(|| self.entries[i - 1].pos).filter(|p| *p > after)
+        (i > 0)
+            .then(|| self.entries[i - 1].pos)
+            .filter(|p| *p > after && p.is_multiple_of(crate::limits::BLOCK_BYTES as u64))
     }
 
     /// Position of the last indexed batch whose base offset is at most `offset`.

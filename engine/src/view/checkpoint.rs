@@ -57,6 +57,9 @@ pub struct ShardState {
 }
 
 impl ShardState {
+    /// The file's bytes in one buffer (checkpoints are written by [`write_shard_state`],
+    /// straight into the write buffer).
+    #[cfg(test)]
     pub fn encode(&self) -> Vec<u8> {
         let fields = self.fields();
         let mut out = vec![0; self.encoded_len(&fields)];
