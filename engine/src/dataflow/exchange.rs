@@ -45,6 +45,9 @@ pub enum DataBody {
     TableRows { rows: Vec<(Box<[u8]>, i64, Vec<OwnedDatum>)> },
     /// The sender has sent every table row it had when the view started.
     TableReady,
+    /// Watermark alignment: the watermark of the sender's slowest source partition with
+    /// a backlog (WATERMARK_IDLE: none has one). Sent when it changes.
+    Backlog { watermark: i64 },
     /// Checkpoint barrier: everything before it belongs to checkpoint `id`.
     Barrier { stage: Stage, id: u64 },
 }

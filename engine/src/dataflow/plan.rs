@@ -193,6 +193,15 @@ impl ViewPlan {
             + self.interval_join.as_ref().map_or(0, |j| j.right.columns.len())
     }
 
+    /// Whether the view keeps state that the watermark frees (windows, an interval join's
+    /// rows, a state TTL): then its reads are aligned on event time, so that a catch-up
+    /// does not hold the state of every window between its slowest and fastest reader.
+    pub fn aligns_reads(&self) -> bool {
+        self.interval_join.is_some()
+            || self.aggregate.as_ref().is_some_and(|a| a.window.is_some())
+            || self.options.state_ttl_ms.is_some()
+    }
+
     /// The topics the view reads, in order (source, then table or right topic).
     pub fn topics(&self) -> Vec<&str> {
         let mut t = vec![self.source.topic.as_str()];

@@ -23,7 +23,9 @@ use crate::dataflow::exchange::{DataBody, DataMsg, Stage, ViewKey};
 use crate::dataflow::interval_join::{IntervalJoinState, JoinRow, Side};
 use crate::dataflow::plan::{AggregatePlan, ColumnInfo, LatePolicy, ViewOptions, ViewPlan};
 use crate::dataflow::row::{encode_exprs, event_time, owned_row, owner_of, ColumnRow, SourceRow};
-use crate::dataflow::watermark::{InputWatermarks, PartitionClock, SourceClocks, WATERMARK_IDLE, WATERMARK_UNKNOWN};
+use crate::dataflow::watermark::{
+    InputWatermarks, PartitionClock, ReadAlignment, SourceClocks, WATERMARK_IDLE, WATERMARK_UNKNOWN,
+};
 use crate::log::{LogError, Offset, Partition, PartitionReader, TopicConfig};
 use crate::metrics::Counter;
 use crate::record::columns::ColumnRef;
@@ -66,6 +68,9 @@ pub struct ViewMetrics {
     pub unmatched: Counter,
     /// Source records that retention deleted before this view read them.
     pub lost_to_retention: Counter,
+    /// Rounds in which a source partition was not read because it was more than
+    /// WATERMARK_DRIFT_MAX_MS ahead of the slowest with a backlog (watermark alignment).
+    pub reads_held: Counter,
 }
 
 /// One input of the view on this shard: the partitions it owns and their clocks.
@@ -109,6 +114,8 @@ pub struct ViewState {
     pub append_changes: Vec<(RowId, bool)>,
     /// Records that arrived late, for a side topic: (partition, JSON).
     late_side: Vec<String>,
+    /// What every shard said about its slowest partition with a backlog.
+    align: ReadAlignment,
 }
 
 pub struct ViewRuntime {
@@ -237,6 +244,7 @@ impl ViewRuntime {
             changes: Vec::new(),
             append_changes: Vec::new(),
             late_side: Vec::new(),
+            align: ReadAlignment::new(shards),
         };
         let mut rt = ViewRuntime {
             key,
@@ -798,6 +806,11 @@ impl ViewRuntime {
                 }
                 self.wake.notify(usize::MAX);
             }
+            DataBody::Backlog { watermark } => {
+                if st.align.update(from, watermark) {
+                    self.wake.notify(usize::MAX);
+                }
+            }
             DataBody::Barrier { stage, id } => {
                 let mut ck = self.checkpoint.borrow_mut();
                 let counts = if stage == Stage::First { &mut ck.first } else { &mut ck.second };
@@ -856,16 +869,49 @@ impl ViewRuntime {
         }
     }
 
-    /// Marks whether a source partition's reader has reached its end (idle detection).
-    fn set_caught_up(&self, side: Side, partition: u32, caught_up: bool) {
+    /// Records how a round of reads of a source partition ended: whether it reached the
+    /// partition's end (idle detection; a round that read something is not caught up yet)
+    /// and whether it stopped at the round's limit with more to read (alignment).
+    fn end_round(&self, side: Side, partition: u32, read_any: bool, reached_end: bool, backlog: bool) {
         let mut st = self.state.borrow_mut();
-        let src = match side {
+        if let Some(c) = Self::source_mut(&mut st, side).and_then(|s| s.clocks.get_mut(partition)) {
+            if read_any || reached_end {
+                c.caught_up = !read_any;
+            }
+            c.backlog = backlog;
+        }
+    }
+
+    fn source_mut(st: &mut ViewState, side: Side) -> Option<&mut SideSource> {
+        match side {
             Side::Left => Some(&mut st.left),
             Side::Right => st.right.as_mut(),
-        };
-        if let Some(c) = src.and_then(|s| s.clocks.get_mut(partition)) {
-            c.caught_up = caught_up;
         }
+    }
+
+    /// Whether a source partition is too far ahead of the slowest with a backlog to be
+    /// read now (always false for a view whose state the watermark does not free).
+    fn read_held(&self, side: Side, partition: u32) -> bool {
+        if !self.plan.aligns_reads() {
+            return false;
+        }
+        let mut st = self.state.borrow_mut();
+        let limit = st.align.read_limit(crate::limits::WATERMARK_DRIFT_MAX_MS);
+        Self::source_mut(&mut st, side).and_then(|s| s.clocks.get_mut(partition)).is_some_and(|c| c.watermark() > limit)
+    }
+
+    /// This shard's slowest partition with a backlog, for every shard, if that changed.
+    fn backlog_to_send(&self) -> Option<i64> {
+        if !self.plan.aligns_reads() {
+            return None;
+        }
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let slowest = [st.left.clocks.slowest_backlog(), st.right.as_ref().and_then(|r| r.clocks.slowest_backlog())]
+            .into_iter()
+            .flatten()
+            .min();
+        st.align.to_send(slowest)
     }
 
     /// Takes the late records bound for the side topic.
@@ -927,6 +973,8 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
             }
         }
     }
+    // Per reader: whether this round left it unread (alignment), to wait for the others.
+    let mut held = vec![false; readers.len()];
     let mut next = Outbox::new(shards);
     let mut pace = Pace::new(rt.metrics.bytes_read.get());
     let mut budget = RunBudget::new();
@@ -966,9 +1014,14 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
             continue;
         }
         let mut progressed = false;
-        for (side, p, reader) in readers.iter_mut() {
+        for ((side, p, reader), held) in readers.iter_mut().zip(held.iter_mut()) {
+            *held = rt.read_held(*side, *p);
+            if *held {
+                rt.metrics.reads_held.add(1);
+                continue;
+            }
             // Per partition: an idle one must count as caught up whatever the others do.
-            let mut read_any = false;
+            let (mut read_any, mut reached_end, mut batches) = (false, false, 0);
             // A few batches per partition per round: fair, and a bounded outbox.
             for _ in 0..READ_BATCHES_PER_ROUND {
                 if rt.replaying.get() {
@@ -978,6 +1031,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                     Ok(Some(batch)) => {
                         rt.metrics.bytes_read.add(batch.payload().len() as u64);
                         read_any = true;
+                        batches += 1;
                         if rt.replaying.get() {
                             fold_replayed(&rt, *side, *p, &batch, &mut budget).await;
                         } else {
@@ -986,7 +1040,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                         }
                     }
                     Ok(None) => {
-                        rt.set_caught_up(*side, *p, true);
+                        reached_end = true;
                         break;
                     }
                     Err(LogError::OffsetOutOfRange { requested, start, .. }) => {
@@ -1001,10 +1055,8 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                     }
                 }
             }
-            if read_any {
-                rt.set_caught_up(*side, *p, false);
-                progressed = true;
-            }
+            rt.end_round(*side, *p, read_any, reached_end, batches == READ_BATCHES_PER_ROUND);
+            progressed |= read_any;
         }
         if rt.plan.table_join.is_some() {
             let _ = feed_table(&*host, &rt, false).await;
@@ -1022,6 +1074,11 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         } else {
             rt.flush(&mut outbox);
         }
+        if let Some(watermark) = rt.backlog_to_send() {
+            for bodies in outbox.per_shard.iter_mut() {
+                bodies.push(DataBody::Backlog { watermark });
+            }
+        }
         deliver(&*host, &rt, outbox, &mut next).await;
         if !next.is_empty() {
             let n = std::mem::replace(&mut next, Outbox::new(shards));
@@ -1030,7 +1087,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         write_changes(&*host, &rt).await;
         maybe_checkpoint(&*host, &rt).await;
         if !progressed {
-            wait_for_data(&rt, &readers).await;
+            wait_for_data(&rt, &readers, &held).await;
         }
     }
 }
@@ -1245,14 +1302,21 @@ pub async fn deliver_second(host: &dyn DataflowHost, rt: &Rc<ViewRuntime>, outbo
 /// Set on a message's view key when it travels on the second mesh.
 pub const SECOND_MESH_BIT: u64 = 1 << 63;
 
-/// Waits until any source partition has data past the reader, the view stops, or the
+/// Waits until any source partition not `held` back has data past the reader, the view
+/// stops, another shard's slowest backlog moves (what `held` readers wait for), or the
 /// idle tick passes.
-async fn wait_for_data(rt: &Rc<ViewRuntime>, readers: &[(Side, u32, PartitionReader)]) {
+async fn wait_for_data(rt: &Rc<ViewRuntime>, readers: &[(Side, u32, PartitionReader)], held: &[bool]) {
     let tick = Duration::from_millis(IDLE_TICK_MS);
     let listener = rt.wake.listen();
+    // The limit may have risen between the round and the listener.
+    if readers.iter().zip(held).any(|((side, p, _), held)| *held && !rt.read_held(*side, *p)) {
+        return;
+    }
     let mut waits: Vec<LocalFuture<'_, bool>> = readers
         .iter()
-        .map(|(_, _, r)| {
+        .zip(held)
+        .filter(|(_, held)| !**held)
+        .map(|((_, _, r), _)| {
             let part = r.partition().clone();
             let at = r.position();
             Box::pin(async move { part.wait_for(at, tick).await }) as LocalFuture<'_, bool>

@@ -7,6 +7,14 @@
 //! the live run. A shard's watermark is the minimum over its partitions, leaving out
 //! partitions that have been caught up and silent for the idle timeout; a stateful
 //! operator's is the minimum over every shard's. Both only move forward.
+//!
+//! Reads are aligned on event time: a partition whose watermark is more than
+//! `WATERMARK_DRIFT_MAX_MS` ahead of the slowest partition that still has unread data
+//! (on any shard) waits for it. Windows close on the minimum, so without that bound a
+//! catch-up holds open every window between the slowest and the fastest reader, and the
+//! fastest can be minutes of event time ahead. Only partitions with a backlog hold others
+//! back, so the slowest of them, anywhere, always reads: the alignment cannot deadlock. A
+//! partition caught up holds nobody (however old its time: the idle timeout deals with it).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +32,9 @@ pub struct PartitionClock {
     last_data: Instant,
     /// The reader has reached the partition's end (nothing unread right now).
     pub caught_up: bool,
+    /// Its last round of reads stopped at the round's limit, not at the partition's end:
+    /// there is more to read right away.
+    pub backlog: bool,
 }
 
 impl PartitionClock {
@@ -34,6 +45,7 @@ impl PartitionClock {
             lateness_ms,
             last_data: Instant::now(),
             caught_up: false,
+            backlog: false,
         }
     }
 
@@ -109,6 +121,11 @@ impl SourceClocks {
         self.reported
     }
 
+    /// The watermark of the slowest partition with a backlog, if any has one.
+    pub fn slowest_backlog(&self) -> Option<i64> {
+        self.partitions.iter().filter(|c| c.backlog && c.max_ts != WATERMARK_UNKNOWN).map(|c| c.watermark()).min()
+    }
+
     /// Restores the clocks from a checkpoint: (partition, newest event time).
     pub fn restore(&mut self, saved: &[(u32, i64)]) {
         for (p, max_ts) in saved {
@@ -165,6 +182,49 @@ impl InputWatermarks {
     }
 }
 
+/// Watermark alignment of one view's reads on one shard: what every shard (this one
+/// included) last said about its slowest partition with a backlog.
+#[derive(Debug, Clone)]
+pub struct ReadAlignment {
+    /// Per shard: the watermark of its slowest partition with a backlog, WATERMARK_IDLE
+    /// if none has one (it holds nobody).
+    backlog_watermarks: Vec<i64>,
+    /// What this shard last sent.
+    sent: i64,
+}
+
+impl ReadAlignment {
+    pub fn new(shards: usize) -> Self {
+        ReadAlignment { backlog_watermarks: vec![WATERMARK_IDLE; shards], sent: WATERMARK_IDLE }
+    }
+
+    /// What this shard holds the others to (its `slowest_backlog` over every input), if
+    /// that differs from what it last sent.
+    pub fn to_send(&mut self, slowest_backlog: Option<i64>) -> Option<i64> {
+        let holding = slowest_backlog.unwrap_or(WATERMARK_IDLE);
+        (holding != self.sent).then(|| {
+            self.sent = holding;
+            holding
+        })
+    }
+
+    /// Records what shard `from` holds the others to; true if the read limit rose.
+    pub fn update(&mut self, from: usize, holding: i64) -> bool {
+        let before = self.read_limit(0);
+        if let Some(h) = self.backlog_watermarks.get_mut(from) {
+            *h = holding;
+        }
+        self.read_limit(0) > before
+    }
+
+    /// The newest watermark a partition may have and still be read, `drift_max_ms` past
+    /// the slowest backlog anywhere (i64::MAX when there is none).
+    pub fn read_limit(&self, drift_max_ms: i64) -> i64 {
+        let slowest = self.backlog_watermarks.iter().copied().min().unwrap_or(WATERMARK_IDLE);
+        slowest.saturating_add(drift_max_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +255,122 @@ mod tests {
         p.caught_up = true;
         assert_eq!(s.watermark(Duration::ZERO), 20, "an idle partition does not hold it back");
         assert_eq!(SourceClocks::default().watermark(Duration::ZERO), WATERMARK_IDLE);
+    }
+
+    /// Shards reading partitions of different density at different speeds, with messages
+    /// delayed: every partition is read to its end (no deadlock), and no read takes a
+    /// partition further past the slowest with a backlog than the drift plus a few rounds'
+    /// reading (what the messages' delay lets through).
+    #[test]
+    fn aligned_reads_finish_and_keep_partitions_within_the_drift() {
+        const DRIFT: i64 = 1_000;
+        const BATCHES_PER_ROUND: usize = 4;
+        struct Part {
+            shard: usize,
+            /// Batches of event times.
+            batches: Vec<Vec<i64>>,
+            next: usize,
+        }
+        // (shard, event-time span of a batch, first time); every partition ends near 100 s.
+        let layouts: [&[(usize, i64, i64)]; 4] = [
+            &[(0, 100, 0), (0, 100, 0), (1, 100, 0), (1, 100, 0)],
+            &[(0, 2_000, 0), (0, 50, 0), (1, 50, 0)],
+            // An old, short partition caught up early holds nobody back.
+            &[(0, 100, 0), (1, 100, 0), (1, 100, -1_000_000)],
+            &[(0, 10, 0), (1, 3_000, 0), (2, 250, 50_000)],
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for (layout_no, layout) in layouts.iter().enumerate() {
+            for speeds in [[1, 1, 1], [1, 5, 2], [7, 1, 3]] {
+                let shards = layout.iter().map(|l| l.0).max().unwrap_or(0) + 1;
+                let mut parts: Vec<Part> = layout
+                    .iter()
+                    .map(|&(shard, span, first)| {
+                        let end = if first < 0 { first + 10 * span } else { 100_000 };
+                        let batches = (first..end)
+                            .step_by(span as usize)
+                            .map(|t| (t..t + span).step_by((span as usize / 5).max(1)).collect())
+                            .collect();
+                        Part { shard, batches, next: 0 }
+                    })
+                    .collect();
+                let mut clocks: Vec<SourceClocks> = (0..shards)
+                    .map(|s| {
+                        SourceClocks::new(
+                            (0..parts.len())
+                                .filter(|&i| parts[i].shard == s)
+                                .map(|i| PartitionClock::new(i as u32, 0))
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                let mut align: Vec<ReadAlignment> = (0..shards).map(|_| ReadAlignment::new(shards)).collect();
+                // (deliver at step, to, from, holding)
+                let mut mail: Vec<(u64, usize, usize, i64)> = Vec::new();
+                let mut step = 0u64;
+                let mut worst_lag = 0i64;
+                while parts.iter().any(|p| p.next < p.batches.len()) {
+                    step += 1;
+                    assert!(step < 1_000_000, "layout {layout_no} speeds {speeds:?}: reads stalled");
+                    mail.retain(|&(at, to, from, h)| {
+                        if at <= step {
+                            align[to].update(from, h);
+                        }
+                        at > step
+                    });
+                    for s in 0..shards {
+                        if step % speeds[s % 3] != 0 {
+                            continue;
+                        }
+                        let limit = align[s].read_limit(DRIFT);
+                        let mine: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].shard == s).collect();
+                        for i in mine {
+                            let part = &mut parts[i];
+                            let Some(clock) = clocks[s].get_mut(i as u32) else { continue };
+                            if clock.watermark() > limit {
+                                continue;
+                            }
+                            let mut read = 0;
+                            while read < BATCHES_PER_ROUND && part.next < part.batches.len() {
+                                assert!(clock.observe_run(part.batches[part.next].iter().copied(), false));
+                                part.next += 1;
+                                read += 1;
+                            }
+                            clock.backlog = read == BATCHES_PER_ROUND && part.next < part.batches.len();
+                            clock.caught_up = part.next == part.batches.len();
+                            let after = clock.watermark();
+                            // Until every shard has read once and been heard (the slowest runs
+                            // every 7th step, messages take up to 3), reads go unaligned.
+                            let slowest = clocks.iter().filter_map(SourceClocks::slowest_backlog).min();
+                            if let (true, Some(slowest)) = (step > 10 && read > 0, slowest) {
+                                worst_lag = worst_lag.max(after - slowest);
+                            }
+                        }
+                        if let Some(h) = align[s].to_send(clocks[s].slowest_backlog()) {
+                            for to in 0..shards {
+                                // In order from one shard to another, as on the channels.
+                                let last = mail.iter().filter(|m| m.1 == to && m.2 == s).map(|m| m.0).max();
+                                let at = (step + if to == s { 0 } else { rand(4) }).max(last.unwrap_or(0));
+                                mail.push((at, to, s, h));
+                            }
+                        }
+                    }
+                }
+                let span_max = layout.iter().map(|l| l.1).max().unwrap_or(0);
+                // The messages' delay (up to 3 steps) at the fastest speed lets a shard read
+                // a few rounds past a limit that has since fallen.
+                let bound = DRIFT + 4 * BATCHES_PER_ROUND as i64 * span_max;
+                assert!(
+                    worst_lag <= bound,
+                    "layout {layout_no} speeds {speeds:?}: a partition ran {worst_lag} ms ahead (bound {bound})"
+                );
+            }
+        }
     }
 }

@@ -56,6 +56,11 @@ const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Source records retention deleted before the view read them (it went on from the oldest kept).",
     ),
+    (
+        "sluice_view_reads_held_total",
+        "counter",
+        "Rounds a source partition was not read because it was too far ahead in event time (watermark alignment).",
+    ),
     ("sluice_view_watermark_lag_seconds", "gauge", "Wall clock minus the view's watermark on the shard."),
     ("sluice_view_version", "gauge", "The serving version of the view."),
     (
@@ -142,6 +147,8 @@ fn render_views(node: &Node, out: &mut String) {
         let lost = rt.metrics.lost_to_retention.get();
         let name = "sluice_view_events_lost_to_retention_total";
         let _ = writeln!(out, "{name}\t{name}{{{l}}} {lost}");
+        let held = rt.metrics.reads_held.get();
+        let _ = writeln!(out, "sluice_view_reads_held_total\tsluice_view_reads_held_total{{{l}}} {held}");
         let _ = writeln!(out, "sluice_view_watermark_lag_seconds\tsluice_view_watermark_lag_seconds{{{l}}} {lag}");
         let _ = writeln!(out, "sluice_view_version\tsluice_view_version{{{l}}} {}", def.version);
         if let Some(c) = node.views.checkpoint_progress(&def.name).filter(|c| c.completed > 0) {
