@@ -10,7 +10,9 @@
 //!   queue depth and all of a replay's reads in flight).
 //! - `rebuild_all_cores_vs_raw_read`: the same rebuild after a restart with one shard per
 //!   core of the machine (the partitions split between the shards), against the same read;
-//!   `rebuild_all_cores_vs_duckdb_time` against DuckDB with as many threads.
+//!   `rebuild_all_cores_vs_duckdb_time` against DuckDB with as many threads;
+//!   `catch_up_all_cores_peak_rss_mb`: the peak RSS of the catch-up after that restart (the
+//!   serving view reads the whole log again on both shards, beside the resumed rebuild).
 //! - `live_p99_during_rebuild_vs_idle`: event-to-view latency (open loop, 20,000 events/s,
 //!   `interval` durability, looked up over pgwire) idle and during a full-speed rebuild.
 //! - `rebuild_rss_ratio_10x`: the server's peak RSS during the rebuild of a log and of a
@@ -314,6 +316,15 @@ fn main() {
         assert!(t.elapsed() < Duration::from_secs(900), "the view did not catch up after the restart");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The restart's catch-up: the serving view read all of the log again (its shard count
+    // changed) beside the interrupted rebuild, on both shards: the peak since the start.
+    let catch_up_peak_rss_mb = vm_hwm_mb(server.pid());
+    eprintln!(
+        "catch-up after the restart on {} shards: {:.1}s, peak RSS {catch_up_peak_rss_mb:.0} MB",
+        cores.len(),
+        t.elapsed().as_secs_f64()
+    );
+    json.insert("catch_up_all_cores_peak_rss_mb".into(), serde_json::json!(catch_up_peak_rss_mb.round()));
     let r_all = rebuild(&server);
     let all_mbps = bytes as f64 / 1e6 / r_all.seconds;
     eprintln!(

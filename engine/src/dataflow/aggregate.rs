@@ -672,8 +672,15 @@ impl PartialTable {
                 self.direct.set_range(min, max);
             }
         }
+        // Rows of the block whose group the arrays did not have: (place in the block, key,
+        // window). Their index slots are prefetched, then looked up once the block's other
+        // rows are: in the server the index is cold at a round's new groups, and these
+        // lookups one at a time were 3.6% of a rebuild's CPU samples, 90% of it on the
+        // slot's load (0.45% with the prefetch).
+        let mut missed = [(0usize, 0i64, (0i64, 0i64)); DENSE_BLOCK_ROWS];
         loop {
             let mut len = 0;
+            let mut misses = 0;
             for (i, ts) in rows.by_ref().take(DENSE_BLOCK_ROWS) {
                 let index = i as usize;
                 let key = dense.key[index].to_native();
@@ -692,23 +699,22 @@ impl PartialTable {
                 let g = match self.direct.get(key, start) {
                     Some(g) => g,
                     None => {
-                        let id = [key, i64::MIN];
-                        let g = match self.by_ints.find(&id, start) {
-                            Ok(g) => g,
-                            Err(at) => {
-                                let row = ColumnRow { batch, index, columns };
-                                let window = dense.tumble_ms.map(|_| (start, end));
-                                let g = self.insert_group_keyed_by_row(plan, &row, window, ts) as u32;
-                                self.by_ints.insert(at, id, start, g);
-                                g
-                            }
-                        };
-                        self.direct.put(key, start, g);
-                        g
+                        self.by_ints.prefetch(&[key, i64::MIN], start);
+                        missed[misses] = (len, key, (start, end));
+                        misses += 1;
+                        0
                     }
                 };
                 block[len] = (i, ts, g);
                 len += 1;
+            }
+            for &(at, key, (start, end)) in &missed[..misses] {
+                let (i, ts, _) = block[at];
+                // An earlier row of the block may have made the group since.
+                block[at].2 = match self.direct.get(key, start) {
+                    Some(g) => g,
+                    None => self.dense_group_slow(plan, dense, batch, columns, i as usize, key, (start, end), ts),
+                };
             }
             if len == 0 {
                 return;
@@ -726,6 +732,36 @@ impl PartialTable {
                 }
             }
         }
+    }
+
+    /// The dense fold's group of (key, window) when the arrays do not have it: found in
+    /// (or added to) the index, and put in the arrays.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn dense_group_slow(
+        &mut self,
+        plan: &AggregatePlan,
+        dense: &DenseFold<'_>,
+        batch: &[ColumnRef<'_>],
+        columns: &[ColumnInfo],
+        index: usize,
+        key: i64,
+        (start, end): (i64, i64),
+        ts: i64,
+    ) -> u32 {
+        let id = [key, i64::MIN];
+        let g = match self.by_ints.find(&id, start) {
+            Ok(g) => g,
+            Err(at) => {
+                let row = ColumnRow { batch, index, columns };
+                let window = dense.tumble_ms.map(|_| (start, end));
+                let g = self.insert_group_keyed_by_row(plan, &row, window, ts) as u32;
+                self.by_ints.insert(at, id, start, g);
+                g
+            }
+        };
+        self.direct.put(key, start, g);
+        g
     }
 
     fn add_to_session(&mut self, plan: &AggregatePlan, row: &(impl Row + ?Sized), ts: i64, pos: Position, gap_ms: i64) {
