@@ -18,6 +18,8 @@
 //! - `rebuild_rss_ratio_10x`: the server's peak RSS during the rebuild of a log and of a
 //!   log ten times larger (VmHWM, reset before each rebuild and read once the new version's
 //!   first checkpoint, which the switch starts, is complete).
+//! - `rebuild_cpu_ns_per_event`: the server's CPU time (all threads) over the large
+//!   rebuild, per event: the rebuild's cost apart from how much CPU the machine gave it.
 //! - `rebuild_vs_duckdb_time`: the rebuild's time against DuckDB (one thread, like the one
 //!   shard) computing the same aggregate from a Parquet export of the same events.
 //!
@@ -60,6 +62,9 @@ struct Rebuilt {
     peak_rss_mb: f64,
     /// The server's RSS when the rebuild began (what the peak is measured from).
     start_rss_mb: f64,
+    /// CPU time the server spent (user + system, all its threads) from the ALTER to the
+    /// switch: what the rebuild costs, apart from the machine's other tenants.
+    cpu_s: f64,
 }
 
 /// Creates the topic, loads `n` events and bootstraps the view over them; returns the
@@ -90,6 +95,17 @@ fn setup(server: &Server, n: u64) -> f64 {
     let secs = t.elapsed().as_secs_f64();
     eprintln!("bootstrap of the view (live path): {secs:.2}s = {:.0} events/s", n as f64 / secs);
     n as f64 / secs
+}
+
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces), from field 3: utime is 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(14) + ticks(15)) / hz
 }
 
 fn vm_hwm_mb(pid: u32) -> f64 {
@@ -129,6 +145,7 @@ fn rebuild(server: &Server) -> Rebuilt {
     let _ = std::fs::write(format!("/proc/{}/clear_refs", server.pid()), "5");
     let start_rss_mb = proc_status_mb(server.pid(), "VmRSS:");
     let checkpoints_before = view_checkpoints(server);
+    let cpu_before = cpu_seconds(server.pid());
     let started = Instant::now();
     sql(server.http, "ALTER MATERIALIZED VIEW tumble REBUILD FROM EARLIEST");
     let mut samples = Vec::new();
@@ -147,6 +164,7 @@ fn rebuild(server: &Server) -> Rebuilt {
         std::thread::sleep(Duration::from_millis(50));
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds(server.pid()) - cpu_before;
     let checkpointed = Instant::now();
     while view_checkpoints(server) <= checkpoints_before {
         if checkpointed.elapsed() > Duration::from_secs(60) {
@@ -155,7 +173,7 @@ fn rebuild(server: &Server) -> Rebuilt {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Rebuilt { seconds, samples, peak_rss_mb: vm_hwm_mb(server.pid()), start_rss_mb }
+    Rebuilt { seconds, samples, peak_rss_mb: vm_hwm_mb(server.pid()), start_rss_mb, cpu_s }
 }
 
 /// The log's segment files of topic `ev`.
@@ -279,6 +297,9 @@ fn main() {
     json.insert("bootstrap_events_per_s".into(), serde_json::json!(bootstrap_events_per_s.round()));
     json.insert("rebuild_events_per_s".into(), serde_json::json!((large as f64 / r.seconds).round()));
     json.insert("rebuild_mb_per_s".into(), serde_json::json!(rebuild_mbps.round()));
+    let cpu_ns_per_event = r.cpu_s * 1e9 / large as f64;
+    eprintln!("rebuild CPU: {:.2}s = {cpu_ns_per_event:.1} ns an event", r.cpu_s);
+    json.insert("rebuild_cpu_ns_per_event".into(), serde_json::json!((cpu_ns_per_event * 10.0).round() / 10.0));
     json.insert("raw_read_mb_per_s".into(), serde_json::json!(raw_mbps.round()));
     json.insert("rebuild_vs_raw_read".into(), serde_json::json!(round2(rebuild_mbps / raw_mbps)));
     json.insert("rebuild_peak_rss_mb".into(), serde_json::json!(r_small.peak_rss_mb.round()));
