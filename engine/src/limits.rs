@@ -169,9 +169,7 @@ pub const VIEW_STATE_ROWS_MAX_DEFAULT: usize = 10_000_000;
 /// A source partition caught up and silent this long stops holding a view's watermark back.
 pub const VIEW_IDLE_TIMEOUT_MS_DEFAULT: i64 = 5_000;
 /// How far, in event time, a view's source partition may read ahead of the slowest one
-/// that still has unread data, on any shard (watermark alignment): windows stay open
-/// until the slowest catches up, so a catch-up's state grows with this drift, not with
-/// the log. A replay round moves a partition ~0.3 s of event time in the benchmarks.
+/// with a backlog, on any shard (watermark alignment): bounds the windows a catch-up holds.
 pub const WATERMARK_DRIFT_MAX_MS: i64 = 5_000;
 
 /// Most windows of a hopping window one event falls in (size / slide).

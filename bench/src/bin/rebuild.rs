@@ -99,10 +99,12 @@ fn setup(server: &Server, n: u64) -> f64 {
 
 /// CPU seconds (user + system) process `pid` has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the server's /proc/PID/stat");
     // Fields after the command (which may hold spaces), from field 3: utime is 14, stime 15.
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| -> f64 {
+        fields.get(i - 3).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("field {i} of {stat:?}"))
+    };
     // SAFETY: sysconf only reads a constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     (ticks(14) + ticks(15)) / hz

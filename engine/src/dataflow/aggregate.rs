@@ -672,11 +672,8 @@ impl PartialTable {
                 self.direct.set_range(min, max);
             }
         }
-        // Rows of the block whose group the arrays did not have: (place in the block, key,
-        // window). Their index slots are prefetched, then looked up once the block's other
-        // rows are: in the server the index is cold at a round's new groups, and these
-        // lookups one at a time were 3.6% of a rebuild's CPU samples, 90% of it on the
-        // slot's load (0.45% with the prefetch).
+        // Rows whose group the arrays lack (place in the block, key, window): their index
+        // slots are prefetched and looked up after the block's other rows (they are cold).
         let mut missed = [(0usize, 0i64, (0i64, 0i64)); DENSE_BLOCK_ROWS];
         loop {
             let mut len = 0;

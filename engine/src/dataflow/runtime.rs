@@ -137,6 +137,9 @@ pub struct ViewRuntime {
     /// Where each source partition this shard reads started: (topic, partition, offset).
     pub started_at: Vec<(String, u32, Offset)>,
     wake: Event,
+    /// The driver's last round left a reader unread (alignment): a rise of the read limit
+    /// wakes it (and nobody else).
+    holding_reads: Cell<bool>,
     checkpoint: RefCell<Checkpointing>,
     /// The size of the last snapshot: the next one's buffer starts that large (growing
     /// a multi-megabyte buffer by doubling copies it several times inside the pause).
@@ -259,6 +262,7 @@ impl ViewRuntime {
             replaying: Cell::new(false),
             started_at: Vec::new(),
             wake: Event::new(),
+            holding_reads: Cell::new(false),
             checkpoint: RefCell::new(Checkpointing::default()),
             snapshot_bytes_last: Cell::new(0),
         };
@@ -807,7 +811,7 @@ impl ViewRuntime {
                 self.wake.notify(usize::MAX);
             }
             DataBody::Backlog { watermark } => {
-                if st.align.update(from, watermark) {
+                if st.align.update(from, watermark) && self.holding_reads.get() {
                     self.wake.notify(usize::MAX);
                 }
             }
@@ -895,13 +899,27 @@ impl ViewRuntime {
         if !self.plan.aligns_reads() {
             return false;
         }
-        let mut st = self.state.borrow_mut();
+        let st = self.state.borrow();
         let limit = st.align.read_limit(crate::limits::WATERMARK_DRIFT_MAX_MS);
-        Self::source_mut(&mut st, side).and_then(|s| s.clocks.get_mut(partition)).is_some_and(|c| c.watermark() > limit)
+        let source = match side {
+            Side::Left => Some(&st.left),
+            Side::Right => st.right.as_ref(),
+        };
+        source.and_then(|s| s.clocks.get(partition)).is_some_and(|c| c.watermark() > limit)
     }
 
-    /// This shard's slowest partition with a backlog, for every shard, if that changed.
-    fn backlog_to_send(&self) -> Option<i64> {
+    /// Marks a source partition held back this round: it may have data, so it must not
+    /// count as idle (left out of the watermark) while it waits.
+    fn hold(&self, side: Side, partition: u32) {
+        let mut st = self.state.borrow_mut();
+        if let Some(c) = Self::source_mut(&mut st, side).and_then(|s| s.clocks.get_mut(partition)) {
+            c.caught_up = false;
+        }
+    }
+
+    /// This shard's slowest partition with a backlog, for every shard, if that changed
+    /// (or, `again`, if it holds anyone back).
+    fn backlog_to_send(&self, again: bool) -> Option<i64> {
         if !self.plan.aligns_reads() {
             return None;
         }
@@ -911,7 +929,7 @@ impl ViewRuntime {
             .into_iter()
             .flatten()
             .min();
-        st.align.to_send(slowest)
+        st.align.to_send(slowest, again)
     }
 
     /// Takes the late records bound for the side topic.
@@ -1017,11 +1035,13 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         for ((side, p, reader), held) in readers.iter_mut().zip(held.iter_mut()) {
             *held = rt.read_held(*side, *p);
             if *held {
+                rt.hold(*side, *p);
                 rt.metrics.reads_held.add(1);
                 continue;
             }
             // Per partition: an idle one must count as caught up whatever the others do.
-            let (mut read_any, mut reached_end, mut batches) = (false, false, 0);
+            // `stopped`: the round ended before its quota (the end, or an error).
+            let (mut read_any, mut reached_end, mut stopped) = (false, false, false);
             // A few batches per partition per round: fair, and a bounded outbox.
             for _ in 0..READ_BATCHES_PER_ROUND {
                 if rt.replaying.get() {
@@ -1031,7 +1051,6 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                     Ok(Some(batch)) => {
                         rt.metrics.bytes_read.add(batch.payload().len() as u64);
                         read_any = true;
-                        batches += 1;
                         if rt.replaying.get() {
                             fold_replayed(&rt, *side, *p, &batch, &mut budget).await;
                         } else {
@@ -1040,7 +1059,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                         }
                     }
                     Ok(None) => {
-                        reached_end = true;
+                        (reached_end, stopped) = (true, true);
                         break;
                     }
                     Err(LogError::OffsetOutOfRange { requested, start, .. }) => {
@@ -1051,13 +1070,15 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
                     Err(e) => {
                         tracing::error!(view = %rt.name, partition = *p, error = %e, "reading the source failed");
                         glommio::timer::sleep(Duration::from_millis(200)).await;
+                        stopped = true;
                         break;
                     }
                 }
             }
-            rt.end_round(*side, *p, read_any, reached_end, batches == READ_BATCHES_PER_ROUND);
+            rt.end_round(*side, *p, read_any, reached_end, read_any && !stopped);
             progressed |= read_any;
         }
+        rt.holding_reads.set(held.contains(&true));
         if rt.plan.table_join.is_some() {
             let _ = feed_table(&*host, &rt, false).await;
         }
@@ -1074,7 +1095,9 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         } else {
             rt.flush(&mut outbox);
         }
-        if let Some(watermark) = rt.backlog_to_send() {
+        // Before a wait, said again: a message to a shard that had not started the view
+        // yet was dropped, and a value that does not change is not sent otherwise.
+        if let Some(watermark) = rt.backlog_to_send(!progressed) {
             for bodies in outbox.per_shard.iter_mut() {
                 bodies.push(DataBody::Backlog { watermark });
             }

@@ -9,8 +9,8 @@
 //! operator's is the minimum over every shard's. Both only move forward.
 //!
 //! Reads are aligned on event time: a partition whose watermark is more than
-//! `WATERMARK_DRIFT_MAX_MS` ahead of the slowest partition that still has unread data
-//! (on any shard) waits for it. Windows close on the minimum, so without that bound a
+//! `WATERMARK_DRIFT_MAX_MS` ahead of the slowest partition with a backlog (its last round
+//! of reads stopped at the round's quota, not at its end), on any shard, waits for it. Windows close on the minimum, so without that bound a
 //! catch-up holds open every window between the slowest and the fastest reader, and the
 //! fastest can be minutes of event time ahead. Only partitions with a backlog hold others
 //! back, so the slowest of them, anywhere, always reads: the alignment cannot deadlock. A
@@ -98,6 +98,10 @@ pub struct SourceClocks {
 impl SourceClocks {
     pub fn new(partitions: Vec<PartitionClock>) -> Self {
         SourceClocks { partitions, reported: WATERMARK_UNKNOWN }
+    }
+
+    pub fn get(&self, partition: u32) -> Option<&PartitionClock> {
+        self.partitions.iter().find(|c| c.partition == partition)
     }
 
     pub fn get_mut(&mut self, partition: u32) -> Option<&mut PartitionClock> {
@@ -199,10 +203,11 @@ impl ReadAlignment {
     }
 
     /// What this shard holds the others to (its `slowest_backlog` over every input), if
-    /// that differs from what it last sent.
-    pub fn to_send(&mut self, slowest_backlog: Option<i64>) -> Option<i64> {
+    /// that differs from what it last sent, or if it holds anyone and `again` (a message
+    /// a shard could not take, for a view it had not started yet, is then made good).
+    pub fn to_send(&mut self, slowest_backlog: Option<i64>, again: bool) -> Option<i64> {
         let holding = slowest_backlog.unwrap_or(WATERMARK_IDLE);
-        (holding != self.sent).then(|| {
+        (holding != self.sent || (again && holding != WATERMARK_IDLE)).then(|| {
             self.sent = holding;
             holding
         })
@@ -258,12 +263,12 @@ mod tests {
     }
 
     /// Shards reading partitions of different density at different speeds, with messages
-    /// delayed: every partition is read to its end (no deadlock), and no read takes a
-    /// partition further past the slowest with a backlog than the drift plus a few rounds'
-    /// reading (what the messages' delay lets through).
+    /// delayed and some partitions late by 700 ms: every partition is read to its end (no
+    /// deadlock), and no read takes a partition further past the slowest with a backlog
+    /// than the drift plus a round's reading.
     #[test]
     fn aligned_reads_finish_and_keep_partitions_within_the_drift() {
-        const DRIFT: i64 = 1_000;
+        const DRIFT_MS: i64 = 1_000;
         const BATCHES_PER_ROUND: usize = 4;
         struct Part {
             shard: usize,
@@ -291,11 +296,11 @@ mod tests {
                 let shards = layout.iter().map(|l| l.0).max().unwrap_or(0) + 1;
                 let mut parts: Vec<Part> = layout
                     .iter()
-                    .map(|&(shard, span, first)| {
-                        let end = if first < 0 { first + 10 * span } else { 100_000 };
+                    .map(|&(shard, span_ms, first)| {
+                        let end = if first < 0 { first + 10 * span_ms } else { 100_000 };
                         let batches = (first..end)
-                            .step_by(span as usize)
-                            .map(|t| (t..t + span).step_by((span as usize / 5).max(1)).collect())
+                            .step_by(span_ms as usize)
+                            .map(|t| (t..t + span_ms).step_by((span_ms as usize / 5).max(1)).collect())
                             .collect();
                         Part { shard, batches, next: 0 }
                     })
@@ -305,7 +310,7 @@ mod tests {
                         SourceClocks::new(
                             (0..parts.len())
                                 .filter(|&i| parts[i].shard == s)
-                                .map(|i| PartitionClock::new(i as u32, 0))
+                                .map(|i| PartitionClock::new(i as u32, if i % 2 == 1 { 700 } else { 0 }))
                                 .collect(),
                         )
                     })
@@ -325,10 +330,10 @@ mod tests {
                         at > step
                     });
                     for s in 0..shards {
-                        if step % speeds[s % 3] != 0 {
+                        if !step.is_multiple_of(speeds[s % 3]) {
                             continue;
                         }
-                        let limit = align[s].read_limit(DRIFT);
+                        let limit = align[s].read_limit(DRIFT_MS);
                         let mine: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].shard == s).collect();
                         for i in mine {
                             let part = &mut parts[i];
@@ -352,7 +357,7 @@ mod tests {
                                 worst_lag = worst_lag.max(after - slowest);
                             }
                         }
-                        if let Some(h) = align[s].to_send(clocks[s].slowest_backlog()) {
+                        if let Some(h) = align[s].to_send(clocks[s].slowest_backlog(), false) {
                             for to in 0..shards {
                                 // In order from one shard to another, as on the channels.
                                 let last = mail.iter().filter(|m| m.1 == to && m.2 == s).map(|m| m.0).max();
@@ -362,10 +367,10 @@ mod tests {
                         }
                     }
                 }
-                let span_max = layout.iter().map(|l| l.1).max().unwrap_or(0);
-                // The messages' delay (up to 3 steps) at the fastest speed lets a shard read
-                // a few rounds past a limit that has since fallen.
-                let bound = DRIFT + 4 * BATCHES_PER_ROUND as i64 * span_max;
+                let span_max_ms = layout.iter().map(|l| l.1).max().unwrap_or(0);
+                // A partition under the limit reads a whole round past it; a batch more for
+                // the lateness and the messages' delay.
+                let bound = DRIFT_MS + (BATCHES_PER_ROUND as i64 + 1) * span_max_ms;
                 assert!(
                     worst_lag <= bound,
                     "layout {layout_no} speeds {speeds:?}: a partition ran {worst_lag} ms ahead (bound {bound})"
