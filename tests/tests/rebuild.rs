@@ -121,15 +121,19 @@ fn versions(h: SocketAddr, view: &str) -> Vec<(i64, String, Value)> {
         .collect()
 }
 
-/// Checkpoints of `view` completed so far, from `/metrics`.
-fn view_checkpoints(h: SocketAddr, view: &str) -> u64 {
-    let (_, metrics) = http(h, "GET", "/metrics", b"");
-    let label = format!("view=\"{view}\"");
+/// A counter of `view` in `metrics` (a `/metrics` body), summed over the shards' lines.
+fn view_counter(metrics: &str, name: &str, view: &str) -> u64 {
+    let (series, label) = (format!("{name}{{"), format!("view=\"{view}\""));
     metrics
         .lines()
-        .filter(|l| l.starts_with("sluice_view_checkpoints_total{") && l.contains(&label))
+        .filter(|l| l.starts_with(&series) && l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
         .sum()
+}
+
+/// Checkpoints of `view` completed so far, from `/metrics`.
+fn view_checkpoints(h: SocketAddr, view: &str) -> u64 {
+    view_counter(&http(h, "GET", "/metrics", b"").1, "sluice_view_checkpoints_total", view)
 }
 
 fn rebuild_phase(h: SocketAddr, view: &str) -> String {
@@ -401,11 +405,7 @@ fn a_rebuild_overtaken_by_retention_goes_on_from_what_is_kept_and_says_what_it_l
     assert_eq!(versions(h, "agg").iter().map(|v| v.0).collect::<Vec<_>>(), vec![2]);
     let (_, metrics) = http(h, "GET", "/metrics", b"");
     // Summed over the shards' lines (one of them owns the partition).
-    let lost: u64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("sluice_view_events_lost_to_retention_total{") && l.contains("view=\"agg\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let lost = view_counter(&metrics, "sluice_view_events_lost_to_retention_total", "agg");
     assert!(lost > 0, "retention overtook the rebuild, and /metrics says by how much:\n{metrics}");
     // Everything the rebuild did not lose is in the view, once each.
     let mut rows = BTreeMap::new();
@@ -487,10 +487,6 @@ fn a_catch_up_reads_its_partitions_in_step_with_event_time() {
     });
     assert!(same, "rebuilt w differs from the oracle: {} rows against {}", got.len(), want.len());
     let (_, metrics) = http(h, "GET", "/metrics", b"");
-    let held: u64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("sluice_view_reads_held_total{") && l.contains("view=\"w\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let held = view_counter(&metrics, "sluice_view_reads_held_total", "w");
     assert!(held > 0, "partition 0 ran 100 s a batch ahead of the other shard's and was never held:\n{metrics}");
 }
