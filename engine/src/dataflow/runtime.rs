@@ -993,6 +993,7 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
     }
     // Per reader: whether this round left it unread (alignment), to wait for the others.
     let mut held = vec![false; readers.len()];
+    let mut backlog_said = std::time::Instant::now();
     let mut next = Outbox::new(shards);
     let mut pace = Pace::new(rt.metrics.bytes_read.get());
     let mut budget = RunBudget::new();
@@ -1095,9 +1096,11 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         } else {
             rt.flush(&mut outbox);
         }
-        // Before a wait, said again: a message to a shard that had not started the view
-        // yet was dropped, and a value that does not change is not sent otherwise.
-        if let Some(watermark) = rt.backlog_to_send(!progressed) {
+        // Said again before a wait, once per idle tick: a message to a shard that had not
+        // started the view yet was dropped, and an unchanged value is not sent otherwise.
+        let again = !progressed && backlog_said.elapsed() >= Duration::from_millis(IDLE_TICK_MS);
+        if let Some(watermark) = rt.backlog_to_send(again) {
+            backlog_said = std::time::Instant::now();
             for bodies in outbox.per_shard.iter_mut() {
                 bodies.push(DataBody::Backlog { watermark });
             }
