@@ -886,6 +886,13 @@ impl ViewRuntime {
         }
     }
 
+    fn source(st: &ViewState, side: Side) -> Option<&SideSource> {
+        match side {
+            Side::Left => Some(&st.left),
+            Side::Right => st.right.as_ref(),
+        }
+    }
+
     fn source_mut(st: &mut ViewState, side: Side) -> Option<&mut SideSource> {
         match side {
             Side::Left => Some(&mut st.left),
@@ -901,20 +908,21 @@ impl ViewRuntime {
         }
         let st = self.state.borrow();
         let limit = st.align.read_limit(crate::limits::WATERMARK_DRIFT_MAX_MS);
-        let source = match side {
-            Side::Left => Some(&st.left),
-            Side::Right => st.right.as_ref(),
-        };
-        source.and_then(|s| s.clocks.get(partition)).is_some_and(|c| c.watermark() > limit)
+        Self::source(&st, side).and_then(|s| s.clocks.get(partition)).is_some_and(|c| c.watermark() > limit)
     }
 
-    /// Marks a source partition held back this round: it may have data, so it must not
-    /// count as idle (left out of the watermark) while it waits.
-    fn hold(&self, side: Side, partition: u32) {
+    /// Holds a source partition back this round if it is too far ahead (`read_held`),
+    /// counting it; a held one may have data, so it must not count as idle meanwhile.
+    fn hold_back(&self, side: Side, partition: u32) -> bool {
+        if !self.read_held(side, partition) {
+            return false;
+        }
         let mut st = self.state.borrow_mut();
         if let Some(c) = Self::source_mut(&mut st, side).and_then(|s| s.clocks.get_mut(partition)) {
             c.caught_up = false;
         }
+        self.metrics.reads_held.add(1);
+        true
     }
 
     /// This shard's slowest partition with a backlog, for every shard, if that changed
@@ -1034,10 +1042,8 @@ pub async fn drive(host: Rc<dyn DataflowHost>, rt: Rc<ViewRuntime>) {
         }
         let mut progressed = false;
         for ((side, p, reader), held) in readers.iter_mut().zip(held.iter_mut()) {
-            *held = rt.read_held(*side, *p);
+            *held = rt.hold_back(*side, *p);
             if *held {
-                rt.hold(*side, *p);
-                rt.metrics.reads_held.add(1);
                 continue;
             }
             // Per partition: an idle one must count as caught up whatever the others do.

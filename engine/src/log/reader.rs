@@ -16,7 +16,7 @@ use glommio::Task;
 
 use super::error::LogError;
 use super::offset::Offset;
-use super::partition::Partition;
+use super::partition::{Partition, SegmentView};
 use super::segment::PartitionIdentity;
 use super::segment_index::SegmentIndex;
 use crate::io::{AlignedHeap, File, IoResult, ReadBuf};
@@ -152,6 +152,25 @@ impl PartitionReader {
         self.next
     }
 
+    /// Starts reading the segment `view` shows, from `view.start_pos`.
+    fn open(&mut self, view: SegmentView) {
+        let mut c = SegmentCursor {
+            partition: self.partition.clone(),
+            segment_base: view.base_offset,
+            file: view.file,
+            path: view.path,
+            identity: view.identity,
+            visible_len: view.visible_len,
+            sealed_index: view.sealed_index,
+            pos: view.start_pos,
+            issue_pos: view.start_pos,
+            chunks: VecDeque::new(),
+            depth: self.depth,
+        };
+        c.fill();
+        self.cursor = Some(c);
+    }
+
     /// The next batch, or `None` when the reader has reached the visible end.
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, LogError> {
         loop {
@@ -172,36 +191,24 @@ impl PartitionReader {
                 let Some(view) = self.partition.segment_view(self.next).await else {
                     return Ok(None);
                 };
-                let mut c = SegmentCursor {
-                    partition: self.partition.clone(),
-                    segment_base: view.base_offset,
-                    file: view.file,
-                    path: view.path,
-                    identity: view.identity,
-                    visible_len: view.visible_len,
-                    sealed_index: view.sealed_index,
-                    pos: view.start_pos,
-                    issue_pos: view.start_pos,
-                    chunks: VecDeque::new(),
-                    depth: self.depth,
-                };
-                c.fill();
-                self.cursor = Some(c);
+                self.open(view);
             }
             let cursor = self.cursor.as_mut().expect("cursor set above");
             if cursor.pos >= cursor.visible_len {
                 // End of what this segment showed: look again (more data, or the next segment).
-                let same = self
-                    .partition
-                    .segment_view(self.next)
-                    .await
+                let view = self.partition.segment_view(self.next).await;
+                let same = view
+                    .as_ref()
                     .is_none_or(|v| Rc::ptr_eq(&v.file, &cursor.file) && v.visible_len == cursor.visible_len);
                 self.cursor = None;
                 if let Some(batch) = self.take_from_tail() {
                     return Ok(Some(batch));
                 }
-                if same {
-                    return Ok(None);
+                match view {
+                    // The next segment, or this one grown: the view just taken (its index
+                    // loaded on the way) opens the cursor.
+                    Some(view) if !same => self.open(view),
+                    _ => return Ok(None),
                 }
                 continue;
             }
