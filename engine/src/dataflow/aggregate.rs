@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use std::hash::BuildHasher;
 
-use crate::dataflow::accumulator::{decode_opt_datum, encode_opt_datum, Acc, Position};
+use crate::dataflow::accumulator::{decode_opt_datum, encode_opt_datum, Acc, AggFunc, Position};
 use crate::dataflow::direct_group_index::DirectGroupIndex;
 use crate::dataflow::group_key::GroupKey;
 use crate::dataflow::int_group_index::{IntGroupIndex, INT_KEYS_MAX};
@@ -261,6 +261,65 @@ const DENSE_BLOCK_ROWS: usize = 64;
 /// view with more goes through the general loop.
 const DENSE_ARGS_MAX: usize = 8;
 
+/// The dense fold's accumulators when every aggregate is a count or an integer sum: per
+/// group, its rows (lane 0) and each sum (lanes 1..) in one flat vector of integers,
+/// merged into the group's `Acc`s when the table drains. A group's lanes are 8 bytes a
+/// sum beside 8 of rows, against 64 bytes an `Acc`, so a round's groups stay in L1 where
+/// their `Acc`s missed it (perf: the load of the `Acc`'s tag held a fifth of the fold).
+#[derive(Debug, Clone, Copy)]
+struct LanePlan {
+    /// The aggregate of each sum lane, in lane order.
+    sum_aggs: [usize; DENSE_ARGS_MAX],
+    sums: usize,
+}
+
+impl LanePlan {
+    fn of(plan: &AggregatePlan) -> Option<LanePlan> {
+        if plan.aggs.len() > DENSE_ARGS_MAX {
+            return None;
+        }
+        let mut lanes = LanePlan { sum_aggs: [0; DENSE_ARGS_MAX], sums: 0 };
+        for (i, a) in plan.aggs.iter().enumerate() {
+            match a.func {
+                AggFunc::CountStar | AggFunc::Count => {}
+                AggFunc::Sum => {
+                    lanes.sum_aggs[lanes.sums] = i;
+                    lanes.sums += 1;
+                }
+                _ => return None,
+            }
+        }
+        Some(lanes)
+    }
+
+    /// Lanes per group: the rows, then the sums.
+    fn width(&self) -> usize {
+        1 + self.sums
+    }
+
+    /// Folds one group's lanes into its accumulators. Every row the lanes counted had a
+    /// value in every argument column (the dense fold takes no NULL), so a count adds the
+    /// rows and a sum is not NULL.
+    fn merge_into(&self, accs: &mut [Acc], lanes: &[i64]) {
+        debug_assert_eq!(lanes.len(), self.width());
+        let rows = lanes[0];
+        if rows == 0 {
+            return;
+        }
+        let mut sums = lanes[1..].iter();
+        for acc in accs {
+            match acc {
+                Acc::Count(_) => acc.merge(&Acc::Count(rows)),
+                Acc::Sum { .. } => {
+                    let int = sums.next().copied().unwrap_or(0);
+                    acc.merge(&Acc::Sum { int, float: 0.0, is_float: false, any: true });
+                }
+                _ => debug_assert!(false, "a lane for {acc:?}"),
+            }
+        }
+    }
+}
+
 impl<'a> DenseFold<'a> {
     fn of(keys: &[IntColumn<'a>], args: &[ColumnArg<'a>], window: Option<WindowPlan>) -> Option<Self> {
         let [IntColumn::Dense64(key)] = keys else { return None };
@@ -438,6 +497,11 @@ pub struct PartialTable {
     /// The latest event time of every group, apart from its head: the fold touches it per
     /// row, the head only when the group is made.
     max_ts: Vec<i64>,
+    /// Whether the dense fold keeps this plan's aggregates in `lanes`.
+    lane_plan: Option<LanePlan>,
+    /// Lanes of every group (see [`LanePlan`]): group i's are `lanes[i * w..(i + 1) * w]`,
+    /// `w` the plan's lane width (none without a lane plan).
+    lanes: Vec<i64>,
     /// Scratch for the group key being looked up.
     scratch: Vec<u8>,
     sessions: HashMap<GroupKey, (usize, Vec<OwnedDatum>, SessionSet, i64)>,
@@ -462,6 +526,8 @@ impl PartialTable {
             heads: Vec::new(),
             accs: Vec::new(),
             max_ts: Vec::new(),
+            lane_plan: plan.and_then(LanePlan::of),
+            lanes: Vec::new(),
             scratch: Vec::with_capacity(64),
             sessions: HashMap::new(),
             draining: false,
@@ -675,6 +741,14 @@ impl PartialTable {
         // Rows whose group the arrays lack (place in the block, key, window): their index
         // slots are prefetched and looked up after the block's other rows (they are cold).
         let mut missed = [(0usize, 0i64, (0i64, 0i64)); DENSE_BLOCK_ROWS];
+        // Counts and integer sums go to the lanes: each sum lane's column.
+        let lane_columns = self.lane_plan.and_then(|lanes| {
+            let mut sums: [&[rkyv::Archived<i64>]; DENSE_ARGS_MAX] = [&[]; DENSE_ARGS_MAX];
+            for (column, &agg) in sums.iter_mut().zip(&lanes.sum_aggs[..lanes.sums]) {
+                *column = (*args.get(agg)?)?;
+            }
+            Some((lanes, sums))
+        });
         loop {
             let mut len = 0;
             let mut misses = 0;
@@ -715,6 +789,28 @@ impl PartialTable {
             }
             if len == 0 {
                 return;
+            }
+            if let Some((lane_plan, sums)) = &lane_columns {
+                let w = lane_plan.width();
+                for &(i, ts, g) in &block[..len] {
+                    let (index, g) = (i as usize, g as usize);
+                    self.max_ts[g] = self.max_ts[g].max(ts);
+                    let lanes = &mut self.lanes[g * w..(g + 1) * w];
+                    lanes[0] += 1;
+                    for (k, (lane, values)) in lanes[1..].iter_mut().zip(&sums[..lane_plan.sums]).enumerate() {
+                        let v = values[index].to_native();
+                        match lane.checked_add(v) {
+                            Some(sum) => *lane = sum,
+                            // The sum's own accumulator goes on in floating point.
+                            None => self.accs[g * n + lane_plan.sum_aggs[k]].update_int(
+                                AggFunc::Sum,
+                                v,
+                                Position { ts, partition, offset: base_offset + i as u64 },
+                            ),
+                        }
+                    }
+                }
+                continue;
             }
             for &(i, ts, g) in &block[..len] {
                 let (index, g) = (i as usize, g as usize);
@@ -888,6 +984,9 @@ impl PartialTable {
         });
         self.max_ts.push(ts);
         self.accs.extend(plan.aggs.iter().map(|a| a.func.new_acc()));
+        if let Some(lanes) = &self.lane_plan {
+            self.lanes.resize(self.lanes.len() + lanes.width(), 0);
+        }
         i
     }
 
@@ -924,15 +1023,26 @@ impl PartialTable {
         // From the back, so what is left does not move; drained, not taken: the next
         // round reuses the capacity.
         let from = self.heads.len().saturating_sub(groups_max);
+        let lane_width = self.lane_plan.map_or(0, |l| l.width());
+        debug_assert_eq!(self.lanes.len(), self.heads.len() * lane_width);
         let mut accs = self.accs.drain(from * aggs..);
+        let mut lanes = self.lanes.drain(from * lane_width..);
         for (h, max_ts) in self.heads.drain(from..).zip(self.max_ts.drain(from..)) {
-            let group_accs = accs.by_ref().take(aggs).collect();
+            let mut group_accs: Vec<Acc> = accs.by_ref().take(aggs).collect();
+            if let Some(lane_plan) = &self.lane_plan {
+                let mut group_lanes = [0i64; DENSE_ARGS_MAX + 1];
+                for (slot, lane) in group_lanes.iter_mut().zip(lanes.by_ref().take(lane_width)) {
+                    *slot = lane;
+                }
+                lane_plan.merge_into(&mut group_accs, &group_lanes[..lane_width]);
+            }
             each(
                 h.owner,
                 PartialGroup { key: h.key, key_values: h.key_values, window: h.window, accs: group_accs, max_ts },
             );
         }
         drop(accs);
+        drop(lanes);
         if !self.heads.is_empty() {
             return false;
         }
@@ -1757,13 +1867,24 @@ mod tests {
     #[test]
     fn the_dense_column_fold_equals_the_general_fold() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let aggs = vec![
+        // Through the accumulators, and (counts and sums only) through the lanes.
+        let with_min = vec![
             agg(AggFunc::CountStar, None),
             agg(AggFunc::Sum, Some(2)),
             agg(AggFunc::Count, Some(2)),
             agg(AggFunc::Min, Some(2)),
         ];
-        for window in [Some(WindowPlan::Tumble { size_ms: 30 }), None] {
+        let lanes_only = vec![agg(AggFunc::Sum, Some(2)), agg(AggFunc::CountStar, None), agg(AggFunc::Sum, Some(1))];
+        for (aggs, window) in [
+            (&with_min, Some(WindowPlan::Tumble { size_ms: 30 })),
+            (&with_min, None),
+            (&lanes_only, Some(WindowPlan::Tumble { size_ms: 30 })),
+            (&lanes_only, None),
+        ] {
+            assert_eq!(
+                LanePlan::of(&AggregatePlan { keys: vec![], key_types: vec![], aggs: aggs.clone(), window }).is_some(),
+                aggs.len() == 3
+            );
             let plan = AggregatePlan {
                 keys: vec![Expr::Column(1)],
                 key_types: vec![DataType::BigInt],
@@ -1782,8 +1903,11 @@ mod tests {
                         1 => i64::MAX - rng.gen_range(0..100),
                         _ => rng.gen_range(0..1_000),
                     };
-                    let v =
-                        if rng.gen_range(0..50) == 0 { i64::MAX - rng.gen_range(0..3) } else { rng.gen_range(-5..5) };
+                    // Sums that leave i64 only through the accumulators: through the lanes,
+                    // a sum whose total fits stays exact where the row-by-row sum went on in
+                    // floating point (`a_lane_sum_is_exact_when_its_total_fits`).
+                    let big = aggs.len() != 3 && rng.gen_range(0..50) == 0;
+                    let v = if big { i64::MAX - rng.gen_range(0..3) } else { rng.gen_range(-5..5) };
                     vec![Value::Timestamp(ts), Value::BigInt(rng.gen_range(0..20)), Value::BigInt(v)]
                 }))
                 .collect();
@@ -1799,6 +1923,50 @@ mod tests {
                 })
                 .collect();
             fold_both(&plan, &in_order);
+        }
+    }
+
+    /// A sum in the lanes whose running total leaves i64 is exact when its total fits (the
+    /// value that overflowed goes to the group's accumulator), and in floating point when not.
+    #[test]
+    fn a_lane_sum_is_exact_when_its_total_fits() {
+        let plan = AggregatePlan {
+            keys: vec![Expr::Column(1)],
+            key_types: vec![DataType::BigInt],
+            aggs: vec![agg(AggFunc::Sum, Some(2)), agg(AggFunc::CountStar, None)],
+            window: Some(WindowPlan::Tumble { size_ms: 1_000 }),
+        };
+        let sums = |values: &[i64]| {
+            let rows: Vec<Vec<Value>> =
+                values.iter().map(|&v| vec![Value::Timestamp(5), Value::BigInt(1), Value::BigInt(v)]).collect();
+            let batch = column_batch(&rows);
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch).expect("archive columns");
+            let archived = rkyv::access::<crate::record::columns::ArchivedColumnBatch, rkyv::rancor::Error>(&bytes)
+                .expect("access");
+            let resolved: Vec<ColumnRef> = archived.columns.iter().map(|c| c.resolve()).collect();
+            let columns: Vec<crate::dataflow::plan::ColumnInfo> = (0..3)
+                .map(|i| crate::dataflow::plan::ColumnInfo {
+                    name: format!("c{i}"),
+                    ty: DataType::BigInt,
+                    default: Value::Null,
+                })
+                .collect();
+            let mut table = PartialTable::new(1, Some(&plan));
+            table.add_columns(&plan, &resolved, &columns, (0..rows.len() as u32).map(|i| (i, 5)), 0, 0);
+            let mut out = Vec::new();
+            table.drain(|_, g| out.push(g.accs));
+            assert_eq!(out.len(), 1, "one group");
+            out.remove(0)
+        };
+        let exact = |accs: &[Acc]| match accs {
+            [Acc::Sum { int, is_float: false, any: true, .. }, Acc::Count(n)] => (*int, *n),
+            other => panic!("an exact sum and a count: {other:?}"),
+        };
+        assert_eq!(exact(&sums(&[i64::MAX - 2, 5, -10])), (i64::MAX - 7, 3));
+        assert_eq!(exact(&sums(&[-5, i64::MIN + 2, -1, 9])), (i64::MIN + 5, 4));
+        match &sums(&[i64::MAX, i64::MAX, 1])[..] {
+            [Acc::Sum { is_float: true, float, .. }, Acc::Count(3)] => assert_eq!(*float, 2.0 * i64::MAX as f64),
+            other => panic!("a total past i64 goes on in floating point: {other:?}"),
         }
     }
 
