@@ -418,9 +418,14 @@ fn a_tailing_reader_gets_every_record_from_memory_or_disk() {
             let mut round = 0u64;
             while seen < BATCHES * PER_BATCH {
                 round += 1;
-                // Now and then fall far behind, so the cache moves on and the disk serves.
+                // Now and then fall behind by twice what the tail cache holds (or to the
+                // writer's end), so the cache moves on and the disk serves: waited for, not
+                // slept for (a slow disk wrote less than the cache in a fixed 30 ms).
                 if round.is_multiple_of(50) {
-                    glommio::timer::sleep(std::time::Duration::from_millis(30)).await;
+                    let behind = 2 * sluice::limits::TAIL_CACHE_BYTES_MAX as u64 / 300;
+                    while p.offsets().appended_end().0 < (seen + behind).min(BATCHES * PER_BATCH) {
+                        glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+                    }
                 }
                 let Some(b) = r.next_batch().await.expect("read") else {
                     assert!(p.wait_for(Offset(seen), std::time::Duration::from_secs(10)).await, "data at {seen}");
