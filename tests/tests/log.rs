@@ -396,12 +396,13 @@ fn a_tailing_reader_gets_every_record_from_memory_or_disk() {
             let p = open(&path, &cfg).await;
             const BATCHES: u64 = 600;
             const PER_BATCH: u64 = 50;
+            const VALUE_BYTES: usize = 300;
             let writer = {
                 let p = p.clone();
                 glommio::spawn_local(async move {
                     let mut pending = Vec::new();
                     for b in 0..BATCHES {
-                        pending.push(p.submit(batch(b * PER_BATCH, PER_BATCH, 300, 0)).await.expect("submit"));
+                        pending.push(p.submit(batch(b * PER_BATCH, PER_BATCH, VALUE_BYTES, 0)).await.expect("submit"));
                         if pending.len() == 8 {
                             for a in pending.drain(..) {
                                 a.await.expect("append");
@@ -416,18 +417,25 @@ fn a_tailing_reader_gets_every_record_from_memory_or_disk() {
             let mut r = PartitionReader::new(p.clone(), Offset(0));
             let mut seen = 0u64;
             let mut round = 0u64;
+            // Twice, once the reader has caught up (or late in the run if it never does),
+            // it falls behind by twice what the tail cache holds (or to the writer's end),
+            // so the cache moves on and the disk serves; between falls it reads from the
+            // tail. Waited for, not slept for: a slow disk wrote less than the cache in a
+            // fixed 30 ms, and the disk never served.
+            let (mut caught_up, mut falls) = (false, 0);
             while seen < BATCHES * PER_BATCH {
                 round += 1;
-                // Now and then fall behind by twice what the tail cache holds (or to the
-                // writer's end), so the cache moves on and the disk serves: waited for, not
-                // slept for (a slow disk wrote less than the cache in a fixed 30 ms).
-                if round.is_multiple_of(50) {
-                    let behind = 2 * sluice::limits::TAIL_CACHE_BYTES_MAX as u64 / 300;
-                    while p.offsets().appended_end().0 < (seen + behind).min(BATCHES * PER_BATCH) {
-                        glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
-                    }
+                if falls < 2 && round >= 50 && (caught_up || round >= 300) {
+                    let behind = 2 * sluice::limits::TAIL_CACHE_BYTES_MAX as u64 / VALUE_BYTES as u64;
+                    let target = (seen + behind).min(BATCHES * PER_BATCH);
+                    assert!(
+                        p.wait_for(Offset(target - 1), std::time::Duration::from_secs(10)).await,
+                        "the writer at {target}"
+                    );
+                    (caught_up, falls) = (false, falls + 1);
                 }
                 let Some(b) = r.next_batch().await.expect("read") else {
+                    caught_up = true;
                     assert!(p.wait_for(Offset(seen), std::time::Duration::from_secs(10)).await, "data at {seen}");
                     continue;
                 };
@@ -437,7 +445,7 @@ fn a_tailing_reader_gets_every_record_from_memory_or_disk() {
                 for (i, rec) in b.records().iter().enumerate() {
                     let off = b.base_offset() + i as u64;
                     assert_eq!(off, seen, "dense, no duplicate ({durability:?})");
-                    assert_eq!(rec.value.as_slice(), value_of(off, 300).as_slice(), "offset {off}");
+                    assert_eq!(rec.value.as_slice(), value_of(off, VALUE_BYTES).as_slice(), "offset {off}");
                     seen += 1;
                 }
             }
@@ -450,7 +458,7 @@ fn a_tailing_reader_gets_every_record_from_memory_or_disk() {
             assert!(m.batches_read_from_disk.get() > 0, "the disk served the reader that fell behind");
             p.close().await.expect("close");
             let p = open(&path, &cfg).await;
-            check_all(&p, seen, 300).await;
+            check_all(&p, seen, VALUE_BYTES).await;
             p.close().await.expect("close");
         });
     }
