@@ -262,8 +262,8 @@ const DENSE_BLOCK_ROWS: usize = 64;
 const DENSE_ARGS_MAX: usize = 8;
 
 /// The dense fold's accumulators when every aggregate is a count or an integer sum: per
-/// group its rows (lane 0), each sum wrapping in i64 (lanes `1..=sums`) and each sum's
-/// carries, the times it wrapped (the next `sums` lanes, touched only when it wraps), in
+/// group its rows (lane 0), each sum wrapping in i64 (lanes `1..=sum_count`) and each
+/// sum's carries, the times it wrapped (the next `sum_count` lanes, touched only then), in
 /// one flat vector, merged into the group's `Acc`s when the table drains. The fold then
 /// touches 16 bytes a group for count+sum where it touched two 64-byte `Acc`s, which
 /// missed L1 (perf: the load of an `Acc`'s tag held a fifth of the fold; `bench --bin
@@ -286,8 +286,9 @@ enum LaneKind {
 }
 
 impl LanePlan {
-    /// Lanes for a plan whose every row the dense fold can take (one BIGINT or TIMESTAMP
-    /// key, a tumbling window or none, plain columns: `archived`), counts and sums only.
+    /// Lanes for a plan of the dense fold's shape (one BIGINT or TIMESTAMP key, a tumbling
+    /// window or none, plain columns: `archived`; BIGINT arguments), counts and sums only.
+    /// Its batches with a NULL still take the `Acc`s.
     fn of(plan: &AggregatePlan, archived: Option<&ArchivedFold>) -> Option<LanePlan> {
         let ArchivedKeys::Ints(keys) = archived?.keys else { return None };
         let one_wide_key = keys.len == 1 && matches!(plan.key_types[..], [DataType::BigInt | DataType::Timestamp]);
@@ -300,9 +301,12 @@ impl LanePlan {
         let mut lanes =
             LanePlan { kinds: [LaneKind::Rows; DENSE_ARGS_MAX], sum_aggs: [0; DENSE_ARGS_MAX], sum_count: 0 };
         for (i, a) in plan.aggs.iter().enumerate() {
+            // The dense fold reads only BIGINT arguments (`ColumnArg::Int(Dense64)`).
+            let bigint_arg = a.arg_type == DataType::BigInt;
             lanes.kinds[i] = match a.func {
-                AggFunc::CountStar | AggFunc::Count => LaneKind::Rows,
-                AggFunc::Sum => {
+                AggFunc::CountStar => LaneKind::Rows,
+                AggFunc::Count if bigint_arg => LaneKind::Rows,
+                AggFunc::Sum if bigint_arg => {
                     lanes.sum_aggs[lanes.sum_count] = i;
                     lanes.sum_count += 1;
                     LaneKind::Sum(lanes.sum_count - 1)
@@ -534,11 +538,12 @@ pub struct PartialTable {
 impl PartialTable {
     /// A table for the aggregate `plan` (if the view has one).
     pub fn new(shards: usize, plan: Option<&AggregatePlan>) -> Self {
+        let archived = plan.and_then(|p| ArchivedFold::of(p, IntKeys::of(p)));
         PartialTable {
             shards,
             int_keys: plan.and_then(IntKeys::of),
             text_key: plan.and_then(text_key_of),
-            archived: plan.and_then(|p| ArchivedFold::of(p, IntKeys::of(p))),
+            archived: archived.clone(),
             aggs: plan.map_or(0, |p| p.aggs.len()),
             by_ints: IntGroupIndex::new(),
             direct: DirectGroupIndex::new(),
@@ -548,7 +553,7 @@ impl PartialTable {
             heads: Vec::new(),
             accs: Vec::new(),
             max_ts: Vec::new(),
-            lane_plan: plan.and_then(|p| LanePlan::of(p, ArchivedFold::of(p, IntKeys::of(p)).as_ref())),
+            lane_plan: plan.and_then(|p| LanePlan::of(p, archived.as_ref())),
             lanes: Vec::new(),
             scratch: Vec::with_capacity(64),
             sessions: HashMap::new(),
@@ -647,7 +652,8 @@ impl PartialTable {
     /// event time: the keys' and arguments' columns are found once, then every row is read
     /// straight from them (the per-row work is the group lookup and the accumulators).
     /// Rows this cannot take (a NULL key, a plan of another shape) go through [`Self::add`],
-    /// so the result is the same as adding every row there.
+    /// so the result is the same as adding every row there (but for sums past i64 in the
+    /// lanes: exact there, see [`LanePlan`]).
     pub fn add_columns(
         &mut self,
         plan: &AggregatePlan,
@@ -1884,7 +1890,8 @@ mod tests {
 
     /// Batches without NULLs, one BIGINT key, integer arguments and a tumbling window take
     /// the column fold's dense path: the same partials as the general fold, with event
-    /// times out of order, at both ends of the i64 range, and sums that overflow; and with
+    /// times out of order, at both ends of the i64 range, and (through the `Acc`s) sums
+    /// that overflow; and with
     /// times in order over a few windows (the direct group index's hits), keys outside the
     /// range the first batch set among them.
     #[test]
@@ -2008,8 +2015,9 @@ mod tests {
         };
         check(&[i64::MAX - 2, 5, -10]);
         check(&[-5, i64::MIN + 2, -1, 9]);
-        // Wraps up three times and down three times: -3.
-        check(&[i64::MAX, i64::MAX, i64::MAX, i64::MIN, i64::MIN, i64::MIN]);
+        // Carries up to 3 and back to 0 (a total of -7), and on down to -4 (a float).
+        check(&[[i64::MAX; 7], [i64::MIN; 7]].concat());
+        check(&[&[i64::MAX; 7][..], &[i64::MIN; 14][..]].concat());
         check(&[i64::MAX, i64::MAX, 1]);
         check(&[i64::MIN, -1]);
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
