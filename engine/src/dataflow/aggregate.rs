@@ -1891,9 +1891,9 @@ mod tests {
     /// Batches without NULLs, one BIGINT key, integer arguments and a tumbling window take
     /// the column fold's dense path: the same partials as the general fold, with event
     /// times out of order, at both ends of the i64 range, and (through the `Acc`s) sums
-    /// that overflow; and with
-    /// times in order over a few windows (the direct group index's hits), keys outside the
-    /// range the first batch set among them.
+    /// that overflow; with times in order over a few windows (the direct group index's
+    /// hits), keys outside the range the first batch set among them; and (counts and sums
+    /// in lanes) with batches holding a NULL beside batches without.
     #[test]
     fn the_dense_column_fold_equals_the_general_fold() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
