@@ -294,6 +294,7 @@ impl LanePlan {
         let one_wide_key = keys.len == 1 && matches!(plan.key_types[..], [DataType::BigInt | DataType::Timestamp]);
         if !one_wide_key
             || !matches!(plan.window, None | Some(WindowPlan::Tumble { .. }))
+            || plan.aggs.is_empty()
             || plan.aggs.len() > DENSE_ARGS_MAX
         {
             return None;
@@ -1048,26 +1049,24 @@ impl PartialTable {
         // From the back, so what is left does not move; drained, not taken: the next
         // round reuses the capacity.
         let from = self.heads.len().saturating_sub(groups_max);
-        let lane_width = self.lane_plan.map_or(0, |l| l.width());
-        debug_assert_eq!(self.lanes.len(), self.heads.len() * lane_width);
-        let mut accs = self.accs.drain(from * aggs..);
-        let mut lanes = self.lanes.drain(from * lane_width..);
-        for (h, max_ts) in self.heads.drain(from..).zip(self.max_ts.drain(from..)) {
-            let mut group_accs: Vec<Acc> = accs.by_ref().take(aggs).collect();
-            if let Some(lane_plan) = &self.lane_plan {
-                let mut group_lanes = [0i64; 1 + 2 * DENSE_ARGS_MAX];
-                for (slot, lane) in group_lanes.iter_mut().zip(lanes.by_ref().take(lane_width)) {
-                    *slot = lane;
-                }
-                lane_plan.merge_into(&mut group_accs, &group_lanes[..lane_width]);
+        // The lanes of the groups going out, merged into their accumulators in place.
+        if let Some(lane_plan) = &self.lane_plan {
+            let w = lane_plan.width();
+            debug_assert_eq!(self.lanes.len(), self.heads.len() * w);
+            for (accs, lanes) in self.accs[from * aggs..].chunks_mut(aggs).zip(self.lanes[from * w..].chunks(w)) {
+                lane_plan.merge_into(accs, lanes);
             }
+            self.lanes.truncate(from * w);
+        }
+        let mut accs = self.accs.drain(from * aggs..);
+        for (h, max_ts) in self.heads.drain(from..).zip(self.max_ts.drain(from..)) {
+            let group_accs = accs.by_ref().take(aggs).collect();
             each(
                 h.owner,
                 PartialGroup { key: h.key, key_values: h.key_values, window: h.window, accs: group_accs, max_ts },
             );
         }
         drop(accs);
-        drop(lanes);
         if !self.heads.is_empty() {
             return false;
         }
